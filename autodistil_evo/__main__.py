@@ -1,0 +1,3 @@
+from autodistil_evo.cli import main
+
+main()

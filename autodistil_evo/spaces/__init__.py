@@ -1,0 +1,6 @@
+"""Search spaces: K compact sub-spaces of Transformer shapes, and their exact cost."""
+
+from autodistil_evo.spaces.cost import count_flops, count_params
+from autodistil_evo.spaces.space import Arch, ModelDims, SearchSpace, SubSpace, TeacherShape, load_space
+
+__all__ = ["Arch", "ModelDims", "SearchSpace", "SubSpace", "TeacherShape", "load_space", "count_flops", "count_params"]

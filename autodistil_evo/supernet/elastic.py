@@ -1,0 +1,268 @@
+"""The SuperLM: a weight-sharing BERT encoder whose every sub-network is one student.
+
+In the style of once-for-all's elastic modules: each module is an ordinary torch module built
+at the sub-space's largest shape; `SuperLM.set_active(arch)` chooses a subnet and the forward
+pass computes only that subnet's slice of every weight (first-k slicing: the first `hidden`
+channels, the first `heads` heads, the first `ffn` FFN units), so its cost tracks the subnet's
+FLOPs. `SuperLM.extract(arch)` returns a standalone student holding copies of those slices.
+
+Depth: the SuperLM has L layers; a subnet of depth d uses SuperLM layers floor(i*L/d) for
+i < d (uniform stride, as AutoDistil's reference implementation). The SuperLM's own layers are
+taken from the teacher's by the same rule when it is initialised from a teacher.
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import BertConfig, BertModel
+
+from autodistil_evo.spaces import Arch, ModelDims, SubSpace
+from autodistil_evo.supernet.modeling_student import (
+    StudentConfig,
+    StudentModel,
+    extended_attention_mask,
+    multi_head_attention,
+)
+
+
+def stride_layers(depth: int, total: int) -> list:
+    """Indices of `total` layers a `depth`-layer network uses: floor(i * total / depth)."""
+    return [(i * total) // depth for i in range(depth)]
+
+
+def first_k_slice(source: torch.Tensor, shape) -> torch.Tensor:
+    """The leading block of `source` with the given shape (first-k slicing on every dim)."""
+    return source[tuple(slice(0, n) for n in shape)]
+
+
+def student_config(arch: Arch, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.1, attention_dropout=None, pad_token_id=0):
+    """Config of a standalone student: a BertConfig where BERT can express it, else StudentConfig."""
+    common = dict(
+        vocab_size=dims.vocab_size,
+        hidden_size=arch.hidden,
+        num_hidden_layers=arch.layers,
+        num_attention_heads=arch.heads,
+        intermediate_size=arch.ffn,
+        hidden_act="gelu",
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout if attention_dropout is None else attention_dropout,
+        max_position_embeddings=dims.max_position_embeddings,
+        type_vocab_size=dims.type_vocab_size,
+        layer_norm_eps=layer_norm_eps,
+        pad_token_id=pad_token_id,
+    )
+    if arch.heads * dims.head_dim == arch.hidden:
+        config = BertConfig(**common)
+        config._attn_implementation = "eager"
+        return config
+    return StudentConfig(head_dim=dims.head_dim, **common)
+
+
+def build_student(config) -> nn.Module:
+    return BertModel(config) if isinstance(config, BertConfig) else StudentModel(config)
+
+
+class ElasticLinear(nn.Linear):
+    """nn.Linear whose input width follows the input and whose output width is chosen per call."""
+
+    def forward(self, x, out_features=None):
+        out_features = out_features or self.out_features
+        return F.linear(x, self.weight[:out_features, : x.shape[-1]], self.bias[:out_features])
+
+
+class ElasticLayerNorm(nn.LayerNorm):
+    def forward(self, x):
+        width = x.shape[-1]
+        return F.layer_norm(x, (width,), self.weight[:width], self.bias[:width], self.eps)
+
+
+class ElasticEmbeddings(nn.Module):
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = ElasticLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids, hidden):
+        # Look up full rows and slice the result: slicing the tables would copy them every step.
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
+        embeddings = (
+            self.word_embeddings(input_ids)[..., :hidden]
+            + self.token_type_embeddings(token_type_ids)[..., :hidden]
+            + self.position_embeddings(positions)[..., :hidden]
+        )
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class ElasticSelfAttention(nn.Module):
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        width = config.num_attention_heads * config.head_dim
+        self.query = ElasticLinear(config.hidden_size, width)
+        self.key = ElasticLinear(config.hidden_size, width)
+        self.value = ElasticLinear(config.hidden_size, width)
+
+
+class ElasticOutput(nn.Module):
+    """dense -> dropout -> residual -> LayerNorm, with the output width given per call."""
+
+    def __init__(self, config: StudentConfig, in_features):
+        super().__init__()
+        self.dense = ElasticLinear(in_features, config.hidden_size)
+        self.LayerNorm = ElasticLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states, residual.shape[-1])) + residual)
+
+
+class ElasticAttention(nn.Module):
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.self = ElasticSelfAttention(config)
+        self.output = ElasticOutput(config, config.num_attention_heads * config.head_dim)
+
+
+class ElasticIntermediate(nn.Module):
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.dense = ElasticLinear(config.hidden_size, config.intermediate_size)
+
+
+class ElasticLayer(nn.Module):
+    def __init__(self, config: StudentConfig):
+        super().__init__()
+        self.config = config
+        self.attention = ElasticAttention(config)
+        self.intermediate = ElasticIntermediate(config)
+        self.output = ElasticOutput(config, config.intermediate_size)
+
+    def qkv(self, hidden_states, width):
+        attn = self.attention.self
+        return attn.query(hidden_states, width), attn.key(hidden_states, width), attn.value(hidden_states, width)
+
+    def forward(self, hidden_states, additive_mask, width, ffn, qkv=None):
+        q, k, v = qkv if qkv is not None else self.qkv(hidden_states, width)
+        config = self.config
+        dropout = config.attention_probs_dropout_prob
+        context = multi_head_attention(q, k, v, additive_mask, config.head_dim, dropout, self.training)
+        hidden_states = self.attention.output(context, hidden_states)
+        intermediate = F.gelu(self.intermediate.dense(hidden_states, ffn))
+        return self.output(intermediate, hidden_states)
+
+
+class SuperLM(nn.Module):
+    """Weight-sharing BERT encoder over one sub-space; `set_active` picks the subnet to run."""
+
+    def __init__(self, subspace: SubSpace, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.1, pad_token_id=0):
+        super().__init__()
+        largest = subspace.largest()
+        self.subspace = subspace
+        self.dims = dims
+        self.config = StudentConfig(
+            vocab_size=dims.vocab_size,
+            hidden_size=largest.hidden,
+            num_hidden_layers=largest.layers,
+            num_attention_heads=largest.heads,
+            head_dim=dims.head_dim,
+            intermediate_size=subspace.max_ffn(),
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            max_position_embeddings=dims.max_position_embeddings,
+            type_vocab_size=dims.type_vocab_size,
+            layer_norm_eps=layer_norm_eps,
+            pad_token_id=pad_token_id,
+        )
+        self.embeddings = ElasticEmbeddings(self.config)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(ElasticLayer(self.config) for _ in range(largest.layers))
+        self.pooler = nn.Module()
+        self.pooler.dense = ElasticLinear(largest.hidden, largest.hidden)
+        self.reset_parameters()
+        self.active = largest
+
+    def reset_parameters(self):
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def set_active(self, arch: Arch):
+        if not self.subspace.contains(arch):
+            raise ValueError(f"{arch} is not in sub-space '{self.subspace.name}'")
+        self.active = arch
+
+    def active_layers(self) -> list:
+        return stride_layers(self.active.layers, len(self.encoder.layer))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, stop_at_last_qkv=False):
+        """Run the active subnet.
+
+        Returns (last hidden state, pooled output, (q, k, v) of the last active layer). With
+        `stop_at_last_qkv` the last layer stops after its Q/K/V projections and the hidden
+        state and pooled output are None: that is all relation distillation needs.
+        """
+        arch = self.active
+        width = arch.heads * self.dims.head_dim
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        hidden_states = self.embeddings(input_ids, token_type_ids, arch.hidden)
+        additive_mask = extended_attention_mask(attention_mask, hidden_states.dtype)
+        layer_ids = self.active_layers()
+        qkv = None
+        for position, index in enumerate(layer_ids):
+            layer = self.encoder.layer[index]
+            if position == len(layer_ids) - 1:
+                qkv = layer.qkv(hidden_states, width)
+                if stop_at_last_qkv:
+                    return None, None, qkv
+            hidden_states = layer(hidden_states, additive_mask, width, arch.ffn, qkv=qkv)
+        pooled = torch.tanh(self.pooler.dense(hidden_states[:, 0], arch.hidden))
+        return hidden_states, pooled, qkv
+
+    # ----- teacher initialisation and extraction: both are first-k slicing by parameter name
+
+    @staticmethod
+    def _remap_layer(name: str, layer_map: list) -> str:
+        """Rename `encoder.layer.i.*` to `encoder.layer.{layer_map[i]}.*` (other names unchanged)."""
+        parts = name.split(".")
+        if parts[:2] == ["encoder", "layer"]:
+            parts[2] = str(layer_map[int(parts[2])])
+        return ".".join(parts)
+
+    @torch.no_grad()
+    def init_from_teacher(self, teacher_state: dict, teacher_layers: int):
+        """Copy the leading slices of a BERT teacher's weights; SuperLM layers stride the teacher's."""
+        layer_map = stride_layers(len(self.encoder.layer), teacher_layers)
+        for name, param in self.named_parameters():
+            teacher_name = self._remap_layer(name, layer_map)
+            if teacher_name not in teacher_state:
+                raise KeyError(f"teacher has no parameter '{teacher_name}'")
+            source = teacher_state[teacher_name]
+            if any(s < d for s, d in zip(source.shape, param.shape)):
+                raise ValueError(f"teacher's {teacher_name} {tuple(source.shape)} is smaller than {tuple(param.shape)}")
+            param.copy_(first_k_slice(source, param.shape))
+
+    @torch.no_grad()
+    def extract(self, arch: Arch) -> nn.Module:
+        """A standalone student (BertModel or StudentModel) holding copies of `arch`'s weights."""
+        if not self.subspace.contains(arch):
+            raise ValueError(f"{arch} is not in sub-space '{self.subspace.name}'")
+        c = self.config
+        config = student_config(
+            arch, self.dims, c.layer_norm_eps, c.hidden_dropout_prob, c.attention_probs_dropout_prob, c.pad_token_id
+        )
+        student = build_student(config)
+        layer_map = stride_layers(arch.layers, len(self.encoder.layer))
+        own = dict(self.named_parameters())
+        for name, param in student.named_parameters():
+            param.copy_(first_k_slice(own[self._remap_layer(name, layer_map)], param.shape))
+        return student.eval()

@@ -1,0 +1,229 @@
+"""A BERT-compatible student encoder whose Q/K/V width may differ from its hidden size.
+
+AutoDistil's search spaces let `heads x head_dim` differ from `hidden`, which
+`transformers.BertModel` cannot express (it derives the head size from hidden / heads).
+This file defines the smallest change to BERT that can: a `head_dim` field in the config.
+Parameter names follow `BertModel` exactly, so a student whose Q/K/V width equals its
+hidden size loads into `BertModel` unchanged.
+
+The file is self-contained (imports only torch and transformers) because exported student
+folders ship a copy of it for `trust_remote_code=True` loading without autodistil-evo.
+"""
+
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
+
+
+class StudentConfig(PretrainedConfig):
+    model_type = "autodistil_student"
+
+    def __init__(
+        self,
+        vocab_size=30522,
+        hidden_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=12,
+        head_dim=32,
+        intermediate_size=1536,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        initializer_range=0.02,
+        layer_norm_eps=1e-12,
+        pad_token_id=0,
+        classifier_dropout=None,
+        **kwargs,
+    ):
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.head_dim = head_dim
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.classifier_dropout = classifier_dropout
+
+
+def extended_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[batch, seq] 1/0 mask -> additive [batch, 1, 1, seq] mask, as BERT's eager attention uses."""
+    mask = attention_mask[:, None, None, :].to(dtype)
+    return (1.0 - mask) * torch.finfo(dtype).min
+
+
+def multi_head_attention(q, k, v, additive_mask, head_dim, dropout_p, training):
+    """Scaled dot-product attention over heads of `head_dim`; q/k/v are [batch, seq, heads*head_dim]."""
+    batch, seq, width = q.shape
+    shape = (batch, seq, width // head_dim, head_dim)
+    q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
+    scores = torch.matmul(q, k.transpose(2, 3)) * (head_dim**-0.5)
+    if additive_mask is not None:
+        scores = scores + additive_mask
+    probs = nn.functional.dropout(nn.functional.softmax(scores, dim=-1), p=dropout_p, training=training)
+    return torch.matmul(probs, v).transpose(1, 2).reshape(batch, seq, width)
+
+
+class StudentEmbeddings(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids):
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
+        embeddings = (
+            self.word_embeddings(input_ids)
+            + self.token_type_embeddings(token_type_ids)
+            + self.position_embeddings(positions)
+        )
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+class StudentSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        width = config.num_attention_heads * config.head_dim
+        self.head_dim = config.head_dim
+        self.query = nn.Linear(config.hidden_size, width)
+        self.key = nn.Linear(config.hidden_size, width)
+        self.value = nn.Linear(config.hidden_size, width)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+
+class StudentAttentionOutput(nn.Module):
+    def __init__(self, config, in_features):
+        super().__init__()
+        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, residual):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + residual)
+
+
+class StudentAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.self = StudentSelfAttention(config)
+        self.output = StudentAttentionOutput(config, config.num_attention_heads * config.head_dim)
+
+
+class StudentIntermediate(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states):
+        return self.act(self.dense(hidden_states))
+
+
+class StudentLayer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.attention = StudentAttention(config)
+        self.intermediate = StudentIntermediate(config)
+        self.output = StudentAttentionOutput(config, config.intermediate_size)
+
+    def forward(self, hidden_states, additive_mask):
+        attn = self.attention.self
+        q, k, v = attn.query(hidden_states), attn.key(hidden_states), attn.value(hidden_states)
+        context = multi_head_attention(q, k, v, additive_mask, attn.head_dim, attn.dropout_p, self.training)
+        hidden_states = self.attention.output(context, hidden_states)
+        hidden_states = self.output(self.intermediate(hidden_states), hidden_states)
+        return hidden_states, (q, k, v)
+
+
+class StudentPooler(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states):
+        return torch.tanh(self.dense(hidden_states[:, 0]))
+
+
+class StudentPreTrainedModel(PreTrainedModel):
+    config_class = StudentConfig
+    base_model_prefix = "bert"
+
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+class StudentModel(StudentPreTrainedModel):
+    """BERT encoder with `num_attention_heads x head_dim` Q/K/V width independent of hidden size."""
+
+    def __init__(self, config, add_pooling_layer=True):
+        super().__init__(config)
+        self.embeddings = StudentEmbeddings(config)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(StudentLayer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = StudentPooler(config) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value):
+        self.embeddings.word_embeddings = value
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False, **kwargs):
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        hidden_states = self.embeddings(input_ids, token_type_ids)
+        additive_mask = extended_attention_mask(attention_mask, hidden_states.dtype)
+        all_hidden = [hidden_states] if output_hidden_states else None
+        for layer in self.encoder.layer:
+            hidden_states, _ = layer(hidden_states, additive_mask)
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states,
+            pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+        )
+
+
+class StudentForSequenceClassification(StudentPreTrainedModel):
+    """Same head layout as `BertForSequenceClassification` (pooler -> dropout -> linear)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = StudentModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
+        pooled = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).pooler_output
+        logits = self.classifier(self.dropout(pooled))
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+        return SequenceClassifierOutput(loss=loss, logits=logits)

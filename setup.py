@@ -1,0 +1,33 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+version = {}
+exec((Path(__file__).parent / "autodistil_evo" / "__init__.py").read_text(), version)
+
+setup(
+    name="autodistil-evo",
+    version=version["__version__"],
+    description="Distil a teacher LM into a family of students by evolutionary NAS (AutoDistil).",
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["autodistil_evo", "autodistil_evo.*"]),
+    install_requires=[
+        # torch is installed first and pinned by the Makefile (a CPU build from local disk);
+        # this range only accepts it, so pip never pulls another build.
+        "torch>=2.4",
+        "transformers>=5,<6",
+        "datasets>=5,<6",
+        "pymoo==0.6.2",
+        "deepspeed>=0.19,<0.20",
+        "click>=8,<9",
+        "rich>=15,<16",
+        "numpy>=2,<3",
+        "safetensors",
+        "pyyaml",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["autodistil-evo=autodistil_evo.cli:main"]},
+)

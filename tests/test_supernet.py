@@ -1,0 +1,127 @@
+"""The SuperLM's subnets equal their extracted students; analytic cost equals measured cost."""
+
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import BertModel
+
+from autodistil_evo.spaces import Arch, count_flops, count_params, load_space
+from autodistil_evo.supernet import StudentModel, SuperLM, build_student, student_config, stride_layers
+from autodistil_evo.teacher import load_teacher
+
+SHIPPED = ["spaces/autodistil-bert-base.yaml", "spaces/autodistil-bert-base-k1.yaml", "spaces/minilm-l6.yaml"]
+
+
+def _inputs(vocab, seed=0, batch=2, seq=12):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, seq), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, seq // 2 :] = 0  # padding in the second sequence
+    return ids, mask
+
+
+def _assert_equivalent(superlm, arch, vocab):
+    superlm.eval().set_active(arch)
+    ids, mask = _inputs(vocab)
+    with torch.no_grad():
+        hidden, pooled, _ = superlm(ids, mask)
+        student = superlm.extract(arch)
+        out = student(input_ids=ids, attention_mask=mask)
+    assert (out.last_hidden_state - hidden).abs().max().item() <= 1e-5
+    assert (out.pooler_output - pooled).abs().max().item() <= 1e-5
+    return student
+
+
+@pytest.mark.parametrize("space_file", SHIPPED)
+def test_subnets_of_shipped_spaces_equal_extracted_students(space_file):
+    space = load_space(space_file)
+    dims = replace(space.dims(), vocab_size=512)  # a small vocabulary keeps the big spaces fast
+    rng = random.Random(0)
+    for sub in space.subspaces.values():
+        torch.manual_seed(0)
+        superlm = SuperLM(sub, dims)
+        for arch in [sub.largest(), sub.smallest(), *rng.sample(sub.candidates(), 4)]:
+            student = _assert_equivalent(superlm, arch, dims.vocab_size)
+            bert_expressible = arch.heads * dims.head_dim == arch.hidden
+            assert isinstance(student, BertModel if bert_expressible else StudentModel)
+
+
+def test_bert_expressible_student_is_a_bert_model(tiny_space_file, tiny_teacher):
+    teacher = load_teacher(str(tiny_teacher))
+    space = load_space(tiny_space_file)
+    sub = space.subspace("big")
+    superlm = SuperLM(sub, space.dims(teacher.shape), dropout=0.0)
+    superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+    # The largest arch of "big" is the teacher's own shape: the subnet is the teacher.
+    arch = Arch(2, 4, 64, 2.0)
+    student = _assert_equivalent(superlm, arch, 30522)
+    assert isinstance(student, BertModel)
+    ids, mask = _inputs(30522)
+    with torch.no_grad():
+        expected = teacher.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = student(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert (expected - got).abs().max().item() <= 1e-5
+
+
+def test_random_archs_from_teacher_init(tiny_space_file, tiny_teacher):
+    teacher = load_teacher(str(tiny_teacher))
+    space = load_space(tiny_space_file)
+    rng = random.Random(1)
+    for sub in space.subspaces.values():
+        superlm = SuperLM(sub, space.dims(teacher.shape))
+        superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+        for arch in rng.sample(sub.candidates(), 8):
+            _assert_equivalent(superlm, arch, 30522)
+
+
+def test_teacher_init_slices_leading_weights(tiny_space_file, tiny_teacher):
+    teacher = load_teacher(str(tiny_teacher))
+    space = load_space(tiny_space_file)
+    sub = space.subspace("small")
+    superlm = SuperLM(sub, space.dims(teacher.shape))
+    superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+    t = teacher.state_dict()
+    assert torch.equal(superlm.encoder.layer[1].attention.self.query.weight, t["encoder.layer.1.attention.self.query.weight"][:48, :32])
+    assert torch.equal(superlm.embeddings.word_embeddings.weight, t["embeddings.word_embeddings.weight"][:, :32])
+
+
+def test_uniform_stride_depth():
+    assert stride_layers(4, 12) == [0, 3, 6, 9]
+    assert stride_layers(9, 12) == [0, 1, 2, 4, 5, 6, 8, 9, 10]
+    assert stride_layers(6, 6) == list(range(6))
+
+
+def test_forward_cost_tracks_the_subnet():
+    """Slicing, not masking: a small subnet's forward does fewer FLOPs than the largest."""
+    space = load_space("spaces/minilm-l6.yaml")
+    sub = space.subspace("base")
+    dims = space.dims()
+    superlm = SuperLM(sub, dims).eval()
+    ids = torch.randint(0, 1000, (1, 32))
+    measured = {}
+    for arch in (sub.largest(), sub.smallest()):
+        superlm.set_active(arch)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            superlm(ids)
+        measured[arch] = counter.get_total_flops()
+        assert measured[arch] == count_flops(arch, dims, 32)
+
+
+@pytest.mark.parametrize("space_file", SHIPPED)
+def test_analytic_params_and_flops_match_measurement(space_file):
+    space = load_space(space_file)
+    dims = space.dims()
+    rng = random.Random(2)
+    for sub in space.subspaces.values():
+        for arch in rng.sample(sub.candidates(), 2):
+            student = build_student(student_config(arch, dims)).eval()
+            assert sum(p.numel() for p in student.parameters()) == count_params(arch, dims)
+            embeddings = sum(p.numel() for p in student.embeddings.parameters())
+            assert count_params(arch, dims, include_embeddings=False) == count_params(arch, dims) - embeddings
+            seq = 24
+            with FlopCounterMode(display=False) as counter, torch.no_grad():
+                student(input_ids=torch.zeros((1, seq), dtype=torch.long))
+            assert counter.get_total_flops() == count_flops(arch, dims, seq)
