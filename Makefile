@@ -21,6 +21,7 @@ install: $(BIN)/.installed
 quickstart: install
 	$(BIN)/autodistil-evo info
 	$(BIN)/autodistil-evo space stats spaces/minilm-l6.yaml --teacher embedded:all-MiniLM-L6-v2
+	$(BIN)/autodistil-evo train --recipe recipes/quickstart.yaml --out $(QUICKSTART_DIR)/run --resume
 
 # pytest exits 5 when it collects no tests: that is a failure, not a pass.
 test: install

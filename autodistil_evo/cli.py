@@ -5,7 +5,9 @@ only with -v.
 """
 
 import json
+import os
 import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -34,8 +36,13 @@ class AutodistilGroup(click.Group):
 
 def _quiet_libraries(verbose: bool):
     if not verbose:
+        import logging
+
         import datasets
         import transformers
+
+        # DeepSpeed's logger warns on CPU-only machines and before the first scheduler step.
+        logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
 
         datasets.disable_progress_bars()
         transformers.logging.set_verbosity_error()
@@ -44,7 +51,7 @@ def _quiet_libraries(verbose: bool):
 
 @click.group(cls=AutodistilGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="autodistil-evo")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for every random choice.")
+@click.option("--seed", type=int, default=None, help="Seed for every random choice [default: the recipe's, else 0].")
 @click.option("-v", "--verbose", is_flag=True, help="Show library logs and full tracebacks.")
 @click.pass_context
 def main(ctx, seed, verbose):
@@ -127,6 +134,82 @@ def space_stats(space_file, teacher, seq_len, as_json):
                  f"{r['flops_min'] / 1e9:.3f}", f"{r['flops_max'] / 1e9:.3f}")
                 for r in rows
             ],
+        )
+    )
+
+
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml"
+
+
+def _seed(ctx, local, fallback=0):
+    for value in (local, ctx.obj.get("seed")):
+        if value is not None:
+            return value
+    return fallback
+
+
+@main.command()
+@click.option("--space", "space_file", default=None, help="Search-space YAML [default: the recipe's].")
+@click.option("--subspace", default="all", show_default=True, help="Sub-space name, or 'all' (each in turn).")
+@click.option("--out", "run_dir", required=True, type=click.Path(), help="Run directory; one folder per sub-space.")
+@click.option("--recipe", "recipe_file", default=str(DEFAULT_RECIPE), show_default=True, help="Recipe YAML.")
+@click.option("--teacher", default=None, help="Override the recipe's teacher (local folder or hub name).")
+@click.option("--corpus", multiple=True, help="Override the recipe's corpus (files or dataset names).")
+@click.option("--steps", type=click.IntRange(min=0), default=None, help="Total optimizer steps; 0 writes the untrained SuperLM.")
+@click.option("--save-every", type=click.IntRange(min=1), default=None, help="Checkpoint interval in steps.")
+@click.option("--seed", type=int, default=None)
+@click.option("--resume", is_flag=True, help="Continue from the latest usable checkpoint.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (batch, steps, tokens, FLOPs) and exit.")
+@click.pass_context
+def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, steps, save_every, seed, resume, dry_run):
+    """Distil the teacher into one SuperLM per sub-space (MiniLMv2 relations, sandwich sampling, DeepSpeed)."""
+    from dataclasses import replace
+
+    from autodistil_evo.distill.recipe import load_recipe
+    from autodistil_evo.distill.trainer import TrainSettings, plan, run_training
+    from autodistil_evo.spaces import load_space
+
+    recipe = load_recipe(recipe_file)
+    overrides = {"seed": _seed(ctx, seed, recipe.seed)}
+    if corpus:
+        overrides["corpus"] = list(corpus)
+    if steps is not None:
+        overrides["steps"] = steps
+    if save_every is not None:
+        overrides["save_every"] = save_every
+    recipe = replace(recipe, **overrides)
+    search_space = load_space(space_file or recipe.resolve(recipe.space))
+    subspaces = search_space.select(subspace)
+    if dry_run:
+        world = int(os.environ.get("WORLD_SIZE", recipe.world_size))
+        _print_plan(plan(recipe, search_space, subspaces, recipe.steps, world))
+        return
+    settings = TrainSettings(recipe.steps, recipe.save_every, recipe.keep_last, recipe.seed, resume)
+    results = run_training(recipe, search_space, subspace, run_dir, teacher or recipe.teacher_name, settings, console)
+    if any(r["interrupted"] for r in results):
+        err_console.print(
+            f"interrupted: checkpoint written at step {results[-1]['step']} of '{results[-1]['subspace']}'. "
+            f"Resume with the same command plus --resume."
+        )
+        sys.exit(130)
+    console.print(
+        _table(
+            f"SuperLMs in {run_dir}",
+            ["subspace", "steps", "final loss"],
+            [(r["subspace"], r["step"], "-" if r["final_loss"] is None else f"{r['final_loss']:.4f}") for r in results],
+        )
+    )
+
+
+def _print_plan(p):
+    rows = [(k, v) for k, v in p.items() if k not in ("subspaces",)]
+    rows = [(k, f"{v:.3e}" if k == "total_flops" else v) for k, v in rows]
+    console.print(_table("training plan (dry run)", ["what", "value"], rows))
+    console.print(
+        _table(
+            "per sub-space",
+            ["subspace", "candidates", "est. FLOPs"],
+            [(s["subspace"], s["candidates"], f"{s['flops']:.3e}") for s in p["subspaces"]],
         )
     )
 

@@ -71,3 +71,50 @@ def corpus_file(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _datasets_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf-datasets"))
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tiny_recipe(path: Path, teacher: Path, space: Path, corpus: Path, **overrides) -> Path:
+    from transformers import BertConfig
+
+    config = BertConfig.from_pretrained(teacher)
+    recipe = {
+        "name": "tiny",
+        "teacher": {
+            "name": str(teacher),
+            "layers": config.num_hidden_layers,
+            "hidden": config.hidden_size,
+            "heads": config.num_attention_heads,
+            "head_dim": config.hidden_size // config.num_attention_heads,
+            "ffn": config.intermediate_size,
+            "vocab_size": config.vocab_size,
+            "max_position_embeddings": config.max_position_embeddings,
+            "type_vocab_size": config.type_vocab_size,
+        },
+        "space": str(space),
+        "corpus": [str(corpus)],
+        "deepspeed": str(REPO / "recipes" / "deepspeed.json"),
+        "seq_len": 32,
+        "heldout_fraction": 0.1,
+        "micro_batch": 4,
+        "accumulation": 1,
+        "steps": 6,
+        "save_every": 3,
+        "keep_last": 3,
+        "sandwich_random": 2,
+        "relation_heads": 4,
+        "dropout": 0.1,
+        "lr": 1e-3,
+        "warmup_steps": 2,
+        "seed": 0,
+    }
+    recipe.update(overrides)
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.fixture(scope="session")
+def recipe_file(tmp_path_factory, tiny_teacher, tiny_space_file, corpus_file) -> Path:
+    return tiny_recipe(tmp_path_factory.mktemp("recipe") / "tiny.yaml", tiny_teacher, tiny_space_file, corpus_file)

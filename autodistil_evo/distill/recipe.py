@@ -1,0 +1,155 @@
+"""Training recipes: a YAML file of dataclass fields plus a DeepSpeed JSON config beside it.
+
+The YAML says what to train (teacher, space, corpus, schedule); the DeepSpeed JSON says how the
+engine optimises (optimizer, scheduler, clipping, ZeRO). Batch-size fields of the JSON are filled
+in from the recipe, because DeepSpeed counts every sandwich member as one micro-step.
+"""
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from autodistil_evo.errors import UserError
+from autodistil_evo.spaces import TeacherShape
+
+TEACHER_SHAPE_FIELDS = [f.name for f in dataclasses.fields(TeacherShape)]
+
+
+@dataclass
+class Recipe:
+    teacher: dict  # name + recorded shape (layers, hidden, heads, head_dim, ffn, vocab_size, ...)
+    space: str
+    deepspeed: str
+    corpus: list = field(default_factory=lambda: ["embedded"])
+    name: str = "recipe"
+    seq_len: int = 128
+    heldout_fraction: float = 0.05
+    micro_batch: int = 32
+    accumulation: int = 1
+    world_size: int = 1  # only for --dry-run plans; a real run takes the launcher's
+    steps: int = 1000
+    save_every: int = 500
+    keep_last: int = 2
+    sandwich_random: int = 2
+    relation_heads: int = 12
+    teacher_layer: int = -1
+    dropout: float = 0.1
+    lr: float = None  # overrides the DeepSpeed optimizer's lr when set
+    warmup_steps: int = None  # overrides the scheduler's warmup when set
+    seed: int = 0
+    source: str = "<memory>"
+
+    @property
+    def teacher_name(self) -> str:
+        return str(self.teacher.get("name", "embedded:all-MiniLM-L6-v2"))
+
+    def teacher_shape(self) -> TeacherShape:
+        missing = [k for k in ("layers", "hidden", "heads", "head_dim", "ffn") if k not in self.teacher]
+        if missing:
+            raise UserError(f"{self.source}: teacher: missing recorded shape field(s) {', '.join(missing)}")
+        values = {k: self.teacher[k] for k in TEACHER_SHAPE_FIELDS if k in self.teacher}
+        values["name"] = self.teacher_name
+        return TeacherShape(**values)
+
+    def resolve(self, path: str) -> str:
+        """Paths in a recipe are relative to the current directory, else to the recipe's folder."""
+        p = Path(path)
+        if p.exists() or p.is_absolute() or self.source == "<memory>":
+            return str(p)
+        beside = Path(self.source).parent / p
+        return str(beside) if beside.exists() else str(p)
+
+    def deepspeed_config(self) -> dict:
+        path = Path(self.resolve(self.deepspeed))
+        try:
+            config = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(f"{self.source}: deepspeed: config file {path} not found") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: DeepSpeed config is not valid JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise UserError(f"{path}: DeepSpeed config must be a JSON object")
+        stage = config.get("zero_optimization", {}).get("stage", 0)
+        if stage != 0:
+            raise UserError(
+                f"{path}: zero_optimization.stage {stage} is not supported: checkpoints here are "
+                "safetensors/JSON (never pickle), which needs the unpartitioned optimizer of stage 0"
+            )
+        return config
+
+    def engine_config(self, sandwich_size: int, total_steps: int) -> dict:
+        config = copy.deepcopy(self.deepspeed_config())
+        config["train_micro_batch_size_per_gpu"] = self.micro_batch
+        config["gradient_accumulation_steps"] = self.accumulation * sandwich_size
+        config.pop("train_batch_size", None)
+        config.setdefault("steps_per_print", 10**9)
+        optimizer = config.setdefault("optimizer", {"type": "AdamW", "params": {}})
+        params = optimizer.setdefault("params", {})
+        params.setdefault("torch_adam", True)  # no C++ op build
+        if self.lr is not None:
+            params["lr"] = self.lr
+        scheduler = config.get("scheduler")
+        if scheduler:
+            sched = scheduler.setdefault("params", {})
+            if scheduler.get("type") in ("WarmupDecayLR", "WarmupCosineLR"):
+                sched["total_num_steps"] = max(total_steps, 1)
+            if self.lr is not None and "warmup_max_lr" in sched:
+                sched["warmup_max_lr"] = self.lr
+            if self.warmup_steps is not None:
+                sched["warmup_num_steps"] = self.warmup_steps
+            if "warmup_num_steps" in sched:
+                sched["warmup_num_steps"] = min(sched["warmup_num_steps"], max(total_steps - 1, 1))
+        return config
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+
+POSITIVE_INTS = ("seq_len", "micro_batch", "accumulation", "world_size", "save_every", "keep_last", "relation_heads")
+
+
+def parse_recipe(data, source="<memory>") -> Recipe:
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: a recipe must be a YAML mapping")
+    known = {f.name for f in dataclasses.fields(Recipe)} - {"source"}
+    unknown = set(data) - known
+    if unknown:
+        raise UserError(f"{source}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(known))})")
+    for key in ("teacher", "space", "deepspeed"):
+        if key not in data:
+            raise UserError(f"{source}: missing key '{key}'")
+    if not isinstance(data["teacher"], dict):
+        raise UserError(f"{source}: teacher must be a mapping with name and recorded shape")
+    for key in POSITIVE_INTS:
+        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] <= 0):
+            raise UserError(f"{source}: {key}: {data[key]!r} is not a positive integer")
+    for key in ("steps", "sandwich_random", "seed"):
+        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 0):
+            raise UserError(f"{source}: {key}: {data[key]!r} is not a non-negative integer")
+    if "heldout_fraction" in data and not (
+        isinstance(data["heldout_fraction"], (int, float)) and 0 < data["heldout_fraction"] < 1
+    ):
+        raise UserError(f"{source}: heldout_fraction: {data['heldout_fraction']!r} is not in (0, 1)")
+    if "corpus" in data:
+        corpus = data["corpus"]
+        data = {**data, "corpus": [corpus] if isinstance(corpus, str) else list(corpus)}
+    recipe = Recipe(**data, source=str(source))
+    recipe.teacher_shape()  # the recorded shape must be complete
+    return recipe
+
+
+def load_recipe(path) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+    return parse_recipe(data, source=str(path))

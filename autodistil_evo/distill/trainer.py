@@ -1,0 +1,380 @@
+"""Train one SuperLM per sub-space: relation distillation from the teacher, sandwich sampling, DeepSpeed.
+
+Every optimizer step trains the sub-space's largest and smallest arch plus `sandwich_random`
+random ones on the same batch; DeepSpeed accumulates their gradients (each member is one of its
+micro-steps) and steps once. Randomness is a function of (seed, step) alone: the archs, the
+batch, the dropout masks. So a resumed run replays exactly what an uninterrupted one does.
+"""
+
+import json
+import signal
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autodistil_evo import __version__
+from autodistil_evo.distill import checkpoint as ckpt
+from autodistil_evo.distill.loss import relation_loss
+from autodistil_evo.distill.recipe import Recipe
+from autodistil_evo.distributed import device, init_distributed, mean_across_ranks
+from autodistil_evo.errors import UserError
+from autodistil_evo.faults import maybe_die
+from autodistil_evo.fileio import atomic_path, read_jsonl, write_json, write_jsonl
+from autodistil_evo.spaces import Arch, SearchSpace, SubSpace, count_flops
+from autodistil_evo.supernet import SuperLM
+from autodistil_evo.teacher import RelationTap, Teacher
+
+SUPERLM_WEIGHTS = "superlm.safetensors"
+SUPERLM_META = "superlm.json"
+
+
+@dataclass
+class TrainSettings:
+    steps: int
+    save_every: int
+    keep_last: int
+    seed: int
+    resume: bool = False
+
+
+def sandwich(subspace: SubSpace, seed: int, step: int, n_random: int) -> list:
+    """Largest, smallest and `n_random` archs drawn gene by gene from a (seed, step) generator."""
+    rng = np.random.default_rng([seed, step])
+    randoms = [
+        Arch(*(subspace.choices(g)[rng.integers(len(subspace.choices(g)))] for g in ("layers", "heads", "hidden", "mlp_ratio")))
+        for _ in range(n_random)
+    ]
+    return [subspace.largest(), subspace.smallest(), *randoms]
+
+
+def step_samples(step: int, per_step: int, n_samples: int, seed: int) -> torch.Tensor:
+    """Indices of the global batch of `step`: epochs are seeded permutations of the training blocks."""
+    first = step * per_step
+    out = []
+    for g in range(first, first + per_step):
+        epoch, position = divmod(g, n_samples)
+        if not out or epoch != current_epoch:
+            current_epoch = epoch
+            perm = torch.randperm(n_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        out.append(perm[position])
+    return torch.stack(out)
+
+
+def _plot_losses(metrics: list, path: Path, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [m["step"] for m in metrics]
+    ax.plot(steps, [m["loss"] for m in metrics], label="sandwich mean", color="black", linewidth=2)
+    for label, key in (("largest", 0), ("smallest", 1)):
+        ax.plot(steps, [m["member_losses"][key] for m in metrics], label=label, alpha=0.7)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("relation KL (Q-Q + K-K + V-V)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+class _StopRequest:
+    """SIGINT sets a flag that the loop reads between optimizer steps (never mid-update)."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, *_):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher: Teacher, step: int, teacher_spec) -> dict:
+    return {
+        "schema": 1,
+        "package_version": __version__,
+        "space": space.to_dict(),
+        "space_file": space.source,
+        "subspace": subspace.name,
+        "teacher": {"spec": teacher_spec, "source": teacher.source, "shape": asdict(teacher.shape)},
+        "step": step,
+        "seed": recipe.seed,
+        "seq_len": recipe.seq_len,
+        "heldout_fraction": recipe.heldout_fraction,
+        "corpus": list(recipe.corpus),
+        "relation_heads": recipe.relation_heads,
+        "teacher_layer": recipe.teacher_layer,
+        "dropout": recipe.dropout,
+    }
+
+
+def _identity(recipe, space, subspace, teacher_shape, global_batch) -> dict:
+    """What must not change between a run and its resume."""
+    return {
+        "space": space.to_dict(),
+        "subspace": subspace.name,
+        "teacher_shape": asdict(teacher_shape),
+        "seq_len": recipe.seq_len,
+        "global_batch": global_batch,
+        "sandwich_random": recipe.sandwich_random,
+        "relation_heads": recipe.relation_heads,
+        "teacher_layer": recipe.teacher_layer,
+        "seed": recipe.seed,
+    }
+
+
+def train_subspace(
+    recipe: Recipe,
+    space: SearchSpace,
+    subspace: SubSpace,
+    teacher: Teacher,
+    train_blocks: torch.Tensor,
+    out_dir: Path,
+    settings: TrainSettings,
+    teacher_spec: str,
+    console,
+) -> dict:
+    """Train (or resume) one SuperLM into `out_dir`; returns a summary."""
+    rank, world = init_distributed()
+    is_main = rank == 0
+    log = console.print if is_main else (lambda *a, **k: None)
+    dev = device()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out_dir / "checkpoints"
+    metrics_file = out_dir / "metrics.jsonl"
+    per_step = recipe.micro_batch * recipe.accumulation * world
+    identity = _identity(recipe, space, subspace, teacher.shape, per_step)
+
+    torch.manual_seed(recipe.seed)
+    superlm = SuperLM(
+        subspace,
+        space.dims(teacher.shape),
+        layer_norm_eps=teacher.model.config.layer_norm_eps,
+        dropout=recipe.dropout,
+        pad_token_id=teacher.model.config.pad_token_id or 0,
+    )
+    superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+
+    start_step, resumed_from = 0, None
+    existing = ckpt.list_checkpoints(ckpt_dir)
+    if existing and not settings.resume:
+        raise UserError(f"{out_dir}: holds checkpoints of an earlier run; pass --resume to continue it or choose another --out")
+    checkpoint = None
+    if settings.resume and existing:
+        checkpoint, skipped = ckpt.latest_usable(ckpt_dir, warn=lambda m: log(f"[yellow]warning:[/] {m}"))
+        if checkpoint is None:
+            raise UserError(f"{ckpt_dir}: no usable checkpoint to resume from: {'; '.join(skipped)}")
+        differs = [k for k, v in identity.items() if checkpoint.state.get("identity", {}).get(k) != v]
+        if differs:
+            raise UserError(f"{checkpoint.path}: cannot resume, the run differs in: {', '.join(differs)}")
+        superlm.load_state_dict(checkpoint.model_state())
+        start_step, resumed_from = checkpoint.step, checkpoint.path
+
+    members = 2 + recipe.sandwich_random
+    if settings.steps == 0 or start_step >= settings.steps:
+        engine = None
+        superlm.to(dev)
+    else:
+        import deepspeed
+
+        engine, _, _, _ = deepspeed.initialize(
+            model=superlm,
+            model_parameters=superlm.parameters(),
+            config=recipe.engine_config(members, settings.steps),
+        )
+        if checkpoint is not None:
+            engine.optimizer.load_state_dict(checkpoint.optimizer_state())
+            engine.lr_scheduler.load_state_dict(checkpoint.state["scheduler"])
+            engine.global_steps = start_step
+            engine.global_samples = start_step * per_step
+    metrics = [m for m in read_jsonl(metrics_file) if m["step"] <= start_step] if is_main else []
+    if is_main:
+        write_jsonl(metrics_file, metrics)  # drop what came after the checkpoint we resume from
+
+    def save(step):
+        if not is_main:
+            return
+        state = superlm.state_dict()
+        extra = {
+            "identity": identity,
+            "scheduler": engine.lr_scheduler.state_dict() if engine else {},
+            "rng": {"scheme": "torch/numpy generators seeded by (seed, step)", "seed": recipe.seed},
+            "samples_seen": step * per_step,
+        }
+        ckpt.save_checkpoint(ckpt_dir, step, state, engine.optimizer.state_dict(), extra)
+        ckpt.prune(ckpt_dir, settings.keep_last)
+
+    if resumed_from is not None:
+        log(f"resuming {subspace.name} from {resumed_from} (step {start_step})")
+    teacher.model.to(dev)
+    tap = RelationTap(teacher.model, recipe.teacher_layer)
+    n_blocks = len(train_blocks)
+    if n_blocks == 0:
+        raise UserError(f"corpus gives no training block of {recipe.seq_len} tokens; add text or lower --seq-len")
+    step = start_step
+    interrupted = False
+    if engine is not None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        engine.train()
+        progress = Progress(
+            TextColumn(f"[bold]{subspace.name}[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[rate]:.2f} step/s"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not is_main,
+        )
+        with progress, _StopRequest() as stop:
+            task = progress.add_task("train", total=settings.steps, completed=start_step, loss=float("nan"), rate=0.0)
+            while step < settings.steps:
+                tick = time.perf_counter()
+                torch.manual_seed(recipe.seed * 1_000_003 + step)  # dropout masks depend on (seed, step) only
+                archs = sandwich(subspace, recipe.seed, step, recipe.sandwich_random)
+                samples = step_samples(step, per_step, n_blocks, recipe.seed)
+                mine = samples[rank * recipe.micro_batch * recipe.accumulation :][: recipe.micro_batch * recipe.accumulation]
+                member_losses = [0.0] * members
+                for micro in range(recipe.accumulation):
+                    ids = train_blocks[mine[micro * recipe.micro_batch : (micro + 1) * recipe.micro_batch]].to(dev)
+                    mask = torch.ones_like(ids)
+                    teacher_qkv = tap(teacher.model, ids, mask)
+                    for i, arch in enumerate(archs):
+                        superlm.set_active(arch)
+                        _, _, student_qkv = engine(ids, mask, stop_at_last_qkv=True)
+                        loss = relation_loss(teacher_qkv, student_qkv, mask, recipe.relation_heads)
+                        engine.backward(loss)
+                        engine.step()
+                        member_losses[i] += loss.item() / recipe.accumulation
+                member_losses = mean_across_ranks(member_losses)
+                step += 1
+                elapsed = time.perf_counter() - tick
+                row = {
+                    "step": step,
+                    "loss": sum(member_losses) / members,
+                    "member_losses": member_losses,
+                    "archs": [a.key() for a in archs],
+                    "lr": engine.get_lr()[0],
+                    "tokens_per_s": per_step * recipe.seq_len / elapsed,
+                }
+                if is_main:
+                    metrics.append(row)
+                    with open(metrics_file, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                progress.update(task, completed=step, loss=row["loss"], rate=1.0 / elapsed)
+                stop_now = mean_across_ranks([float(stop.requested)])[0] > 0
+                if step % settings.save_every == 0 or step == settings.steps or stop_now:
+                    save(step)
+                if stop_now:
+                    interrupted = True
+                    break
+                maybe_die("train-step", step)
+    if interrupted:
+        return {"subspace": subspace.name, "step": step, "interrupted": True}
+    if is_main:
+        weights = out_dir / SUPERLM_WEIGHTS
+        with atomic_path(weights) as tmp:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in superlm.state_dict().items()}, tmp)
+        meta = superlm_meta(recipe, space, subspace, teacher, step, teacher_spec)
+        meta["sha256"] = ckpt.sha256(weights)
+        write_json(out_dir / SUPERLM_META, meta)
+        if metrics:
+            _plot_losses(metrics, out_dir / "loss.png", f"SuperLM '{subspace.name}' of {space.name}")
+    return {
+        "subspace": subspace.name,
+        "step": step,
+        "interrupted": False,
+        "final_loss": metrics[-1]["loss"] if metrics else None,
+        "resumed_from": str(resumed_from) if resumed_from else None,
+    }
+
+
+def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_size: int) -> dict:
+    """What a run would do, from the recipe alone (no weights, no data): for --dry-run."""
+    teacher = recipe.teacher_shape()
+    space.validate_against(teacher)
+    engine_config = recipe.engine_config(2 + recipe.sandwich_random, steps)
+    dims = space.dims(teacher)
+    global_batch = recipe.micro_batch * recipe.accumulation * world_size
+    teacher_arch = Arch(teacher.layers, teacher.heads, teacher.hidden, teacher.ffn / teacher.hidden)
+    teacher_dims = type(dims)(teacher.head_dim, dims.vocab_size, dims.max_position_embeddings, dims.type_vocab_size)
+    teacher_flops = count_flops(teacher_arch, teacher_dims, recipe.seq_len)
+    per_subspace = []
+    for sub in subspaces:
+        candidates = sub.candidates()
+        mean_flops = sum(count_flops(a, dims, recipe.seq_len) for a in candidates) / len(candidates)
+        # forward + backward ~ 3x forward for each sandwich member; the teacher only runs forward.
+        member_flops = 3 * (
+            count_flops(sub.largest(), dims, recipe.seq_len)
+            + count_flops(sub.smallest(), dims, recipe.seq_len)
+            + recipe.sandwich_random * mean_flops
+        )
+        per_subspace.append(
+            {"subspace": sub.name, "candidates": len(candidates), "flops": steps * global_batch * (teacher_flops + member_flops)}
+        )
+    return {
+        "recipe": recipe.source,
+        "teacher": teacher.name,
+        "world_size": world_size,
+        "micro_batch": recipe.micro_batch,
+        "accumulation": recipe.accumulation,
+        "global_batch": global_batch,
+        "sandwich": 2 + recipe.sandwich_random,
+        "deepspeed_micro_steps_per_step": engine_config["gradient_accumulation_steps"],
+        "optimizer": f"{engine_config['optimizer']['type']} lr {engine_config['optimizer']['params'].get('lr')}",
+        "steps": steps,
+        "seq_len": recipe.seq_len,
+        "tokens_per_subspace": steps * global_batch * recipe.seq_len,
+        "subspaces": per_subspace,
+        "total_flops": sum(p["flops"] for p in per_subspace),
+    }
+
+
+def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir, teacher_spec, settings: TrainSettings, console):
+    """`autodistil-evo train`: each selected sub-space's SuperLM in turn, into RUN_DIR/<subspace>/."""
+    from autodistil_evo.data import build_corpus
+    from autodistil_evo.fileio import directory_lock, prepare_output_dir
+    from autodistil_evo.teacher import load_teacher
+
+    subspaces = space.select(subspace_name)
+    run_dir = prepare_output_dir(run_dir, "run directory")
+    rank, _ = init_distributed()
+    teacher = load_teacher(teacher_spec)
+    space.validate_against(teacher.shape)
+    if teacher_spec == recipe.teacher_name and replace(teacher.shape, name="") != replace(recipe.teacher_shape(), name=""):
+        raise UserError(f"{recipe.source}: teacher: recorded shape differs from the loaded teacher {teacher.source}")
+    packed = build_corpus(recipe.corpus, teacher.tokenizer, recipe.seq_len, recipe.heldout_fraction)
+    results = []
+    lock = directory_lock(run_dir, warn=console.print) if rank == 0 else _no_lock()
+    with lock:
+        if rank == 0:
+            write_json(run_dir / "run.json", {"recipe": recipe.to_dict(), "space_file": space.source, "teacher": teacher_spec})
+        for sub in subspaces:
+            result = train_subspace(recipe, space, sub, teacher, packed.train, run_dir / sub.name, settings, teacher_spec, console)
+            results.append(result)
+            if result["interrupted"]:
+                break
+    return results
+
+
+class _no_lock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,48 @@
+import torch
+
+from autodistil_evo.distill.loss import relation_loss
+
+
+def _qkv(batch=2, seq=10, width=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, seq, width, generator=g) for _ in range(3)]
+
+
+def test_zero_for_identical_student():
+    qkv = _qkv()
+    mask = torch.ones(2, 10)
+    assert relation_loss(qkv, qkv, mask, 12).item() < 1e-6
+
+
+def test_positive_and_differentiable():
+    teacher = _qkv(seed=0)
+    student = [t.clone().requires_grad_(True) for t in _qkv(seed=1)]
+    loss = relation_loss(teacher, student, torch.ones(2, 10), 12)
+    assert loss.item() > 0.01
+    loss.backward()
+    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in student)
+
+
+def test_student_head_count_may_differ_from_teacher():
+    teacher, student = _qkv(width=48), _qkv(width=80, seed=3)
+    assert relation_loss(teacher, student, torch.ones(2, 10), 8).item() > 0
+
+
+def test_padding_changes_nothing():
+    teacher, student = _qkv(seed=0), _qkv(seed=1)
+    mask = torch.ones(2, 10)
+    base = relation_loss(teacher, student, mask, 12)
+    pad = lambda xs, seed: [  # noqa: E731
+        torch.cat([x, torch.randn(2, 5, x.shape[-1], generator=torch.Generator().manual_seed(seed))], 1) for x in xs
+    ]
+    padded_mask = torch.cat([mask, torch.zeros(2, 5)], 1)
+    padded = relation_loss(pad(teacher, 7), pad(student, 8), padded_mask, 12)
+    assert abs(padded.item() - base.item()) < 1e-5
+
+
+def test_width_not_divisible_uses_leading_channels():
+    teacher, student = _qkv(width=50, seed=0), _qkv(width=50, seed=1)
+    mask = torch.ones(2, 10)
+    full = relation_loss(teacher, student, mask, 12)  # 12 * floor(50 / 12) = 48 channels
+    leading = relation_loss([t[..., :48] for t in teacher], [s[..., :48] for s in student], mask, 12)
+    assert torch.allclose(full, leading)

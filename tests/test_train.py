@@ -1,0 +1,176 @@
+"""Training: exact resume after SIGKILL, damaged checkpoints, 2 processes == 1, recipe errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, tiny_recipe
+from helpers import run_cli
+
+CLI = [sys.executable, "-m", "autodistil_evo.cli"]
+
+
+def train(run_dir, recipe, *extra, fault=None, expect=0):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("RANK", None)
+    if fault:
+        env["AUTODISTIL_EVO_FAULT"] = fault
+    proc = subprocess.run(
+        [*CLI, "train", "--recipe", recipe, "--out", run_dir, *map(str, extra)],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == expect, proc.stdout + proc.stderr
+    return proc
+
+
+def losses(run_dir, sub):
+    return [json.loads(line) for line in (run_dir / sub / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(run_dir, sub):
+    return load_file(run_dir / sub / "superlm.safetensors")
+
+
+def assert_same_run(a, b, sub):
+    la, lb = losses(a, sub), losses(b, sub)
+    assert [m["step"] for m in la] == [m["step"] for m in lb]
+    for x, y in zip(la, lb):
+        assert x["archs"] == y["archs"]
+        assert max(abs(p - q) for p, q in zip(x["member_losses"], y["member_losses"])) <= 1e-6
+    wa, wb = weights(a, sub), weights(b, sub)
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, recipe_file):
+    run = tmp_path_factory.mktemp("runs") / "full"
+    train(run, recipe_file, "--subspace", "small")
+    return run
+
+
+def test_outputs_of_a_run(uninterrupted):
+    sub = uninterrupted / "small"
+    assert [m["step"] for m in losses(uninterrupted, "small")] == list(range(1, 7))
+    assert (sub / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    meta = json.loads((sub / "superlm.json").read_text())
+    assert meta["step"] == 6 and meta["subspace"] == "small"
+    names = sorted(p.name for p in (sub / "checkpoints").iterdir())
+    assert names == ["step-00000003", "step-00000006"]
+    rows = losses(uninterrupted, "small")
+    assert all(len(r["archs"]) == 4 for r in rows)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, recipe_file, uninterrupted):
+    run = tmp_path / "killed"
+    train(run, recipe_file, "--subspace", "small", fault="train-step:4", expect=-9)
+    assert len(losses(run, "small")) == 4  # step 4 was logged, checkpoint is at 3
+    train(run, recipe_file, "--subspace", "small", "--resume")
+    assert_same_run(run, uninterrupted, "small")
+
+
+def test_kill_during_checkpoint_write_then_resume(tmp_path, recipe_file, uninterrupted):
+    run = tmp_path / "killed-in-write"
+    train(run, recipe_file, "--subspace", "small", fault="checkpoint-write:6", expect=-9)
+    assert not (run / "small" / "checkpoints" / "step-00000006").exists()
+    train(run, recipe_file, "--subspace", "small", "--resume")
+    assert_same_run(run, uninterrupted, "small")
+
+
+def test_damaged_checkpoint_is_skipped_not_deleted(tmp_path, recipe_file, uninterrupted):
+    run = tmp_path / "damaged"
+    shutil.copytree(uninterrupted, run)
+    (run / "small" / "superlm.safetensors").unlink()
+    newest = run / "small" / "checkpoints" / "step-00000006" / "model.safetensors"
+    newest.write_bytes(newest.read_bytes()[:1000])
+    proc = train(run, recipe_file, "--subspace", "small", "--resume")
+    assert "skipping damaged checkpoint" in proc.stdout and "step-00000006" in proc.stdout
+    assert newest.exists()
+    assert_same_run(run, uninterrupted, "small")
+
+
+def test_no_usable_checkpoint_is_a_clear_error(tmp_path, recipe_file, uninterrupted):
+    run = tmp_path / "all-damaged"
+    shutil.copytree(uninterrupted, run)
+    for ckpt in (run / "small" / "checkpoints").iterdir():
+        (ckpt / "state.json").write_text("{not json")
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    proc = train(run, recipe_file, "--subspace", "small", "--resume", expect=2)
+    assert "no usable checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_existing_run_needs_resume(uninterrupted, recipe_file):
+    proc = train(uninterrupted, recipe_file, "--subspace", "small", expect=2)
+    assert "--resume" in proc.stderr
+
+
+def test_resume_with_changed_problem_is_refused(tmp_path, recipe_file, uninterrupted):
+    run = tmp_path / "changed"
+    shutil.copytree(uninterrupted, run)
+    changed = tiny_recipe(tmp_path / "changed.yaml", **_recipe_args(recipe_file), seq_len=16)
+    proc = train(run, changed, "--subspace", "small", "--resume", "--steps", 9, expect=2)
+    assert "seq_len" in proc.stderr
+
+
+def _recipe_args(recipe_file):
+    import yaml
+
+    r = yaml.safe_load(recipe_file.read_text())
+    return {"teacher": r["teacher"]["name"], "space": r["space"], "corpus": r["corpus"][0]}
+
+
+def test_steps_zero_writes_teacher_initialised_superlm(tmp_path, recipe_file, tiny_teacher):
+    run = tmp_path / "zero"
+    train(run, recipe_file, "--subspace", "big", "--steps", 0)
+    w = weights(run, "big")
+    teacher = load_file(tiny_teacher / "model.safetensors")
+    key = "encoder.layer.1.attention.self.query.weight"
+    t_key = next(k for k in teacher if k.endswith(key))
+    assert torch.equal(w[key], teacher[t_key][: w[key].shape[0], : w[key].shape[1]])
+
+
+def test_two_processes_equal_one(tmp_path, tiny_teacher, tiny_space_file, corpus_file):
+    args = dict(teacher=tiny_teacher, space=tiny_space_file, corpus=corpus_file, dropout=0.0, steps=4, save_every=4)
+    one = tiny_recipe(tmp_path / "one.yaml", micro_batch=2, accumulation=2, **args)
+    two = tiny_recipe(tmp_path / "two.yaml", micro_batch=2, accumulation=1, **args)
+    train(tmp_path / "one", one, "--subspace", "small")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29641",
+         "-m", "autodistil_evo.cli", "train", "--recipe", two, "--out", tmp_path / "two", "--subspace", "small"],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    a, b = losses(tmp_path / "one", "small"), losses(tmp_path / "two", "small")
+    assert len(a) == len(b) == 4
+    for x, y in zip(a, b):
+        assert abs(x["loss"] - y["loss"]) <= 1e-4
+    wa, wb = weights(tmp_path / "one", "small"), weights(tmp_path / "two", "small")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-4
+
+
+def test_paper_recipe_dry_run():
+    out = run_cli("train", "--recipe", REPO / "recipes" / "paper-bert-base.yaml", "--out", "unused", "--dry-run")
+    assert "2048" in out and "bert-base-uncased" in out and "base" in out and "tiny" in out
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"micro_batch": 0}, "micro_batch: 0 is not a positive integer"),
+        ({"colour": 1}, "unknown key(s) colour"),
+        ({"heldout_fraction": 2}, "heldout_fraction: 2 is not in (0, 1)"),
+        ({"deepspeed": "/nonexistent.json"}, "config file /nonexistent.json not found"),
+    ],
+)
+def test_recipe_errors(tmp_path, recipe_file, overrides, message):
+    bad = tiny_recipe(tmp_path / "bad.yaml", **_recipe_args(recipe_file), **overrides)
+    out = run_cli("train", "--recipe", bad, "--out", tmp_path / "run", "--dry-run", expect=2)
+    assert message in out and "bad.yaml" in out or message in out
