@@ -22,6 +22,7 @@ quickstart: install
 	$(BIN)/autodistil-evo info
 	$(BIN)/autodistil-evo space stats spaces/minilm-l6.yaml --teacher embedded:all-MiniLM-L6-v2
 	$(BIN)/autodistil-evo train --recipe recipes/quickstart.yaml --out $(QUICKSTART_DIR)/run --resume
+	$(BIN)/autodistil-evo evolve $(QUICKSTART_DIR)/run --out $(QUICKSTART_DIR)/search --population 12 --generations 4 --resume
 
 # pytest exits 5 when it collects no tests: that is a failure, not a pass.
 test: install

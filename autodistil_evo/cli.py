@@ -16,7 +16,8 @@ from rich.table import Table
 from autodistil_evo import __version__
 from autodistil_evo.errors import UserError
 
-console = Console(stderr=False)
+# Tables are wide: when output is not a terminal (logs, CI), do not squeeze them into 80 columns.
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
@@ -199,6 +200,43 @@ def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, step
             [(r["subspace"], r["step"], "-" if r["final_loss"] is None else f"{r['final_loss']:.4f}") for r in results],
         )
     )
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", "search_dir", required=True, type=click.Path(), help="Search directory.")
+@click.option("--subspace", default="all", show_default=True, help="Sub-space name, or 'all' (global front).")
+@click.option("--population", type=int, default=16, show_default=True)
+@click.option("--generations", type=int, default=5, show_default=True, help="Total generations (a resumed run continues up to it).")
+@click.option("--objectives", default="loss,flops", show_default=True, help="Comma list of loss, flops, params, latency.")
+@click.option("--constraint", "constraints", multiple=True, help="Bound such as 'flops<=2e9', 'params<=10e6', 'latency_ms<=5' (repeatable).")
+@click.option("--algorithm", type=click.Choice(["nsga2", "random", "exhaustive"]), default="nsga2", show_default=True)
+@click.option("--eval-samples", type=int, default=64, show_default=True, help="Held-out blocks in the proxy set.")
+@click.option("--seed", type=int, default=None)
+@click.option("--resume", is_flag=True, help="Continue the search in --out.")
+@click.pass_context
+def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectives, constraints, algorithm, eval_samples, seed, resume):
+    """Search the trained SuperLMs with NSGA-II for the Pareto set of proxy loss x cost."""
+    from autodistil_evo.search.evolve import SearchSettings, run_search
+
+    settings = SearchSettings(
+        subspace=subspace, population=population, generations=generations,
+        objectives=[o.strip() for o in objectives.split(",") if o.strip()], constraints=list(constraints),
+        algorithm=algorithm, eval_samples=eval_samples, seed=_seed(ctx, seed), resume=resume,
+    )
+    result = run_search(run_dir, search_dir, settings, console)
+    for s in result["summaries"]:
+        console.print(f"{s['subspace']}: {s['generations']} generations, {s['unique']} archs, final HV {s['hv'][-1]:.4f}")
+    print_front(result["front"], f"global Pareto set ({search_dir}/pareto.json)")
+
+
+def print_front(front, title, picked=None):
+    rows = [
+        (r["id"], r["subspace"], r["layers"], r["heads"], r["hidden"], r["ffn"], f"{r['params'] / 1e6:.2f}M",
+         f"{r['flops'] / 1e9:.3f}", f"{r['loss']:.4f}", "*" if picked and r["id"] in picked else "")
+        for r in front
+    ]
+    console.print(_table(title, ["id", "subspace", "layers", "heads", "hidden", "FFN", "params", "GFLOPs", "proxy loss", "pick"], rows))
 
 
 def _print_plan(p):

@@ -29,11 +29,17 @@ def relation_log_probs(x: torch.Tensor, relation_heads: int, key_mask: torch.Ten
 def relation_loss(teacher_qkv, student_qkv, attention_mask: torch.Tensor, relation_heads: int = 12) -> torch.Tensor:
     """Sum over Q-Q, K-K, V-V of KL(teacher relations || student relations)."""
     key_mask = attention_mask.bool()
+    teacher_log_probs = [relation_log_probs(x, relation_heads, key_mask) for x in teacher_qkv]
+    return relation_loss_from_teacher(teacher_log_probs, student_qkv, attention_mask, relation_heads)
+
+
+def relation_loss_from_teacher(teacher_log_probs, student_qkv, attention_mask, relation_heads: int) -> torch.Tensor:
+    """`relation_loss` with the teacher's relations precomputed (the search reuses them for every arch)."""
+    key_mask = attention_mask.bool()
     query_weight = attention_mask.float()
     query_weight = query_weight / query_weight.sum()
     total = 0.0
-    for teacher_x, student_x in zip(teacher_qkv, student_qkv):
-        log_p = relation_log_probs(teacher_x, relation_heads, key_mask)
+    for log_p, student_x in zip(teacher_log_probs, student_qkv):
         log_q = relation_log_probs(student_x, relation_heads, key_mask)
         # Masked keys have p = 0 exactly; xlogy-free form is safe since they share the same mask.
         kl_per_query = (log_p.exp() * (log_p - log_q)).sum(-1)  # [batch, R, seq]

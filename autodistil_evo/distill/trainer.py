@@ -8,6 +8,7 @@ batch, the dropout masks. So a resumed run replays exactly what an uninterrupted
 
 import json
 import signal
+from contextlib import nullcontext
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from autodistil_evo import __version__
 from autodistil_evo.distill import checkpoint as ckpt
+from autodistil_evo.distill.artifact import save_superlm
 from autodistil_evo.distill.loss import relation_loss
 from autodistil_evo.distill.recipe import Recipe
 from autodistil_evo.distributed import device, init_distributed, mean_across_ranks
@@ -26,9 +28,6 @@ from autodistil_evo.fileio import atomic_path, read_jsonl, write_json, write_jso
 from autodistil_evo.spaces import Arch, SearchSpace, SubSpace, count_flops
 from autodistil_evo.supernet import SuperLM
 from autodistil_evo.teacher import RelationTap, Teacher
-
-SUPERLM_WEIGHTS = "superlm.safetensors"
-SUPERLM_META = "superlm.json"
 
 
 @dataclass
@@ -117,6 +116,8 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "relation_heads": recipe.relation_heads,
         "teacher_layer": recipe.teacher_layer,
         "dropout": recipe.dropout,
+        "layer_norm_eps": teacher.model.config.layer_norm_eps,
+        "pad_token_id": teacher.model.config.pad_token_id or 0,
     }
 
 
@@ -285,14 +286,8 @@ def train_subspace(
     if interrupted:
         return {"subspace": subspace.name, "step": step, "interrupted": True}
     if is_main:
-        weights = out_dir / SUPERLM_WEIGHTS
-        with atomic_path(weights) as tmp:
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().cpu().contiguous() for k, v in superlm.state_dict().items()}, tmp)
         meta = superlm_meta(recipe, space, subspace, teacher, step, teacher_spec)
-        meta["sha256"] = ckpt.sha256(weights)
-        write_json(out_dir / SUPERLM_META, meta)
+        save_superlm(out_dir, superlm, meta)
         if metrics:
             _plot_losses(metrics, out_dir / "loss.png", f"SuperLM '{subspace.name}' of {space.name}")
     return {
@@ -311,9 +306,7 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
     engine_config = recipe.engine_config(2 + recipe.sandwich_random, steps)
     dims = space.dims(teacher)
     global_batch = recipe.micro_batch * recipe.accumulation * world_size
-    teacher_arch = Arch(teacher.layers, teacher.heads, teacher.hidden, teacher.ffn / teacher.hidden)
-    teacher_dims = type(dims)(teacher.head_dim, dims.vocab_size, dims.max_position_embeddings, dims.type_vocab_size)
-    teacher_flops = count_flops(teacher_arch, teacher_dims, recipe.seq_len)
+    teacher_flops = count_flops(teacher.arch(), teacher.dims(), recipe.seq_len)
     per_subspace = []
     for sub in subspaces:
         candidates = sub.candidates()
@@ -360,7 +353,7 @@ def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir
         raise UserError(f"{recipe.source}: teacher: recorded shape differs from the loaded teacher {teacher.source}")
     packed = build_corpus(recipe.corpus, teacher.tokenizer, recipe.seq_len, recipe.heldout_fraction)
     results = []
-    lock = directory_lock(run_dir, warn=console.print) if rank == 0 else _no_lock()
+    lock = directory_lock(run_dir, warn=console.print) if rank == 0 else nullcontext()
     with lock:
         if rank == 0:
             write_json(run_dir / "run.json", {"recipe": recipe.to_dict(), "space_file": space.source, "teacher": teacher_spec})
@@ -371,10 +364,3 @@ def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir
                 break
     return results
 
-
-class _no_lock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -82,6 +82,12 @@ class TeacherShape:
             type_vocab_size=config.type_vocab_size,
         )
 
+    def arch(self) -> "Arch":
+        return Arch(self.layers, self.heads, self.hidden, self.ffn / self.hidden)
+
+    def dims(self) -> "ModelDims":
+        return ModelDims(self.head_dim, self.vocab_size, self.max_position_embeddings, self.type_vocab_size)
+
 
 @dataclass(frozen=True)
 class ModelDims:

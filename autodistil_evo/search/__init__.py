@@ -1,0 +1,1 @@
+"""Search trained SuperLMs without retraining: pymoo NSGA-II over (proxy loss, FLOPs, ...)."""

@@ -1,0 +1,81 @@
+"""Proxy evaluation of archs: relation-distillation loss of the subnet vs. the teacher on held-out text.
+
+The teacher's relations on the fixed held-out blocks are computed once; each arch's result is
+cached by its key, so a duplicate costs nothing. Under a multi-process launch, the archs not yet
+cached are split across ranks and the results gathered (as tensors, not pickles).
+"""
+
+import torch
+
+from autodistil_evo.distill.loss import relation_log_probs, relation_loss_from_teacher
+from autodistil_evo.distributed import device
+from autodistil_evo.faults import maybe_die
+from autodistil_evo.spaces import Arch
+from autodistil_evo.supernet import SuperLM
+from autodistil_evo.supernet.latency import measure_latency
+from autodistil_evo.teacher import RelationTap
+
+
+class ProxyEvaluator:
+    def __init__(self, superlm: SuperLM, teacher_model, heldout: torch.Tensor, relation_heads: int,
+                 teacher_layer: int = -1, batch_size: int = 32, measure_latency_too: bool = False, cache=None):
+        self.superlm = superlm.eval().to(device())
+        self.relation_heads = relation_heads
+        self.measure_latency_too = measure_latency_too
+        self.cache = cache if cache is not None else {}  # arch key -> {"loss": .., "latency_ms": ..}
+        self.hits = 0
+        self.batches = []
+        tap = RelationTap(teacher_model, teacher_layer)
+        teacher_model.to(device())
+        with torch.inference_mode():
+            for start in range(0, len(heldout), batch_size):
+                ids = heldout[start : start + batch_size].to(device())
+                mask = torch.ones_like(ids)
+                qkv = tap(teacher_model, ids, mask)
+                log_probs = [relation_log_probs(x, relation_heads, mask.bool()) for x in qkv]
+                self.batches.append((ids, mask, log_probs))
+        self.tokens = sum(ids.numel() for ids, _, _ in self.batches)
+
+    @torch.inference_mode()
+    def proxy_loss(self, arch: Arch) -> float:
+        self.superlm.set_active(arch)
+        total = 0.0
+        for ids, mask, teacher_log_probs in self.batches:
+            _, _, qkv = self.superlm(ids, mask, stop_at_last_qkv=True)
+            loss = relation_loss_from_teacher(teacher_log_probs, qkv, mask, self.relation_heads)
+            total += loss.item() * ids.numel()
+        return total / self.tokens
+
+    def _evaluate_one(self, arch: Arch) -> list:
+        loss = self.proxy_loss(arch)
+        latency = float("nan")
+        if self.measure_latency_too:
+            seq = self.batches[0][0].shape[1]
+            latency = measure_latency(self.superlm.extract(arch), batch=1, seq_len=seq, repeats=5)["latency_ms"]
+        return [loss, latency]
+
+    def evaluate_many(self, archs: list) -> list:
+        """Results for `archs` in order; uncached ones are computed (split over ranks) and cached."""
+        import torch.distributed as dist
+
+        todo = list(dict.fromkeys(a for a in archs if a.key() not in self.cache))
+        self.hits += len(archs) - len(todo)
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        mine = todo[rank::world]
+        values = []
+        for arch in mine:
+            values.append(self._evaluate_one(arch))
+            maybe_die("search-eval", len(self.cache) + len(values))
+        if world > 1:
+            per_rank = -(-len(todo) // world)
+            where = device() if dist.get_backend() == "nccl" else "cpu"
+            local = torch.full((per_rank, 2), float("nan"), dtype=torch.float64, device=where)
+            if values:
+                local[: len(values)] = torch.tensor(values, dtype=torch.float64)
+            gathered = [torch.empty_like(local) for _ in range(world)]
+            dist.all_gather(gathered, local)
+            values = [gathered[i % world][i // world].tolist() for i in range(len(todo))]  # rank i%world did todo[i]
+        for arch, (loss, latency) in zip(todo, values):
+            self.cache[arch.key()] = {"loss": loss, "latency_ms": None if latency != latency else latency}
+        return [self.cache[a.key()] for a in archs]

@@ -1,0 +1,219 @@
+"""`autodistil-evo evolve`: search each trained SuperLM, then take the global Pareto set across them.
+
+SEARCH_DIR holds `search.json` (what the search is: resuming a different one is refused),
+`state/<subspace>.json` (written atomically after every generation: algorithm state, evaluation
+cache, history, hypervolume), `history.jsonl`, `pareto.json`, `pareto.csv`, `hypervolume.json`
+and `pareto.png`.
+"""
+
+import os
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from autodistil_evo.bounds import parse_bound
+from autodistil_evo.distill.artifact import load_superlm, trained_subspaces
+from autodistil_evo.errors import UserError
+from autodistil_evo.faults import maybe_die
+from autodistil_evo.fileio import directory_lock, prepare_output_dir, read_json, write_json, write_jsonl
+from autodistil_evo.search.algorithms import ALGORITHMS, make_search
+from autodistil_evo.search.evaluator import ProxyEvaluator
+from autodistil_evo.search.pareto import front_row, hypervolume, non_dominated, plot_front, write_front
+from autodistil_evo.search.problem import BOUND_NAMES, COLUMN, OBJECTIVES, SubspaceProblem, decode
+from autodistil_evo.spaces import count_flops, count_params
+
+STATE_SCHEMA = 1
+
+
+@dataclass
+class SearchSettings:
+    subspace: str = "all"
+    population: int = 16
+    generations: int = 5
+    objectives: list = field(default_factory=lambda: ["loss", "flops"])
+    constraints: list = field(default_factory=list)
+    algorithm: str = "nsga2"
+    eval_samples: int = 64
+    seed: int = 0
+    resume: bool = False
+
+
+def _validate(settings: SearchSettings):
+    for name in settings.objectives:
+        if name not in OBJECTIVES:
+            raise UserError(f"--objectives: unknown objective '{name}' (known: {', '.join(OBJECTIVES)})")
+    if len(set(settings.objectives)) != len(settings.objectives) or not settings.objectives:
+        raise UserError("--objectives: give one or more distinct objectives, e.g. loss,flops")
+    if settings.algorithm not in ALGORITHMS:
+        raise UserError(f"--algorithm: unknown '{settings.algorithm}' (known: {', '.join(ALGORITHMS)})")
+    if settings.population < 2 or settings.generations < 1 or settings.eval_samples < 1:
+        raise UserError("--population must be >= 2, --generations and --eval-samples >= 1")
+    return [parse_bound(c, BOUND_NAMES, "--constraint") for c in settings.constraints]
+
+
+def _identity(settings: SearchSettings, superlms: list) -> dict:
+    """Everything that defines the search problem; --generations may grow on resume."""
+    d = asdict(settings)
+    d.pop("generations")
+    d.pop("resume")
+    d["superlms"] = {t.subspace.name: t.meta["sha256"] for t in superlms}
+    return d
+
+
+def _analytic_minimum(trained, bound):
+    """Smallest FLOPs/params in the sub-space (None for measured quantities)."""
+    if bound.name not in ("flops", "params"):
+        return None
+    dims = trained.space.dims(trained.teacher_shape)
+    seq_len = trained.space.seq_len
+    measure = (lambda a: count_flops(a, dims, seq_len)) if bound.name == "flops" else (lambda a: count_params(a, dims))
+    return min(measure(a) for a in trained.subspace.candidates())
+
+
+def _unreachable_bound(trained, bounds):
+    for bound in bounds:
+        minimum = _analytic_minimum(trained, bound)
+        if minimum is not None and bound.op in ("<=", "<") and not bound.holds(minimum):
+            return bound, minimum
+    return None
+
+
+def _infeasible_message(rows, bounds) -> str:
+    """Name the bound that is hardest to meet: the largest violation of the closest candidate."""
+    best = min(rows, key=lambda r: max(b.violation(float(r[b.name])) for b in bounds))
+    worst = max(bounds, key=lambda b: b.violation(float(best[b.name])))
+    return (
+        f"no candidate satisfies the constraints; tightest bound {worst}: the closest candidate "
+        f"({best['subspace']} {best['key']}) has {worst.name} = {float(best[worst.name]):.4g}"
+    )
+
+
+def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from autodistil_evo.data import build_corpus
+    from autodistil_evo.distributed import init_distributed
+    from autodistil_evo.teacher import load_teacher
+
+    bounds = _validate(settings)
+    rank = init_distributed()[0] if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
+    is_main = rank == 0
+    log = console.print if is_main else (lambda *a, **k: None)
+    folders = trained_subspaces(run_dir)
+    if settings.subspace != "all":
+        folders = [f for f in folders if f.name == settings.subspace]
+        if not folders:
+            raise UserError(f"{run_dir}: no trained SuperLM for sub-space '{settings.subspace}'")
+    superlms = [load_superlm(f) for f in folders]
+    search_dir = prepare_output_dir(search_dir, "search directory")
+    identity = _identity(settings, superlms)
+    identity_file = search_dir / "search.json"
+    if any((search_dir / "state").glob("*.json")) and not settings.resume:
+        raise UserError(f"{search_dir}: holds an earlier search; pass --resume to continue it or choose another --out")
+    if identity_file.exists() and settings.resume:
+        previous = read_json(identity_file, "search description")
+        differs = [k for k in sorted(set(identity) | set(previous)) if identity.get(k) != previous.get(k)]
+        if differs:
+            raise UserError(f"{identity_file}: cannot resume, the problem differs in: {', '.join(differs)}")
+
+    meta = superlms[0].meta
+    teacher = load_teacher(meta["teacher"]["spec"])
+    heldout = build_corpus(meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"]).heldout
+    heldout = heldout[: settings.eval_samples]
+    if len(heldout) == 0:
+        raise UserError(f"the corpus {meta['corpus']} has no held-out block of {meta['seq_len']} tokens; add text")
+
+    lock = directory_lock(search_dir, warn=log) if is_main else nullcontext()
+    all_rows, summaries = {}, []
+    with lock:
+        if is_main:
+            write_json(identity_file, identity)
+        for trained in superlms:
+            name = trained.subspace.name
+            unreachable = _unreachable_bound(trained, bounds)
+            if unreachable:
+                bound, minimum = unreachable
+                log(f"sub-space {name}: skipped, its smallest {bound.name} is {minimum:.4g}, which breaks {bound}")
+                continue
+            state_file = search_dir / "state" / f"{name}.json"
+            state = read_json(state_file, "search state") if state_file.exists() and settings.resume else None
+            if state is not None and state.get("schema") != STATE_SCHEMA:
+                raise UserError(f"{state_file}: search state schema {state.get('schema')!r} != {STATE_SCHEMA}")
+            evaluator = ProxyEvaluator(
+                trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"],
+                measure_latency_too="latency" in settings.objectives or any(b.name == "latency_ms" for b in bounds),
+                cache=dict(state["cache"]) if state else None,
+            )
+            dims = trained.space.dims(trained.teacher_shape)
+            problem = SubspaceProblem(trained.subspace, dims, trained.space.seq_len, evaluator, settings.objectives, bounds)
+            search = make_search(settings.algorithm, problem, settings.population, settings.seed)
+            history, hv, reference, generation = [], [], None, 0
+            if state:
+                search.restore(state["algorithm"])
+                history, hv, reference, generation = state["history"], state["hv"], state["reference"], state["generation"]
+                log(f"resuming {name} after generation {generation}")
+            progress = Progress(
+                TextColumn(f"[bold]{name}[/] gen"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("evals {task.fields[evals]} (cache hits {task.fields[hits]})"),
+                TextColumn("HV {task.fields[hv]:.4f}"), TimeRemainingColumn(),
+                console=console, disable=not is_main,
+            )
+            with progress:
+                task = progress.add_task("evolve", total=settings.generations, completed=generation,
+                                         evals=len(history), hits=evaluator.hits, hv=hv[-1] if hv else 0.0)
+                while generation < settings.generations:
+                    pop = search.ask()
+                    if pop is None:
+                        log(f"{name}: no new candidates left after generation {generation}")
+                        break
+                    search.evaluate(pop)
+                    search.tell(pop)
+                    generation += 1
+                    archs = [decode(trained.subspace, x) for x in pop.get("X")]
+                    for arch, record in zip(archs, problem.records(archs)):
+                        history.append({
+                            "generation": generation, "subspace": name, "key": arch.key(), "arch": arch.to_dict(),
+                            **record, "feasible": all(b.holds(float(record[b.name])) for b in bounds),
+                        })
+                    if reference is None:  # fixed once, from the first generation, and recorded
+                        first = [r for r in history if r["generation"] == 1]
+                        reference = [1.1 * max(float(r[COLUMN[o]]) for r in first) for o in settings.objectives]
+                    hv.append(hypervolume(history, settings.objectives, reference))
+                    if is_main:
+                        write_json(state_file, {
+                            "schema": STATE_SCHEMA, "generation": generation, "algorithm": search.state(),
+                            "cache": evaluator.cache, "history": history, "hv": hv, "reference": reference,
+                        })
+                        all_rows[name] = history
+                        write_jsonl(search_dir / "history.jsonl", [r for rows in all_rows.values() for r in rows])
+                    progress.update(task, completed=generation, evals=len(history), hits=evaluator.hits, hv=hv[-1])
+                    maybe_die("search-generation", generation)
+            all_rows[name] = history
+            summaries.append({"subspace": name, "generations": generation, "evaluations": len(history),
+                              "unique": len({r["key"] for r in history}), "hv": hv, "reference": reference,
+                              "objectives": settings.objectives})
+        rows = [r for rows in all_rows.values() for r in rows]
+        if not rows:
+            raise UserError(
+                "no sub-space can meet the constraints: " + "; ".join(f"{b}" for b in bounds) + " (see the messages above)"
+            )
+        unique = list({(r["subspace"], r["key"]): r for r in rows}.values())
+        front = [front_row(r) for r in non_dominated(unique, settings.objectives)]
+        if not front:
+            raise UserError(_infeasible_message(unique, bounds))
+        if is_main:
+            write_jsonl(search_dir / "history.jsonl", rows)
+            teacher_arch, teacher_dims = teacher.shape.arch(), teacher.shape.dims()
+            write_front(search_dir, front, {
+                "run_dir": str(Path(run_dir).resolve()),
+                "objectives": settings.objectives,
+                "constraints": [str(b) for b in bounds],
+                "seq_len": superlms[0].space.seq_len,
+                "teacher": {"name": teacher.shape.name, "params": count_params(teacher_arch, teacher_dims),
+                            "flops": count_flops(teacher_arch, teacher_dims, superlms[0].space.seq_len)},
+            })
+            write_json(search_dir / "hypervolume.json", summaries)
+            plot_front(unique, front, settings.objectives, search_dir / "pareto.png",
+                       f"{superlms[0].space.name}: {len(unique)} archs evaluated, global front of {len(front)}")
+    return {"front": front, "summaries": summaries}
+

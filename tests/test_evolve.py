@@ -1,0 +1,142 @@
+"""Search: exact resume (also after a kill inside a generation), constraints, baselines, 2 processes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from helpers import run_cli
+
+CLI = [sys.executable, "-m", "autodistil_evo.cli"]
+SMALL = ["--population", 6, "--eval-samples", 8]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, recipe_file):
+    """Two teacher-initialised SuperLMs (training is tested elsewhere; the search only needs weights)."""
+    run = tmp_path_factory.mktemp("evolve") / "run"
+    run_cli("train", "--recipe", recipe_file, "--out", run, "--steps", 0)
+    return run
+
+
+def evolve_subprocess(run_dir, out, *extra, fault=None, expect=0, launcher=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if fault:
+        env["AUTODISTIL_EVO_FAULT"] = fault
+    command = [*(launcher or [sys.executable, "-m"]), "autodistil_evo.cli", "evolve", run_dir, "--out", out, *extra]
+    proc = subprocess.run([str(c) for c in command], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == expect, proc.stdout + proc.stderr
+    return proc
+
+
+def outputs(search_dir):
+    history = (search_dir / "history.jsonl").read_text()
+    pareto = json.loads((search_dir / "pareto.json").read_text())
+    return history, pareto
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, run_dir):
+    out = tmp_path_factory.mktemp("search") / "full"
+    run_cli("evolve", run_dir, "--out", out, "--generations", 4, *SMALL)
+    return out
+
+
+def test_search_outputs(uninterrupted):
+    history, pareto = outputs(uninterrupted)
+    rows = [json.loads(line) for line in history.splitlines()]
+    assert {r["subspace"] for r in rows} == {"big", "small"}
+    assert max(r["generation"] for r in rows) == 4
+    front = pareto["front"]
+    assert front and len({r["id"] for r in front}) == len(front)
+    # Nothing evaluated dominates a front member.
+    for f in front:
+        assert not any(r["loss"] < f["loss"] and r["flops"] < f["flops"] for r in rows)
+    assert (uninterrupted / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    csv_lines = (uninterrupted / "pareto.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("id,subspace") and len(csv_lines) == len(front) + 1
+    hv = json.loads((uninterrupted / "hypervolume.json").read_text())
+    for summary in hv:
+        assert len(summary["hv"]) == 4 and summary["hv"] == sorted(summary["hv"])  # the archive only grows
+
+
+def test_resume_equals_uninterrupted(tmp_path, run_dir, uninterrupted):
+    out = tmp_path / "resumed"
+    run_cli("evolve", run_dir, "--out", out, "--generations", 2, *SMALL)
+    run_cli("evolve", run_dir, "--out", out, "--generations", 4, "--resume", *SMALL)
+    assert outputs(out) == outputs(uninterrupted)
+
+
+def test_kill_inside_a_generation_then_resume(tmp_path, run_dir, uninterrupted):
+    out = tmp_path / "killed"
+    # 6 evaluations make generation 1 of "big"; the 7th is inside generation 2.
+    evolve_subprocess(run_dir, out, "--generations", 4, *SMALL, fault="search-eval:7", expect=-9)
+    state = json.loads((out / "state" / "big.json").read_text())
+    assert state["generation"] == 1
+    evolve_subprocess(run_dir, out, "--generations", 4, "--resume", *SMALL)
+    assert outputs(out) == outputs(uninterrupted)
+
+
+def test_resume_with_changed_problem_is_refused(tmp_path, run_dir):
+    out = tmp_path / "changed"
+    run_cli("evolve", run_dir, "--out", out, "--generations", 1, *SMALL)
+    before = (out / "state" / "big.json").read_text()
+    message = run_cli("evolve", run_dir, "--out", out, "--generations", 2, "--resume", "--objectives", "loss,params",
+                      "--constraint", "flops<=1e9", *SMALL, expect=2)
+    assert "problem differs in: constraints, objectives" in message
+    assert (out / "state" / "big.json").read_text() == before
+    assert "--resume" in run_cli("evolve", run_dir, "--out", out, *SMALL, expect=2)
+
+
+def test_constraints_hold_on_the_front(tmp_path, run_dir, uninterrupted):
+    flops = sorted(r["flops"] for r in json.loads((uninterrupted / "pareto.json").read_text())["front"])
+    bound = flops[len(flops) // 2]
+    out = tmp_path / "bounded"
+    run_cli("evolve", run_dir, "--out", out, "--generations", 2, "--constraint", f"flops<={bound}", *SMALL)
+    front = json.loads((out / "pareto.json").read_text())["front"]
+    assert front and all(r["flops"] <= bound for r in front)
+
+
+def test_impossible_constraint_names_the_bound(tmp_path, run_dir):
+    out = run_cli("evolve", run_dir, "--out", tmp_path / "x", "--constraint", "params<=10", *SMALL, expect=2)
+    assert "params<=10" in out
+    out = run_cli("evolve", run_dir, "--out", tmp_path / "y", "--generations", 1, "--constraint", "loss<=1e-9", *SMALL, expect=2)
+    assert "tightest bound loss<=1e-09" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--constraint", "flops=<2"], "expected NAME<=NUMBER"),
+        (["--constraint", "speed<=2"], "unknown name 'speed'"),
+        (["--constraint", "__import__('os')<=1"], "expected NAME<=NUMBER"),
+        (["--objectives", "loss,beauty"], "unknown objective 'beauty'"),
+    ],
+)
+def test_bad_search_arguments(tmp_path, run_dir, args, message):
+    assert message in run_cli("evolve", run_dir, "--out", tmp_path / "s", *args, *SMALL, expect=2)
+    assert not (tmp_path / "s" / "state").exists()
+
+
+def test_missing_run_dir(tmp_path):
+    assert "run directory not found" in run_cli("evolve", tmp_path / "nope", "--out", tmp_path / "s", expect=2)
+
+
+@pytest.mark.parametrize("algorithm", ["random", "exhaustive"])
+def test_baselines_cover_the_space_without_duplicates(tmp_path, run_dir, algorithm):
+    out = tmp_path / algorithm
+    run_cli("evolve", run_dir, "--out", out, "--subspace", "small", "--algorithm", algorithm,
+            "--generations", 4, *SMALL)
+    rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == 16  # the 16 candidates of 'small', then it stops
+
+
+def test_two_processes_equal_one(tmp_path, run_dir, uninterrupted):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29657", "-m"]
+    out = tmp_path / "two"
+    evolve_subprocess(run_dir, out, "--generations", 4, *SMALL, launcher=launcher)
+    assert outputs(out) == outputs(uninterrupted)
