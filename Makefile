@@ -23,6 +23,12 @@ quickstart: install
 	$(BIN)/autodistil-evo space stats spaces/minilm-l6.yaml --teacher embedded:all-MiniLM-L6-v2
 	$(BIN)/autodistil-evo train --recipe recipes/quickstart.yaml --out $(QUICKSTART_DIR)/run --resume
 	$(BIN)/autodistil-evo evolve $(QUICKSTART_DIR)/run --out $(QUICKSTART_DIR)/search --population 12 --generations 4 --resume
+	$(BIN)/autodistil-evo select $(QUICKSTART_DIR)/search --pick knee
+	$(BIN)/autodistil-evo export $(QUICKSTART_DIR)/search --force --out $(QUICKSTART_DIR)/student \
+	  --id "$$($(BIN)/autodistil-evo select $(QUICKSTART_DIR)/search --pick knee --json | \
+	         $(BIN)/python -c 'import json, sys; print(next(r["id"] for r in json.load(sys.stdin) if r["picked"]))')"
+	$(BIN)/autodistil-evo bench $(QUICKSTART_DIR)/student embedded:all-MiniLM-L6-v2
+	$(BIN)/autodistil-evo finetune $(QUICKSTART_DIR)/student embedded:all-MiniLM-L6-v2 --max-train 2000
 
 # pytest exits 5 when it collects no tests: that is a failure, not a pass.
 test: install

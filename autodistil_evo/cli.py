@@ -5,7 +5,6 @@ only with -v.
 """
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -182,8 +181,7 @@ def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, step
     search_space = load_space(space_file or recipe.resolve(recipe.space))
     subspaces = search_space.select(subspace)
     if dry_run:
-        world = int(os.environ.get("WORLD_SIZE", recipe.world_size))
-        _print_plan(plan(recipe, search_space, subspaces, recipe.steps, world))
+        _print_plan(plan(recipe, search_space, subspaces, recipe.steps, recipe.world_size))
         return
     settings = TrainSettings(recipe.steps, recipe.save_every, recipe.keep_last, recipe.seed, resume)
     results = run_training(recipe, search_space, subspace, run_dir, teacher or recipe.teacher_name, settings, console)
@@ -230,13 +228,114 @@ def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectiv
     print_front(result["front"], f"global Pareto set ({search_dir}/pareto.json)")
 
 
-def print_front(front, title, picked=None):
-    rows = [
-        (r["id"], r["subspace"], r["layers"], r["heads"], r["hidden"], r["ffn"], f"{r['params'] / 1e6:.2f}M",
-         f"{r['flops'] / 1e9:.3f}", f"{r['loss']:.4f}", "*" if picked and r["id"] in picked else "")
-        for r in front
-    ]
-    console.print(_table(title, ["id", "subspace", "layers", "heads", "hidden", "FFN", "params", "GFLOPs", "proxy loss", "pick"], rows))
+def print_front(front, title, picked=(), teacher_flops=None):
+    columns = ["id", "subspace", "layers", "heads", "hidden", "FFN", "params", "GFLOPs", "proxy loss"]
+    columns += ["FLOPs vs teacher"] if teacher_flops else []
+    rows = []
+    for r in front:
+        row = [r["id"], r["subspace"], r["layers"], r["heads"], r["hidden"], r["ffn"], f"{r['params'] / 1e6:.2f}M",
+               f"{r['flops'] / 1e9:.3f}", f"{r['loss']:.4f}"]
+        row += [f"{r['flops'] / teacher_flops:.1%}"] if teacher_flops else []
+        rows.append(row + ["*" if r["id"] in picked else ""])
+    console.print(_table(title, columns + ["pick"], rows))
+
+
+@main.command("select")
+@click.argument("search_dir", type=click.Path())
+@click.option("--where", multiple=True, help="Filter such as 'flops<=1.5e9' or 'params<=12e6' (repeatable).")
+@click.option("--pick", type=click.Choice(["knee", "min-loss", "min-flops", "all"]), default="knee", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def select_command(search_dir, where, pick, as_json):
+    """Filter the Pareto set and pick students (knee = farthest from the line between the extremes)."""
+    from autodistil_evo.export.select import JSON_KEYS, select
+
+    result = select(search_dir, list(where), pick)
+    if as_json:
+        click.echo(json.dumps([{k: r.get(k) for k in JSON_KEYS} for r in result["rows"]], indent=2))
+        return
+    print_front(result["rows"], f"Pareto set of {search_dir} ({len(result['rows'])} rows, pick: {pick})",
+                result["picked"], result["teacher"].get("flops"))
+
+
+@main.command()
+@click.argument("source", type=click.Path())
+@click.option("--id", "student_id", default=None, help="A student id of SOURCE's pareto.json (SOURCE = search dir).")
+@click.option("--arch", "arch_json", default=None, help='JSON arch with "subspace" (SOURCE = run dir).')
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Model folder to write.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+def export(source, student_id, arch_json, out_dir, force):
+    """Write a student as a Hugging Face model folder (verified against the SuperLM first)."""
+    from autodistil_evo.export.export import export_student
+
+    p = export_student(source, out_dir, student_id, arch_json, force, log=console.print)
+    kind = "custom code (trust_remote_code=True)" if p["remote_code"] else "plain BertModel"
+    console.print(f"exported {p['id']} to {out_dir}: {p['model_class']}, {kind}, {p['params']:,} params, "
+                  f"{p['flops'] / 1e9:.3f} GFLOPs at seq len {p['seq_len']}")
+
+
+@main.command()
+@click.argument("model_dirs", nargs=-1, required=True)
+@click.option("--task", default="rotten-tomatoes", show_default=True, help="Embedded labelled task.")
+@click.option("--train", "train_csv", default=None, help="Your training CSV (with --eval) instead of --task.")
+@click.option("--eval", "eval_csv", default=None, help="Your evaluation CSV.")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--max-len", type=click.IntRange(min=8), default=64, show_default=True)
+@click.option("--max-train", type=click.IntRange(min=1), default=None, help="Use at most this many training examples.")
+@click.option("--seed", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (one object per model).")
+@click.pass_context
+def finetune(ctx, model_dirs, task, train_csv, eval_csv, text_column, label_column, epochs, batch_size, lr, max_len, max_train, seed, as_json):
+    """Fine-tune model folders (students, teacher) for sequence classification; compare accuracy.
+
+    MODEL_DIRS are Hugging Face BERT-family folders, or embedded:all-MiniLM-L6-v2 for the teacher.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from autodistil_evo.export.finetune import finetune as run_finetune
+    from autodistil_evo.export.finetune import load_task
+
+    splits = load_task(task, train_csv, eval_csv, text_column, label_column)
+    results = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console, disable=as_json) as progress:
+        for model_dir in model_dirs:
+            result = run_finetune(model_dir, splits, epochs, batch_size, lr, max_len, max_train, _seed(ctx, seed), progress)
+            result["task"] = task if not train_csv else f"{train_csv} -> {eval_csv}"
+            results.append(result)
+    if as_json:
+        click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
+        return
+    console.print(_table(
+        f"fine-tuned on {results[0]['task']} ({results[0]['train_examples']} training examples, {epochs} epoch(s))",
+        ["name", "params", "dev accuracy", "test accuracy", "train s"],
+        [(r["model"], f"{r['params']:,}", f"{r['dev_accuracy']:.3f}", f"{r['test_accuracy']:.3f}", f"{r['train_seconds']:.0f}")
+         for r in results],
+    ))
+
+
+@main.command()
+@click.argument("model_dirs", nargs=-1, required=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--seq-len", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench(model_dirs, batch, seq_len, repeats, as_json):
+    """Measured forward latency (median after warm-up) and throughput of model folders."""
+    from autodistil_evo.export.bench import bench_models
+
+    rows = bench_models(model_dirs, batch, seq_len, repeats)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    console.print(_table(
+        f"forward latency, batch {batch} x {seq_len}, median of {repeats}",
+        ["name", "params", "latency ms", "seq/s", "threads"],
+        [(r["model"], f"{r['params']:,}", f"{r['latency_ms']:.2f}", f"{r['throughput_seq_per_s']:.1f}", r["threads"]) for r in rows],
+    ))
 
 
 def _print_plan(p):

@@ -8,40 +8,55 @@ KL(teacher || student), summed over Q-Q, K-K and V-V and averaged over relation 
 
 When a width is not divisible by R (e.g. 7 heads x 64 = 448 with R = 12), only the first
 R * floor(width / R) channels are used, as the MiniLMv2 reference implementation does.
+
+The KL is computed as  sum_k p_k log p_k - (sum_k p_k s_k - logsumexp_k s_k)  with s the
+student's scaled scores: the teacher's part is computed once per batch (the search reuses it for
+every arch) and the student's log-softmax is never materialised.
 """
 
 import torch
-from torch.nn import functional as F
 
 
-def relation_log_probs(x: torch.Tensor, relation_heads: int, key_mask: torch.Tensor) -> torch.Tensor:
-    """[batch, seq, width] -> log softmax of scaled self-relations, [batch, R, seq, seq]."""
+def relation_scores(x: torch.Tensor, relation_heads: int, key_mask: torch.Tensor) -> torch.Tensor:
+    """[batch, seq, width] -> scaled self-relation scores [batch, R, seq, seq], padding keys masked."""
     batch, seq, width = x.shape
     head_size = width // relation_heads
     if head_size == 0:
         raise ValueError(f"Q/K/V width {width} is smaller than {relation_heads} relation heads")
     x = x[..., : relation_heads * head_size].reshape(batch, seq, relation_heads, head_size).transpose(1, 2)
-    scores = torch.matmul(x, x.transpose(-1, -2)) / head_size**0.5
-    scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-    return F.log_softmax(scores.float(), dim=-1)
+    scores = torch.matmul(x * head_size**-0.5, x.transpose(-1, -2))
+    if not bool(key_mask.all()):
+        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+    return scores
+
+
+def teacher_relations(teacher_qkv, relation_heads: int, attention_mask: torch.Tensor) -> list:
+    """Per Q/K/V: (relation probabilities p, sum_k p log p per query)."""
+    key_mask = attention_mask.bool()
+    out = []
+    for x in teacher_qkv:
+        log_p = torch.log_softmax(relation_scores(x, relation_heads, key_mask), dim=-1)
+        p = log_p.exp()
+        out.append((p, (p * log_p).sum(-1)))
+    return out
 
 
 def relation_loss(teacher_qkv, student_qkv, attention_mask: torch.Tensor, relation_heads: int = 12) -> torch.Tensor:
     """Sum over Q-Q, K-K, V-V of KL(teacher relations || student relations)."""
-    key_mask = attention_mask.bool()
-    teacher_log_probs = [relation_log_probs(x, relation_heads, key_mask) for x in teacher_qkv]
-    return relation_loss_from_teacher(teacher_log_probs, student_qkv, attention_mask, relation_heads)
+    relations = teacher_relations(teacher_qkv, relation_heads, attention_mask)
+    return relation_loss_from_teacher(relations, student_qkv, attention_mask, relation_heads)
 
 
-def relation_loss_from_teacher(teacher_log_probs, student_qkv, attention_mask, relation_heads: int) -> torch.Tensor:
-    """`relation_loss` with the teacher's relations precomputed (the search reuses them for every arch)."""
+def relation_loss_from_teacher(relations, student_qkv, attention_mask, relation_heads: int) -> torch.Tensor:
+    """`relation_loss` with the teacher's side (`teacher_relations`) precomputed."""
     key_mask = attention_mask.bool()
-    query_weight = attention_mask.float()
+    query_weight = attention_mask.to(student_qkv[0].dtype)
     query_weight = query_weight / query_weight.sum()
     total = 0.0
-    for log_p, student_x in zip(teacher_log_probs, student_qkv):
-        log_q = relation_log_probs(student_x, relation_heads, key_mask)
-        # Masked keys have p = 0 exactly; xlogy-free form is safe since they share the same mask.
-        kl_per_query = (log_p.exp() * (log_p - log_q)).sum(-1)  # [batch, R, seq]
+    for (p, p_log_p), x in zip(relations, student_qkv):
+        scores = relation_scores(x, relation_heads, key_mask)
+        # sum_k p_k log q_k = sum_k p_k s_k - logsumexp(s), since p sums to 1 over real keys
+        cross = (p * scores).sum(-1) - torch.logsumexp(scores, dim=-1)
+        kl_per_query = p_log_p - cross  # [batch, R, seq]
         total = total + (kl_per_query.mean(1) * query_weight).sum()
     return total

@@ -7,7 +7,7 @@ cached are split across ranks and the results gathered (as tensors, not pickles)
 
 import torch
 
-from autodistil_evo.distill.loss import relation_log_probs, relation_loss_from_teacher
+from autodistil_evo.distill.loss import relation_loss_from_teacher, teacher_relations
 from autodistil_evo.distributed import device
 from autodistil_evo.faults import maybe_die
 from autodistil_evo.spaces import Arch
@@ -31,18 +31,17 @@ class ProxyEvaluator:
             for start in range(0, len(heldout), batch_size):
                 ids = heldout[start : start + batch_size].to(device())
                 mask = torch.ones_like(ids)
-                qkv = tap(teacher_model, ids, mask)
-                log_probs = [relation_log_probs(x, relation_heads, mask.bool()) for x in qkv]
-                self.batches.append((ids, mask, log_probs))
+                relations = teacher_relations(tap(teacher_model, ids, mask), relation_heads, mask)
+                self.batches.append((ids, mask, relations))
         self.tokens = sum(ids.numel() for ids, _, _ in self.batches)
 
     @torch.inference_mode()
     def proxy_loss(self, arch: Arch) -> float:
         self.superlm.set_active(arch)
         total = 0.0
-        for ids, mask, teacher_log_probs in self.batches:
+        for ids, mask, relations in self.batches:
             _, _, qkv = self.superlm(ids, mask, stop_at_last_qkv=True)
-            loss = relation_loss_from_teacher(teacher_log_probs, qkv, mask, self.relation_heads)
+            loss = relation_loss_from_teacher(relations, qkv, mask, self.relation_heads)
             total += loss.item() * ids.numel()
         return total / self.tokens
 

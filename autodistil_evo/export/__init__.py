@@ -1,0 +1,1 @@
+"""Students out of the Pareto set: select, export as Hugging Face folders, fine-tune, benchmark."""

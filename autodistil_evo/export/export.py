@@ -1,0 +1,194 @@
+"""Export a student as an ordinary Hugging Face model folder, verified before it is put in place.
+
+Students whose Q/K/V width equals hidden are saved as plain `BertModel`s. The others follow the HF
+custom-code convention: `auto_map` in config.json and the self-contained `modeling_student.py`
+copied beside the weights, so `AutoModel.from_pretrained(DIR, trust_remote_code=True)` and
+`AutoModelForSequenceClassification` work where autodistil-evo is not installed.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModel
+
+from autodistil_evo import __version__
+from autodistil_evo.distill.artifact import load_superlm
+from autodistil_evo.distill.checkpoint import sha256
+from autodistil_evo.errors import UserError
+from autodistil_evo.fileio import read_json, read_jsonl
+from autodistil_evo.spaces import Arch, count_flops, count_params
+from autodistil_evo.supernet import StudentModel
+
+TOLERANCE = 1e-5
+STUDENT_AUTO_MAP = {
+    "AutoConfig": "modeling_student.StudentConfig",
+    "AutoModel": "modeling_student.StudentModel",
+    "AutoModelForSequenceClassification": "modeling_student.StudentForSequenceClassification",
+}
+
+
+def resolve_source(source, student_id=None, arch_json=None):
+    """(trained SuperLM, arch, proxy loss or None) from a search dir + id, or a run dir + arch JSON."""
+    source = Path(source)
+    if (student_id is None) == (arch_json is None):
+        raise UserError("export: give exactly one of --id (with a search directory) or --arch (with a run directory)")
+    if student_id is not None:
+        pareto = source / "pareto.json"
+        if not pareto.is_file():
+            raise UserError(f"{source}: no pareto.json; --id needs a search directory written by `autodistil-evo evolve`")
+        data = read_json(pareto, "Pareto set")
+        rows = {r["id"]: r for r in data["front"]}
+        for r in read_jsonl(source / "history.jsonl"):  # any evaluated arch can be exported, not only the front
+            rows.setdefault(f"{r['subspace']}-{r['key']}", {**r["arch"], "subspace": r["subspace"], "loss": r["loss"]})
+        if student_id not in rows:
+            raise UserError(f"{pareto}: no student with id '{student_id}' (e.g. {', '.join(list(rows)[:3])})")
+        row = rows[student_id]
+        trained = load_superlm(Path(data["run_dir"]) / row["subspace"])
+        return trained, Arch.from_dict(row, f"{pareto} id {student_id}"), row.get("loss")
+    try:
+        spec = json.loads(arch_json)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--arch: not valid JSON ({e})") from None
+    if not isinstance(spec, dict) or "subspace" not in spec:
+        raise UserError('--arch: expected an object like {"subspace": "tiny", "layers": 4, "heads": 7, "hidden": 160, "mlp_ratio": 3.0}')
+    trained = load_superlm(source / str(spec["subspace"]))
+    arch = Arch.from_dict(spec, "--arch")
+    if not trained.subspace.contains(arch):
+        raise UserError(f"--arch: {arch.key()} is not in sub-space '{trained.subspace.name}' of {trained.space.source}")
+    return trained, arch, None
+
+
+def _verification_batch(tokenizer, texts):
+    return tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+
+
+@torch.inference_mode()
+def max_output_difference(superlm, arch, model, batch) -> float:
+    superlm.eval().set_active(arch)
+    expected, _, _ = superlm(batch["input_ids"], batch["attention_mask"])
+    got = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    mask = batch["attention_mask"].bool()
+    return (expected - got)[mask].abs().max().item()
+
+
+def model_card(provenance: dict) -> str:
+    p = provenance
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [autodistil-evo, distillation, bert]",
+        "---",
+        f"# {p['id']}",
+        "",
+        f"A student distilled from **{p['teacher']['name']}** by autodistil-evo {p['package_version']} "
+        "(AutoDistil: task-agnostic MiniLMv2 relation distillation into a weight-sharing SuperLM, "
+        "then an evolutionary search; the weights are the subnet's, not retrained).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| teacher | {p['teacher']['name']} (weights sha256 `{p['teacher']['sha256']}`) |",
+        f"| search space | {p['space']} / sub-space `{p['subspace']}` |",
+        f"| arch | {p['arch']['layers']} layers, {p['arch']['heads']} heads x {p['head_dim']}, hidden "
+        f"{p['arch']['hidden']}, FFN {p['ffn']} |",
+        f"| params | {p['params']:,} ({p['params_without_embeddings']:,} without embeddings) |",
+        f"| FLOPs | {p['flops']:.4g} per sequence of {p['seq_len']} tokens |",
+        f"| proxy loss | {p['proxy_loss'] if p['proxy_loss'] is not None else 'not evaluated'} |",
+        f"| SuperLM | `{p['superlm']}` at step {p['superlm_step']} (sha256 `{p['superlm_sha256']}`) |",
+        f"| model class | {p['model_class']} |",
+        f"| check | max abs difference to the SuperLM subnet on held-out text: {p['max_abs_diff']:.2e} |",
+        "",
+        "```python",
+        "from transformers import AutoModel, AutoTokenizer",
+        "tokenizer = AutoTokenizer.from_pretrained(PATH)",
+        f"model = AutoModel.from_pretrained(PATH{', trust_remote_code=True' if p['remote_code'] else ''})",
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _teacher_weights_hash(teacher_source: str) -> str:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        path = Path(teacher_source) / name
+        if path.is_file():
+            return sha256(path)
+    return "unknown"
+
+
+def export_student(source, out_dir, student_id=None, arch_json=None, force=False, log=print) -> dict:
+    from autodistil_evo.data import build_corpus
+    from autodistil_evo.teacher import load_teacher
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"{out_dir}: output exists and is a file")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise UserError(f"{out_dir}: not empty; pass --force to replace it")
+    trained, arch, proxy_loss = resolve_source(source, student_id, arch_json)
+    meta = trained.meta
+    teacher = load_teacher(meta["teacher"]["spec"])
+    student = trained.superlm.extract(arch)
+    remote_code = isinstance(student, StudentModel)
+    dims = trained.space.dims(trained.teacher_shape)
+    student_name = student_id or f"{trained.subspace.name}-{arch.key()}"
+
+    heldout = build_corpus(meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"]).heldout[:4]
+    texts = teacher.tokenizer.batch_decode(heldout, skip_special_tokens=True)
+    texts[-1] = texts[-1][: len(texts[-1]) // 3]  # a shorter text, so padding is checked too
+    batch = _verification_batch(teacher.tokenizer, texts)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        if remote_code:
+            student.config.auto_map = dict(STUDENT_AUTO_MAP)
+            student.config._auto_class = "AutoConfig"  # makes save_pretrained copy modeling_student.py
+        student.save_pretrained(tmp)
+        teacher.tokenizer.save_pretrained(tmp)
+        reloaded = AutoModel.from_pretrained(tmp, trust_remote_code=remote_code).eval()
+        difference = max_output_difference(trained.superlm, arch, reloaded, batch)
+        log(f"max abs difference, exported model vs. SuperLM subnet on held-out text: {difference:.2e}")
+        if not difference <= TOLERANCE:
+            raise UserError(f"export check failed: outputs differ by {difference:.2e} > {TOLERANCE:g}; nothing written to {out_dir}")
+        provenance = {
+            "id": student_name,
+            "package_version": __version__,
+            "teacher": {"name": trained.teacher_shape.name, "spec": meta["teacher"]["spec"],
+                        "sha256": _teacher_weights_hash(teacher.source)},
+            "space": meta.get("space_file", trained.space.name),
+            "subspace": trained.subspace.name,
+            "arch": arch.to_dict(),
+            "ffn": arch.ffn,
+            "head_dim": dims.head_dim,
+            "params": count_params(arch, dims),
+            "params_without_embeddings": count_params(arch, dims, include_embeddings=False),
+            "flops": count_flops(arch, dims, trained.space.seq_len),
+            "seq_len": trained.space.seq_len,
+            "proxy_loss": proxy_loss,
+            "superlm": str(trained.path),
+            "superlm_step": meta["step"],
+            "superlm_sha256": meta["sha256"],
+            "model_class": type(student).__name__,
+            "remote_code": remote_code,
+            "max_abs_diff": difference,
+        }
+        (tmp / "README.md").write_text(model_card(provenance))
+        (tmp / "autodistil_provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        for file in tmp.iterdir():  # some writers create 0600 files; a model folder is for sharing
+            file.chmod(0o666 & ~umask)
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return provenance

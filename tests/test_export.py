@@ -1,0 +1,167 @@
+"""select / export / finetune / bench on a tiny run and search."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from autodistil_evo.distill.artifact import load_superlm
+from autodistil_evo.export.select import knee_index
+from autodistil_evo.spaces import Arch
+from helpers import run_cli
+
+BLOCK_PACKAGE = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "autodistil_evo":
+            raise ImportError("autodistil_evo is hidden in this test")
+sys.meta_path.insert(0, _Block())
+"""
+
+
+@pytest.fixture(scope="module")
+def search(tmp_path_factory, recipe_file):
+    base = tmp_path_factory.mktemp("export")
+    run_cli("train", "--recipe", recipe_file, "--out", base / "run", "--steps", 0)
+    run_cli("evolve", base / "run", "--out", base / "search", "--population", 6, "--generations", 2, "--eval-samples", 8)
+    return base
+
+
+def test_knee_is_the_bulge():
+    points = np.array([[1.0, 0.0], [0.9, 0.05], [0.2, 0.2], [0.05, 0.9], [0.0, 1.0]])
+    assert knee_index(points) == 2
+    assert knee_index(np.array([[1.0, 0.0], [0.0, 1.0]])) in (0, 1)
+
+
+def test_select_json_and_pick(search):
+    rows = json.loads(run_cli("select", search / "search", "--json", "--pick", "min-loss"))
+    assert rows and set(rows[0]) == {"id", "subspace", "layers", "heads", "hidden", "mlp_ratio", "params", "flops", "loss", "picked"}
+    picked = [r for r in rows if r["picked"]]
+    assert len(picked) == 1 and picked[0]["loss"] == min(r["loss"] for r in rows)
+    bound = sorted(r["flops"] for r in rows)[len(rows) // 2]
+    filtered = json.loads(run_cli("select", search / "search", "--json", "--where", f"flops<={bound}"))
+    assert filtered and all(r["flops"] <= bound for r in filtered) and sum(r["picked"] for r in filtered) == 1
+    table = run_cli("select", search / "search")
+    assert "FLOPs vs teacher" in table and "*" in table
+
+
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("flops<=", "expected NAME<=NUMBER"),
+        ("size<=3", "unknown name 'size'"),
+        ("flops<=1e3", "the closest is"),
+    ],
+)
+def test_select_errors(search, where, message):
+    out = run_cli("select", search / "search", "--where", where, expect=2)
+    assert message in out
+    if message == "the closest is":
+        assert "breaks flops<=1000" in out
+
+
+def _reference_outputs(search, arch, ids, mask):
+    trained = load_superlm(search / "run" / arch["subspace"])
+    trained.superlm.set_active(Arch.from_dict(arch))
+    with torch.no_grad():
+        return trained.superlm(ids, mask)[0]
+
+
+@pytest.mark.parametrize(
+    "arch, model_class",
+    [
+        ({"subspace": "small", "layers": 2, "heads": 3, "hidden": 32, "mlp_ratio": 2.0}, "StudentModel"),
+        ({"subspace": "big", "layers": 2, "heads": 4, "hidden": 64, "mlp_ratio": 1.5}, "BertModel"),
+    ],
+)
+def test_export_loads_without_the_package(tmp_path, search, arch, model_class):
+    out = tmp_path / "student"
+    message = run_cli("export", search / "run", "--arch", json.dumps(arch), "--out", out)
+    assert "max abs difference" in message and model_class in message
+    config = json.loads((out / "config.json").read_text())
+    assert ("auto_map" in config) == (model_class == "StudentModel")
+    card = (out / "README.md").read_text()
+    assert "sha256" in card and arch["subspace"] in card and "proxy loss" in card
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 2000, (2, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    save_file({"ids": ids, "mask": mask}, tmp_path / "inputs.safetensors")
+    script = BLOCK_PACKAGE + f"""
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoModelForSequenceClassification
+x = load_file({str(tmp_path / "inputs.safetensors")!r})
+model = AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True).eval()
+assert type(model).__name__ == {model_class!r}, type(model).__name__
+with torch.no_grad():
+    hidden = model(input_ids=x["ids"], attention_mask=x["mask"]).last_hidden_state
+classifier = AutoModelForSequenceClassification.from_pretrained({str(out)!r}, num_labels=2, trust_remote_code=True)
+assert classifier(input_ids=x["ids"], attention_mask=x["mask"]).logits.shape == (2, 2)
+save_file({{"hidden": hidden.contiguous()}}, {str(tmp_path / "hidden.safetensors")!r})
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    hidden = load_file(tmp_path / "hidden.safetensors")["hidden"]
+    expected = _reference_outputs(search, arch, ids, mask)
+    assert (hidden - expected)[mask.bool()].abs().max().item() <= 1e-5
+
+
+def test_export_by_id_and_overwrite_refusal(tmp_path, search):
+    front = json.loads((search / "search" / "pareto.json").read_text())["front"]
+    out = tmp_path / "by-id"
+    run_cli("export", search / "search", "--id", front[0]["id"], "--out", out)
+    provenance = json.loads((out / "autodistil_provenance.json").read_text())
+    assert provenance["id"] == front[0]["id"] and provenance["proxy_loss"] == front[0]["loss"]
+    before = (out / "model.safetensors").read_bytes()
+    assert "--force" in run_cli("export", search / "search", "--id", front[-1]["id"], "--out", out, expect=2)
+    assert (out / "model.safetensors").read_bytes() == before
+    run_cli("export", search / "search", "--id", front[-1]["id"], "--out", out, "--force")
+    assert json.loads((out / "autodistil_provenance.json").read_text())["id"] == front[-1]["id"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--arch", "{broken"], "--arch: not valid JSON"),
+        (["--arch", '{"subspace": "small", "layers": 9, "heads": 2, "hidden": 32, "mlp_ratio": 1.0}'], "is not in sub-space"),
+        (["--arch", '{"subspace": "huge", "layers": 1, "heads": 2, "hidden": 32, "mlp_ratio": 1.0}'], "no trained SuperLM here"),
+    ],
+)
+def test_export_errors(tmp_path, search, args, message):
+    assert message in run_cli("export", search / "run", *args, "--out", tmp_path / "x", expect=2)
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_unknown_id(tmp_path, search):
+    assert "no student with id" in run_cli("export", search / "search", "--id", "nope", "--out", tmp_path / "x", expect=2)
+
+
+def test_finetune_and_bench_on_a_student(tmp_path, search):
+    out = tmp_path / "student"
+    run_cli("export", search / "run", "--arch", json.dumps({"subspace": "big", "layers": 2, "heads": 3, "hidden": 64, "mlp_ratio": 2.0}), "--out", out)
+    words = {0: ["bad", "awful", "dull", "boring"], 1: ["good", "great", "fun", "lovely"]}
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 120), ("eval", 40)):
+        lines = ["text,label"]
+        for _ in range(n):
+            label = int(rng.integers(2))
+            lines.append(f"the film was {words[label][rng.integers(4)]},{'pos' if label else 'neg'}")
+        (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
+    result = json.loads(run_cli("finetune", out, "--train", tmp_path / "train.csv", "--eval", tmp_path / "eval.csv",
+                                "--epochs", 8, "--batch-size", 8, "--lr", 3e-4, "--json"))
+    assert result["train_examples"] == 120 and 0.0 <= result["test_accuracy"] <= 1.0
+    assert result["test_accuracy"] > 0.6  # a trivially separable task is learnt
+    rows = json.loads(run_cli("bench", out, "--seq-len", 16, "--repeats", 3, "--json"))
+    assert rows[0]["latency_ms"] > 0 and rows[0]["seq_len"] == 16 and rows[0]["threads"] >= 1
+
+
+def test_finetune_bad_csv(tmp_path, search):
+    (tmp_path / "t.csv").write_text("sentence,y\nhello,1\n")
+    out = run_cli("finetune", search / "run", "--train", tmp_path / "t.csv", "--eval", tmp_path / "t.csv", expect=2)
+    assert "missing column(s) text, label" in out
