@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from autodistil_evo import __version__
@@ -24,10 +25,12 @@ class AutodistilGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except UserError as e:
+        except (UserError, OSError) as e:
             if ctx.obj and ctx.obj.get("verbose"):
                 raise
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            if isinstance(e, OSError):  # e.g. a full disk or a read-only folder while writing
+                e = f"{e.filename}: {e.strerror}" if e.filename else f"{type(e).__name__}: {e}"
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             err_console.print("interrupted")

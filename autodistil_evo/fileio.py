@@ -60,10 +60,15 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def prepare_output_dir(path, what="output directory") -> Path:
+def check_output_dir(path, what="output directory") -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: {what} is a file; pass a directory path")
+    return path
+
+
+def prepare_output_dir(path, what="output directory") -> Path:
+    path = check_output_dir(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:

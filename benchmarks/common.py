@@ -17,3 +17,27 @@ def ensure_run(run_dir: Path, recipe: str = "recipes/quickstart.yaml", extra=())
             cwd=REPO, check=True,
         )
     return run_dir
+
+
+def cli(*args):
+    """Run an autodistil-evo command as a user would (a subprocess), failing loudly."""
+    subprocess.run([sys.executable, "-m", "autodistil_evo.cli", *map(str, args)], cwd=REPO, check=True)
+
+
+def finetune_accuracy(model_dir, budget: dict, seed: int = 0) -> dict:
+    """Fine-tune on the embedded sentiment task with a fixed budget; the result JSON."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-m", "autodistil_evo.cli", "finetune", str(model_dir), "--json", "--seed", str(seed),
+         *(f"--{k.replace('_', '-')}={v}" for k, v in budget.items())],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out)
+
+
+def export_arch(run_dir, subspace: str, arch: dict, out_dir) -> Path:
+    import json
+
+    cli("export", run_dir, "--arch", json.dumps({"subspace": subspace, **arch}), "--out", out_dir, "--force")
+    return Path(out_dir)

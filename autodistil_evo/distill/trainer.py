@@ -214,7 +214,13 @@ def train_subspace(
             "rng": {"scheme": "torch/numpy generators seeded by (seed, step)", "seed": recipe.seed},
             "samples_seen": step * per_step,
         }
-        ckpt.save_checkpoint(ckpt_dir, step, state, engine.optimizer.state_dict(), extra)
+        try:
+            ckpt.save_checkpoint(ckpt_dir, step, state, engine.optimizer.state_dict(), extra)
+        except OSError as e:
+            raise UserError(
+                f"{ckpt_dir}: cannot write the checkpoint of step {step} ({e.strerror or e}); "
+                "earlier checkpoints are intact, free space or fix permissions and --resume"
+            ) from None
         ckpt.prune(ckpt_dir, settings.keep_last)
 
     if resumed_from is not None:
@@ -341,26 +347,29 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
 def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir, teacher_spec, settings: TrainSettings, console):
     """`autodistil-evo train`: each selected sub-space's SuperLM in turn, into RUN_DIR/<subspace>/."""
     from autodistil_evo.data import build_corpus
-    from autodistil_evo.fileio import directory_lock, prepare_output_dir
+    from autodistil_evo.fileio import check_output_dir, directory_lock, prepare_output_dir
     from autodistil_evo.teacher import load_teacher
 
+    # Everything is checked before anything is written.
     subspaces = space.select(subspace_name)
-    run_dir = prepare_output_dir(run_dir, "run directory")
+    recipe.engine_config(2 + recipe.sandwich_random, settings.steps)
+    check_output_dir(run_dir, "run directory")
     rank, _ = init_distributed()
     teacher = load_teacher(teacher_spec)
     space.validate_against(teacher.shape)
     if teacher_spec == recipe.teacher_name and replace(teacher.shape, name="") != replace(recipe.teacher_shape(), name=""):
         raise UserError(f"{recipe.source}: teacher: recorded shape differs from the loaded teacher {teacher.source}")
     packed = build_corpus(recipe.corpus, teacher.tokenizer, recipe.seq_len, recipe.heldout_fraction)
+    run_dir = prepare_output_dir(run_dir, "run directory")
     results = []
     lock = directory_lock(run_dir, warn=console.print) if rank == 0 else nullcontext()
     with lock:
-        if rank == 0:
-            write_json(run_dir / "run.json", {"recipe": recipe.to_dict(), "space_file": space.source, "teacher": teacher_spec})
         for sub in subspaces:
             result = train_subspace(recipe, space, sub, teacher, packed.train, run_dir / sub.name, settings, teacher_spec, console)
             results.append(result)
             if result["interrupted"]:
                 break
+        if rank == 0:
+            write_json(run_dir / "run.json", {"recipe": recipe.to_dict(), "space_file": space.source, "teacher": teacher_spec})
     return results
 
