@@ -39,13 +39,8 @@ class AutodistilGroup(click.Group):
 
 def _quiet_libraries(verbose: bool):
     if not verbose:
-        import logging
-
         import datasets
         import transformers
-
-        # DeepSpeed's logger warns on CPU-only machines and before the first scheduler step.
-        logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
 
         datasets.disable_progress_bars()
         transformers.logging.set_verbosity_error()

@@ -1,5 +1,6 @@
 """Process-group set-up for one process (no launcher) or many (torchrun / deepspeed launcher)."""
 
+import logging
 import os
 import socket
 
@@ -12,7 +13,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_distributed():
+def init_distributed(verbose: bool = False):
     """Initialise torch.distributed through DeepSpeed once per process; returns (rank, world_size).
 
     Without a launcher this becomes a world of one on a free local port. On a machine without
@@ -26,6 +27,8 @@ def init_distributed():
     import deepspeed
     import torch.distributed as dist
 
+    if not verbose:  # DeepSpeed warns on CPU-only machines and before the first scheduler step
+        deepspeed.utils.logger.setLevel(logging.ERROR)
     # The shared-memory comm op would be compiled (~30 s) and is unused with gloo.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     if not dist.is_initialized():

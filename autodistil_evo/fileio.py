@@ -53,6 +53,21 @@ def read_json(path, what="file"):
         raise UserError(f"{path}: {what} is not valid JSON ({e})") from None
 
 
+def read_yaml(path, what="file"):
+    """Parse a YAML file with safe_load; errors name the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
+
+
 def read_jsonl(path):
     path = Path(path)
     if not path.exists():

@@ -8,6 +8,7 @@ accuracy), and the same for FLOPs alone as the naive baseline. Writes a scatter 
 
 import argparse
 import json
+from pathlib import Path
 
 from scipy.stats import kendalltau, spearmanr
 
@@ -37,12 +38,12 @@ def pick_archs(search_dir, n_front: int, n_off: int) -> list:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--run-dir", default=str(WORK / "quickstart-run"))
-    parser.add_argument("--search-dir", default=str(WORK / "quickstart-search"))
+    parser.add_argument("--search-dir", default=str(WORK / "k3-search"))
     parser.add_argument("--front", type=int, default=6)
     parser.add_argument("--off", type=int, default=4)
     args = parser.parse_args()
     run_dir = ensure_run(args.run_dir)
-    search_dir = WORK / "quickstart-search" if args.search_dir is None else __import__("pathlib").Path(args.search_dir)
+    search_dir = Path(args.search_dir)
     if not (search_dir / "pareto.json").is_file():
         cli("evolve", run_dir, "--out", search_dir, "--population", 12, "--generations", 4, "--resume")
     rows = []

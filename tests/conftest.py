@@ -118,3 +118,14 @@ def tiny_recipe(path: Path, teacher: Path, space: Path, corpus: Path, **override
 @pytest.fixture(scope="session")
 def recipe_file(tmp_path_factory, tiny_teacher, tiny_space_file, corpus_file) -> Path:
     return tiny_recipe(tmp_path_factory.mktemp("recipe") / "tiny.yaml", tiny_teacher, tiny_space_file, corpus_file)
+
+
+@pytest.fixture(scope="session")
+def tiny_search(tmp_path_factory, recipe_file) -> Path:
+    """`run/`: teacher-initialised SuperLMs of the tiny space; `search/`: a finished search over them."""
+    from helpers import run_cli
+
+    base = tmp_path_factory.mktemp("tiny-search")
+    run_cli("train", "--recipe", recipe_file, "--out", base / "run", "--steps", 0)
+    run_cli("evolve", base / "run", "--out", base / "search", "--population", 6, "--generations", 2, "--eval-samples", 8)
+    return base

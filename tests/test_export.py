@@ -25,11 +25,8 @@ sys.meta_path.insert(0, _Block())
 
 
 @pytest.fixture(scope="module")
-def search(tmp_path_factory, recipe_file):
-    base = tmp_path_factory.mktemp("export")
-    run_cli("train", "--recipe", recipe_file, "--out", base / "run", "--steps", 0)
-    run_cli("evolve", base / "run", "--out", base / "search", "--population", 6, "--generations", 2, "--eval-samples", 8)
-    return base
+def search(tiny_search):
+    return tiny_search
 
 
 def test_knee_is_the_bulge():

@@ -27,12 +27,8 @@ def snapshot(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, recipe_file):
-    """A teacher-initialised run and a finished search over it."""
-    base = tmp_path_factory.mktemp("reliability")
-    run_cli("train", "--recipe", recipe_file, "--out", base / "run", "--steps", 0)
-    run_cli("evolve", base / "run", "--out", base / "search", "--population", 4, "--generations", 1, "--eval-samples", 4)
-    return base
+def trained(tiny_search):
+    return tiny_search
 
 
 def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path, recipe_file):
@@ -91,7 +87,7 @@ def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path, recipe_fil
         search = tmp_path / "search"
         search.mkdir()
         (search / ".lock").write_text(str(owner.pid))
-        assert "in use by process" in run_cli("evolve", trained / "run", "--out", search, "--eval-samples", 4, expect=2)
+        assert "in use by process" in run_cli("evolve", trained / "run", "--out", search, "--eval-samples", 8, expect=2)
     finally:
         owner.kill()
         owner.wait()
@@ -190,7 +186,7 @@ CASES = {
                                                   "--out", t / "out"], "unsupported schema 99", "out"),
     "evolve: state schema": (lambda t, c: ["evolve", c["trained"] / "run", "--out",
                                            _copy_search(t, c, lambda s: _patch_json(s / "state" / "big.json", schema=7)),
-                                           "--population", 4, "--generations", 2, "--eval-samples", 4, "--resume"],
+                                           "--population", 6, "--generations", 3, "--eval-samples", 8, "--resume"],
                              "search state schema 7", "search-copy"),
     "evolve: constraint syntax": (lambda t, c: ["evolve", c["trained"] / "run", "--out", t / "out", "--constraint", "flops<<1"],
                                   "expected NAME<=NUMBER", "out"),
@@ -199,7 +195,7 @@ CASES = {
     "evolve: impossible constraint": (lambda t, c: ["evolve", c["trained"] / "run", "--out", t / "out", "--constraint", "flops<=1",
                                                     "--eval-samples", 4], "flops<=1", None),
     "evolve: resume changed problem": (lambda t, c: ["evolve", c["trained"] / "run", "--out", _copy_search(t, c, lambda s: None),
-                                                     "--population", 5, "--eval-samples", 4, "--resume"],
+                                                     "--population", 5, "--eval-samples", 8, "--resume"],
                                        "the problem differs in: population", "search-copy"),
     "evolve: out is a file": (lambda t, c: ["evolve", c["trained"] / "run", "--out", _write(t, "out", "x")], "search directory is a file", "out"),
     # students

@@ -11,9 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from autodistil_evo.errors import UserError
+from autodistil_evo.fileio import read_yaml
 from autodistil_evo.spaces import TeacherShape
 
 TEACHER_SHAPE_FIELDS = [f.name for f in dataclasses.fields(TeacherShape)]
@@ -145,11 +144,4 @@ def parse_recipe(data, source="<memory>") -> Recipe:
 
 
 def load_recipe(path) -> Recipe:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: recipe file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
-    return parse_recipe(data, source=str(path))
+    return parse_recipe(read_yaml(path, "recipe file"), source=str(path))

@@ -24,7 +24,8 @@ from autodistil_evo.distill.recipe import Recipe
 from autodistil_evo.distributed import device, init_distributed, mean_across_ranks
 from autodistil_evo.errors import UserError
 from autodistil_evo.faults import maybe_die
-from autodistil_evo.fileio import atomic_path, read_jsonl, write_json, write_jsonl
+from autodistil_evo.fileio import read_jsonl, write_json, write_jsonl
+from autodistil_evo.plots import new_figure, save_png
 from autodistil_evo.spaces import Arch, SearchSpace, SubSpace, count_flops
 from autodistil_evo.supernet import SuperLM
 from autodistil_evo.teacher import RelationTap, Teacher
@@ -63,12 +64,7 @@ def step_samples(step: int, per_step: int, n_samples: int, seed: int) -> torch.T
 
 
 def _plot_losses(metrics: list, path: Path, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure(figsize=(7, 4))
     steps = [m["step"] for m in metrics]
     ax.plot(steps, [m["loss"] for m in metrics], label="sandwich mean", color="black", linewidth=2)
     for label, key in (("largest", 0), ("smallest", 1)):
@@ -77,10 +73,7 @@ def _plot_losses(metrics: list, path: Path, title: str):
     ax.set_ylabel("relation KL (Q-Q + K-K + V-V)")
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)
 
 
 class _StopRequest:

@@ -7,7 +7,8 @@ import numpy as np
 from pymoo.indicators.hv import HV
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from autodistil_evo.fileio import atomic_path, write_json, write_text
+from autodistil_evo.fileio import write_json, write_text
+from autodistil_evo.plots import new_figure, save_png
 from autodistil_evo.search.problem import COLUMN
 
 CSV_COLUMNS = ["id", "subspace", "layers", "heads", "hidden", "mlp_ratio", "ffn", "params", "flops", "loss", "latency_ms"]
@@ -65,13 +66,8 @@ def write_front(search_dir, front: list, meta: dict):
 
 
 def plot_front(rows: list, front: list, objectives: list, path, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     x_name, y_name = (objectives[1], objectives[0]) if len(objectives) > 1 else ("flops", objectives[0])
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = new_figure(figsize=(7.5, 4.8))
     for subspace in dict.fromkeys(r["subspace"] for r in rows):
         mine = [r for r in rows if r["subspace"] == subspace]
         ax.scatter([r[COLUMN[x_name]] for r in mine], [r[COLUMN[y_name]] for r in mine], s=14, alpha=0.55, label=subspace)
@@ -86,7 +82,4 @@ def plot_front(rows: list, front: list, objectives: list, path, title: str):
     ax.set_ylabel("proxy loss (relation KL)" if y_name == "loss" else y_name)
     ax.set_title(title)
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    save_png(fig, path)

@@ -14,11 +14,9 @@ is `round(hidden x mlp_ratio)`.
 
 import itertools
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-
-import yaml
 
 from autodistil_evo.errors import UserError
+from autodistil_evo.fileio import read_yaml
 
 GENES = ("layers", "heads", "hidden", "mlp_ratio")
 TOP_LEVEL_KEYS = {"name", "head_dim", "seq_len", "vocab_size", "max_position_embeddings", "type_vocab_size", "subspaces"}
@@ -271,13 +269,4 @@ def parse_space(data, source="<memory>") -> SearchSpace:
 
 
 def load_space(path) -> SearchSpace:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: search-space file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: malformed YAML ({str(e).splitlines()[0]})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file") from None
-    return parse_space(data, source=str(path))
+    return parse_space(read_yaml(path, "search-space file"), source=str(path))
