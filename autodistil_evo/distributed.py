@@ -2,28 +2,25 @@
 
 import logging
 import os
-import socket
+import tempfile
 
 import torch
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def init_distributed(verbose: bool = False):
     """Initialise torch.distributed through DeepSpeed once per process; returns (rank, world_size).
 
-    Without a launcher this becomes a world of one on a free local port. On a machine without
-    CUDA, DeepSpeed's CPU accelerator and the gloo backend are used.
+    Without a launcher this becomes a world of one that meets through a private file, not a TCP
+    port (a port found free can be taken by another process before it is bound). On a machine
+    without CUDA, DeepSpeed's CPU accelerator and the gloo backend are used.
     """
     cuda = torch.cuda.is_available()
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if cuda else "cpu")
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
-        os.environ["MASTER_PORT"] = str(_free_port())
+    single = {}
+    if "MASTER_ADDR" not in os.environ:  # every launcher (torchrun, deepspeed, mpirun wrappers) sets it
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+        store = os.path.join(tempfile.mkdtemp(prefix="autodistil-evo-pg-"), "store")
+        single = {"init_method": "file://" + store, "rank": 0, "world_size": 1}
     import deepspeed
     import torch.distributed as dist
 
@@ -32,7 +29,9 @@ def init_distributed(verbose: bool = False):
     # The shared-memory comm op would be compiled (~30 s) and is unused with gloo.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
+        deepspeed.init_distributed(
+            dist_backend="nccl" if cuda else "gloo", verbose=False, auto_mpi_discovery=False, **single
+        )
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return dist.get_rank(), dist.get_world_size()

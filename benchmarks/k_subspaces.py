@@ -41,7 +41,8 @@ def main():
     cli("evolve", k1_run, "--out", searches["K=1"], "--population", 3 * args.population, "--generations", args.generations, "--resume")
 
     fronts = {k: json.loads((d / "pareto.json").read_text()) for k, d in searches.items()}
-    evaluated = {k: len({line for line in (d / "history.jsonl").read_text().splitlines()}) for k, d in searches.items()}
+    evaluated = {k: len({(r["subspace"], r["key"]) for r in map(json.loads, (d / "history.jsonl").read_text().splitlines())})
+                 for k, d in searches.items()}
     union = fronts["K=3"]["front"] + fronts["K=1"]["front"]
     reference = list(1.1 * objective_matrix(union, OBJECTIVES).max(axis=0))
     hv = {k: hypervolume(f["front"], OBJECTIVES, reference) for k, f in fronts.items()}

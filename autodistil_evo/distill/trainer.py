@@ -8,8 +8,8 @@ batch, the dropout masks. So a resumed run replays exactly what an uninterrupted
 
 import json
 import signal
-from contextlib import nullcontext
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from autodistil_evo.faults import maybe_die
 from autodistil_evo.fileio import read_jsonl, write_json, write_jsonl
 from autodistil_evo.plots import new_figure, save_png
 from autodistil_evo.spaces import Arch, SearchSpace, SubSpace, count_flops
+from autodistil_evo.spaces.space import GENES
 from autodistil_evo.supernet import SuperLM
 from autodistil_evo.teacher import RelationTap, Teacher
 
@@ -44,23 +45,19 @@ def sandwich(subspace: SubSpace, seed: int, step: int, n_random: int) -> list:
     """Largest, smallest and `n_random` archs drawn gene by gene from a (seed, step) generator."""
     rng = np.random.default_rng([seed, step])
     randoms = [
-        Arch(*(subspace.choices(g)[rng.integers(len(subspace.choices(g)))] for g in ("layers", "heads", "hidden", "mlp_ratio")))
-        for _ in range(n_random)
+        Arch(*(subspace.choices(g)[rng.integers(len(subspace.choices(g)))] for g in GENES)) for _ in range(n_random)
     ]
     return [subspace.largest(), subspace.smallest(), *randoms]
 
 
 def step_samples(step: int, per_step: int, n_samples: int, seed: int) -> torch.Tensor:
     """Indices of the global batch of `step`: epochs are seeded permutations of the training blocks."""
-    first = step * per_step
-    out = []
-    for g in range(first, first + per_step):
-        epoch, position = divmod(g, n_samples)
-        if not out or epoch != current_epoch:
-            current_epoch = epoch
-            perm = torch.randperm(n_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-        out.append(perm[position])
-    return torch.stack(out)
+    positions = range(step * per_step, (step + 1) * per_step)
+    epochs = {g // n_samples for g in positions}
+    permutations = {
+        e: torch.randperm(n_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + e)) for e in epochs
+    }
+    return torch.stack([permutations[g // n_samples][g % n_samples] for g in positions])
 
 
 def _plot_losses(metrics: list, path: Path, title: str):

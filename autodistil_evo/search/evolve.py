@@ -89,8 +89,6 @@ def _infeasible_message(rows, bounds) -> str:
 
 
 def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from autodistil_evo.data import build_corpus
     from autodistil_evo.distributed import init_distributed
     from autodistil_evo.teacher import load_teacher
@@ -129,69 +127,12 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
         if is_main:
             write_json(identity_file, identity)
         for trained in superlms:
-            name = trained.subspace.name
             unreachable = _unreachable_bound(trained, bounds)
             if unreachable:
                 bound, minimum = unreachable
-                log(f"sub-space {name}: skipped, its smallest {bound.name} is {minimum:.4g}, which breaks {bound}")
+                log(f"sub-space {trained.subspace.name}: skipped, its smallest {bound.name} is {minimum:.4g}, which breaks {bound}")
                 continue
-            state_file = search_dir / "state" / f"{name}.json"
-            state = read_json(state_file, "search state") if state_file.exists() and settings.resume else None
-            if state is not None and state.get("schema") != STATE_SCHEMA:
-                raise UserError(f"{state_file}: search state schema {state.get('schema')!r} != {STATE_SCHEMA}")
-            evaluator = ProxyEvaluator(
-                trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"],
-                measure_latency_too="latency" in settings.objectives or any(b.name == "latency_ms" for b in bounds),
-                cache=dict(state["cache"]) if state else None,
-            )
-            dims = trained.space.dims(trained.teacher_shape)
-            problem = SubspaceProblem(trained.subspace, dims, trained.space.seq_len, evaluator, settings.objectives, bounds)
-            search = make_search(settings.algorithm, problem, settings.population, settings.seed)
-            history, hv, reference, generation = [], [], None, 0
-            if state:
-                search.restore(state["algorithm"])
-                history, hv, reference, generation = state["history"], state["hv"], state["reference"], state["generation"]
-                log(f"resuming {name} after generation {generation}")
-            progress = Progress(
-                TextColumn(f"[bold]{name}[/] gen"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("evals {task.fields[evals]} (cache hits {task.fields[hits]})"),
-                TextColumn("HV {task.fields[hv]:.4f}"), TimeRemainingColumn(),
-                console=console, disable=not is_main,
-            )
-            with progress:
-                task = progress.add_task("evolve", total=settings.generations, completed=generation,
-                                         evals=len(history), hits=evaluator.hits, hv=hv[-1] if hv else 0.0)
-                while generation < settings.generations:
-                    pop = search.ask()
-                    if pop is None:
-                        log(f"{name}: no new candidates left after generation {generation}")
-                        break
-                    search.evaluate(pop)
-                    search.tell(pop)
-                    generation += 1
-                    archs = [decode(trained.subspace, x) for x in pop.get("X")]
-                    for arch, record in zip(archs, problem.records(archs)):
-                        history.append({
-                            "generation": generation, "subspace": name, "key": arch.key(), "arch": arch.to_dict(),
-                            **record, "feasible": all(b.holds(float(record[b.name])) for b in bounds),
-                        })
-                    if reference is None:  # fixed once, from the first generation, and recorded
-                        first = [r for r in history if r["generation"] == 1]
-                        reference = [1.1 * max(float(r[COLUMN[o]]) for r in first) for o in settings.objectives]
-                    hv.append(hypervolume(history, settings.objectives, reference))
-                    if is_main:
-                        write_json(state_file, {
-                            "schema": STATE_SCHEMA, "generation": generation, "algorithm": search.state(),
-                            "cache": evaluator.cache, "history": history, "hv": hv, "reference": reference,
-                        })
-                        all_rows[name] = history
-                        write_jsonl(search_dir / "history.jsonl", [r for rows in all_rows.values() for r in rows])
-                    progress.update(task, completed=generation, evals=len(history), hits=evaluator.hits, hv=hv[-1])
-                    maybe_die("search-generation", generation)
-            all_rows[name] = history
-            summaries.append({"subspace": name, "generations": generation, "evaluations": len(history),
-                              "unique": len({r["key"] for r in history}), "hv": hv, "reference": reference,
-                              "objectives": settings.objectives})
+            summaries.append(_search_subspace(trained, teacher, heldout, settings, bounds, search_dir, all_rows, is_main, console))
         rows = [r for rows in all_rows.values() for r in rows]
         if not rows:
             raise UserError(
@@ -217,3 +158,67 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
                        f"{superlms[0].space.name}: {len(unique)} archs evaluated, global front of {len(front)}")
     return {"front": front, "summaries": summaries}
 
+
+def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, all_rows, is_main, console) -> dict:
+    """Run (or resume) one sub-space's search; after every generation its state is written atomically."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    log = console.print if is_main else (lambda *a, **k: None)
+    name, meta = trained.subspace.name, trained.meta
+    state_file = search_dir / "state" / f"{name}.json"
+    state = read_json(state_file, "search state") if state_file.exists() and settings.resume else None
+    if state is not None and state.get("schema") != STATE_SCHEMA:
+        raise UserError(f"{state_file}: search state schema {state.get('schema')!r} != {STATE_SCHEMA}")
+    evaluator = ProxyEvaluator(
+        trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"],
+        measure_latency_too="latency" in settings.objectives or any(b.name == "latency_ms" for b in bounds),
+        cache=dict(state["cache"]) if state else None,
+    )
+    dims = trained.space.dims(trained.teacher_shape)
+    problem = SubspaceProblem(trained.subspace, dims, trained.space.seq_len, evaluator, settings.objectives, bounds)
+    search = make_search(settings.algorithm, problem, settings.population, settings.seed)
+    history, hv, reference, generation = [], [], None, 0
+    if state:
+        search.restore(state["algorithm"])
+        history, hv, reference, generation = state["history"], state["hv"], state["reference"], state["generation"]
+        log(f"resuming {name} after generation {generation}")
+    progress = Progress(
+        TextColumn(f"[bold]{name}[/] gen"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("evals {task.fields[evals]} (cache hits {task.fields[hits]})"),
+        TextColumn("HV {task.fields[hv]:.4f}"), TimeRemainingColumn(),
+        console=console, disable=not is_main,
+    )
+    with progress:
+        task = progress.add_task("evolve", total=settings.generations, completed=generation,
+                                 evals=len(history), hits=evaluator.hits, hv=hv[-1] if hv else 0.0)
+        while generation < settings.generations:
+            pop = search.ask()
+            if pop is None:
+                log(f"{name}: no new candidates left after generation {generation}")
+                break
+            search.evaluate(pop)
+            search.tell(pop)
+            generation += 1
+            archs = [decode(trained.subspace, x) for x in pop.get("X")]
+            for arch, record in zip(archs, problem.records(archs)):
+                history.append({
+                    "generation": generation, "subspace": name, "key": arch.key(), "arch": arch.to_dict(),
+                    **record, "feasible": all(b.holds(float(record[b.name])) for b in bounds),
+                })
+            if reference is None:  # fixed once, from the first generation, and recorded
+                first = [r for r in history if r["generation"] == 1]
+                reference = [1.1 * max(float(r[COLUMN[o]]) for r in first) for o in settings.objectives]
+            hv.append(hypervolume(history, settings.objectives, reference))
+            all_rows[name] = history
+            if is_main:
+                write_json(state_file, {
+                    "schema": STATE_SCHEMA, "generation": generation, "algorithm": search.state(),
+                    "cache": evaluator.cache, "history": history, "hv": hv, "reference": reference,
+                })
+                write_jsonl(search_dir / "history.jsonl", [r for rows in all_rows.values() for r in rows])
+            progress.update(task, completed=generation, evals=len(history), hits=evaluator.hits, hv=hv[-1])
+            maybe_die("search-generation", generation)
+    all_rows[name] = history
+    return {"subspace": name, "generations": generation, "evaluations": len(history),
+            "unique": len({r["key"] for r in history}), "hv": hv, "reference": reference,
+            "objectives": settings.objectives}
