@@ -269,3 +269,38 @@ def test_no_unsafe_loading_in_the_package():
             if re.search(r"(?<![\w.])eval\(|(?<![\w.])exec\(", code):
                 offenders.append(f"{path}:{number}: eval/exec")
     assert not offenders, offenders
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGKILL at seeded random points (a step, a checkpoint write, an evaluation, a generation
+# boundary): --resume always succeeds and ends equal to an uninterrupted run.
+
+
+@pytest.fixture(scope="module")
+def reference_runs(tmp_path_factory, recipe_file, tiny_search):
+    from test_train import train
+
+    base = tmp_path_factory.mktemp("reference")
+    train(base / "run", recipe_file, "--subspace", "small")
+    run_cli("evolve", tiny_search / "run", "--out", base / "search", "--generations", 3, "--population", 6, "--eval-samples", 8)
+    return base
+
+
+@pytest.mark.parametrize("seed", [0, 1])  # 0: checkpoint-write:6 + search-generation:1; 1: train-step:2 + search-eval:3
+def test_random_kill_points_then_resume(seed, tmp_path, recipe_file, tiny_search, reference_runs):
+    import random
+
+    from test_evolve import evolve_subprocess, outputs
+    from test_train import assert_same_run, train
+
+    rng = random.Random(seed)
+    point = rng.choice([f"train-step:{k}" for k in range(1, 6)] + ["checkpoint-write:3", "checkpoint-write:6"])
+    train(tmp_path / "run", recipe_file, "--subspace", "small", fault=point, expect=-9)
+    train(tmp_path / "run", recipe_file, "--subspace", "small", "--resume")
+    assert_same_run(tmp_path / "run", reference_runs / "run", "small")
+
+    point = rng.choice([f"search-eval:{k}" for k in range(2, 8)] + [f"search-generation:{g}" for g in (1, 2)])
+    args = ["--generations", 3, "--population", 6, "--eval-samples", 8]
+    evolve_subprocess(tiny_search / "run", tmp_path / "search", *args, fault=point, expect=-9)
+    evolve_subprocess(tiny_search / "run", tmp_path / "search", *args, "--resume")
+    assert outputs(tmp_path / "search") == outputs(reference_runs / "search"), point
