@@ -68,6 +68,18 @@ def read_yaml(path, what="file"):
         raise UserError(f"{path}: not a text file") from None
 
 
+def check_mapping(data, where: str, allowed, required=(), kind="a mapping"):
+    """A config section must be a mapping with only `allowed` keys and every `required` one."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: must be {kind}, got {type(data).__name__}")
+    unknown = set(data) - set(allowed)
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: {', '.join(sorted(allowed))})")
+    for key in required:
+        if key not in data:
+            raise UserError(f"{where}: missing key '{key}'")
+
+
 def read_jsonl(path):
     path = Path(path)
     if not path.exists():

@@ -25,19 +25,32 @@ def cli(*args):
 
 
 def finetune_accuracy(model_dir, budget: dict, seed: int = 0) -> dict:
-    """Fine-tune on the embedded sentiment task with a fixed budget; the result JSON."""
+    """Fine-tune on the embedded sentiment task with a fixed budget; the result JSON (kept beside the model)."""
     import json
 
+    cache = Path(model_dir) / "finetune-result.json"
+    if cache.is_file():
+        kept = json.loads(cache.read_text())
+        if kept.get("budget") == budget and kept.get("seed") == seed:
+            return kept["result"]
     out = subprocess.run(
         [sys.executable, "-m", "autodistil_evo.cli", "finetune", str(model_dir), "--json", "--seed", str(seed),
          *(f"--{k.replace('_', '-')}={v}" for k, v in budget.items())],
         cwd=REPO, check=True, capture_output=True, text=True,
     ).stdout
-    return json.loads(out)
+    result = json.loads(out)
+    cache.write_text(json.dumps({"budget": budget, "seed": seed, "result": result}))
+    return result
 
 
 def export_arch(run_dir, subspace: str, arch: dict, out_dir) -> Path:
     import json
 
+    provenance = Path(out_dir) / "autodistil_provenance.json"
+    if provenance.is_file():  # exported by an earlier run of a benchmark: same SuperLM and arch?
+        kept = json.loads(provenance.read_text())
+        superlm = json.loads((Path(run_dir) / subspace / "superlm.json").read_text())
+        if kept["arch"] == arch and kept["subspace"] == subspace and kept["superlm_sha256"] == superlm["sha256"]:
+            return Path(out_dir)
     cli("export", run_dir, "--arch", json.dumps({"subspace": subspace, **arch}), "--out", out_dir, "--force")
     return Path(out_dir)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autodistil_evo.errors import UserError
-from autodistil_evo.fileio import read_yaml
+from autodistil_evo.fileio import check_mapping, read_yaml
 from autodistil_evo.spaces import TeacherShape
 
 TEACHER_SHAPE_FIELDS = [f.name for f in dataclasses.fields(TeacherShape)]
@@ -114,15 +114,8 @@ POSITIVE_INTS = ("seq_len", "micro_batch", "accumulation", "world_size", "save_e
 
 
 def parse_recipe(data, source="<memory>") -> Recipe:
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: a recipe must be a YAML mapping")
     known = {f.name for f in dataclasses.fields(Recipe)} - {"source"}
-    unknown = set(data) - known
-    if unknown:
-        raise UserError(f"{source}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(known))})")
-    for key in ("teacher", "space", "deepspeed"):
-        if key not in data:
-            raise UserError(f"{source}: missing key '{key}'")
+    check_mapping(data, source, known, ("teacher", "space", "deepspeed"), "a YAML mapping (a recipe)")
     if not isinstance(data["teacher"], dict):
         raise UserError(f"{source}: teacher must be a mapping with name and recorded shape")
     for key in POSITIVE_INTS:

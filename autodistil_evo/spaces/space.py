@@ -16,7 +16,7 @@ import itertools
 from dataclasses import asdict, dataclass, field
 
 from autodistil_evo.errors import UserError
-from autodistil_evo.fileio import read_yaml
+from autodistil_evo.fileio import check_mapping, read_yaml
 
 GENES = ("layers", "heads", "hidden", "mlp_ratio")
 TOP_LEVEL_KEYS = {"name", "head_dim", "seq_len", "vocab_size", "max_position_embeddings", "type_vocab_size", "subspaces"}
@@ -221,14 +221,7 @@ def _positive_numbers(values, where):
 
 
 def parse_space(data, source="<memory>") -> SearchSpace:
-    if not isinstance(data, dict):
-        raise UserError(f"{source}: a search space must be a YAML mapping, got {type(data).__name__}")
-    unknown = set(data) - TOP_LEVEL_KEYS
-    if unknown:
-        raise UserError(f"{source}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(TOP_LEVEL_KEYS))})")
-    for key in ("name", "head_dim", "subspaces"):
-        if key not in data:
-            raise UserError(f"{source}: missing key '{key}'")
+    check_mapping(data, source, TOP_LEVEL_KEYS, ("name", "head_dim", "subspaces"), "a YAML mapping (a search space)")
     head_dim = data["head_dim"]
     if head_dim != "teacher":
         _positive_ints([head_dim], f"{source}: head_dim (an integer or 'teacher')")
@@ -246,11 +239,7 @@ def parse_space(data, source="<memory>") -> SearchSpace:
         where = f"{source}: subspaces.{name}"
         if name == "all":
             raise UserError(f"{where}: 'all' is reserved (it means every sub-space)")
-        if not isinstance(spec, dict):
-            raise UserError(f"{where}: must be a mapping with keys {', '.join(GENES)}")
-        unknown = set(spec) - set(GENES)
-        if unknown:
-            raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(GENES)})")
+        check_mapping(spec, where, GENES, (), f"a mapping with keys {', '.join(GENES)}")
         lists = {}
         for gene in GENES:
             values = spec.get(gene)
