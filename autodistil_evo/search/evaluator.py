@@ -53,12 +53,13 @@ class ProxyEvaluator:
             latency = measure_latency(self.superlm.extract(arch), batch=1, seq_len=seq, repeats=5)["latency_ms"]
         return [loss, latency]
 
-    def evaluate_many(self, archs: list) -> list:
+    def evaluate_many(self, archs: list, count_hits: bool = True) -> list:
         """Results for `archs` in order; uncached ones are computed (split over ranks) and cached."""
         import torch.distributed as dist
 
         todo = list(dict.fromkeys(a for a in archs if a.key() not in self.cache))
-        self.hits += len(archs) - len(todo)
+        if count_hits:
+            self.hits += len(archs) - len(todo)
         world = dist.get_world_size() if dist.is_initialized() else 1
         rank = dist.get_rank() if dist.is_initialized() else 0
         mine = todo[rank::world]

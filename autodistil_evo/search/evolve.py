@@ -200,7 +200,8 @@ def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, al
             search.tell(pop)
             generation += 1
             archs = [decode(trained.subspace, x) for x in pop.get("X")]
-            for arch, record in zip(archs, problem.records(archs)):
+            # pymoo just evaluated these: read the cache without counting the reads as cache hits
+            for arch, record in zip(archs, problem.records(archs, count_hits=False)):
                 history.append({
                     "generation": generation, "subspace": name, "key": arch.key(), "arch": arch.to_dict(),
                     **record, "feasible": all(b.holds(float(record[b.name])) for b in bounds),

@@ -36,9 +36,9 @@ class SubspaceProblem(Problem):
             vtype=int,
         )
 
-    def records(self, archs: list) -> list:
+    def records(self, archs: list, count_hits: bool = True) -> list:
         """Every value of each arch: proxy loss (and latency, when measured), params, FLOPs."""
-        measured = self.evaluator.evaluate_many(archs)
+        measured = self.evaluator.evaluate_many(archs, count_hits)
         return [
             {**m, "params": count_params(a, self.dims), "flops": count_flops(a, self.dims, self.seq_len)}
             for a, m in zip(archs, measured)
