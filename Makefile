@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 QUICKSTART_DIR ?= quickstart-out
 
-.PHONY: install quickstart test bench clean
+.PHONY: install quickstart lint test bench clean
 
 $(BIN)/.installed: setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ quickstart: install
 	$(BIN)/autodistil-evo bench $(QUICKSTART_DIR)/student embedded:all-MiniLM-L6-v2
 	$(BIN)/autodistil-evo finetune $(QUICKSTART_DIR)/student embedded:all-MiniLM-L6-v2 --max-train 2000
 
+# The layered import contract (.importlinter) and ruff (ruff.toml); `make test` runs them first.
+lint: install
+	$(BIN)/lint-imports --config .importlinter
+	$(BIN)/ruff check .
+
 # pytest exits 5 when it collects no tests: that is a failure, not a pass.
-test: install
+test: lint
 	$(BIN)/python -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

@@ -12,6 +12,7 @@ import sys
 
 from common import REPO, WORK, cli, ensure_run, export_arch, finetune_accuracy
 from report import command, machine, markdown_table, write_section
+
 from autodistil_evo.search.pareto import hypervolume, objective_matrix
 
 BUDGET = {"max_train": 3000, "epochs": 1, "batch_size": 32, "lr": 1e-4, "max_len": 64}

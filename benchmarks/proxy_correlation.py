@@ -10,10 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from scipy.stats import kendalltau, spearmanr
-
 from common import WORK, cli, ensure_run, export_arch, finetune_accuracy
 from report import command, machine, markdown_table, write_section
+from scipy.stats import kendalltau, spearmanr
 
 BUDGET = {"max_train": 3000, "epochs": 1, "batch_size": 32, "lr": 1e-4, "max_len": 64}
 

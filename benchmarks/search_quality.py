@@ -11,9 +11,9 @@ import statistics
 import time
 
 import torch
-
 from common import WORK, ensure_run
 from report import command, machine, markdown_table, write_section
+
 from autodistil_evo.data import build_corpus
 from autodistil_evo.distill.artifact import load_superlm
 from autodistil_evo.search.algorithms import make_search

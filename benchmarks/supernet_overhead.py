@@ -10,8 +10,8 @@ import statistics
 import time
 
 import torch
-
 from report import command, machine, markdown_table, write_section
+
 from autodistil_evo.spaces import Arch, load_space
 from autodistil_evo.supernet import SuperLM
 

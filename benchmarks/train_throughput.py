@@ -10,8 +10,8 @@ import statistics
 import time
 
 import torch
-
 from report import command, machine, markdown_table, write_section
+
 from autodistil_evo.data import build_corpus
 from autodistil_evo.distill.loss import relation_loss
 from autodistil_evo.distill.recipe import load_recipe

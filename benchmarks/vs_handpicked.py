@@ -8,10 +8,10 @@ alone (a one-arch space, same recipe and number of steps) — all fine-tuned wit
 import argparse
 
 import yaml
-
 from common import WORK, cli, ensure_run, export_arch, finetune_accuracy
 from k_subspaces import BUDGET, select_under
 from report import command, machine, markdown_table, write_section
+
 from autodistil_evo.spaces import Arch, count_flops, load_space
 
 HAND = [

@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 from safetensors.torch import load_file, save_file
 
 from autodistil_evo.distill.artifact import load_superlm
 from autodistil_evo.export.select import knee_index
 from autodistil_evo.spaces import Arch
-from helpers import run_cli
 
 BLOCK_PACKAGE = """
 import sys

@@ -2,11 +2,11 @@ import json
 
 import pytest
 import torch
+from helpers import run_cli
 
 from autodistil_evo import __version__
 from autodistil_evo.data import build_corpus, hash_bucket, load_texts, pack, split_texts
 from autodistil_evo.teacher import load_teacher
-from helpers import run_cli
 
 
 def test_help_lists_only_real_commands():
@@ -91,7 +91,9 @@ def test_teacher_errors(tmp_path):
 
 
 def test_verbose_shows_traceback(tmp_path):
-    with pytest.raises(Exception):
+    from autodistil_evo.errors import UserError
+
+    with pytest.raises(UserError, match="nothing-here"):
         run_cli("-v", "info", "--teacher", tmp_path / "nothing-here")
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, TINY_SPACE, tiny_recipe
 from helpers import run_cli
 

@@ -2,12 +2,12 @@ import json
 
 import pytest
 import yaml
+from conftest import TINY_SPACE
+from helpers import run_cli
 
 from autodistil_evo.errors import UserError
 from autodistil_evo.spaces import load_space
 from autodistil_evo.teacher import load_teacher
-from conftest import TINY_SPACE
-from helpers import run_cli
 
 
 def test_bert_base_space_stats_json():

@@ -9,7 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import BertModel
 
 from autodistil_evo.spaces import Arch, count_flops, count_params, load_space
-from autodistil_evo.supernet import StudentModel, SuperLM, build_student, student_config, stride_layers
+from autodistil_evo.supernet import StudentModel, SuperLM, build_student, stride_layers, student_config
 from autodistil_evo.teacher import load_teacher
 
 SHIPPED = ["spaces/autodistil-bert-base.yaml", "spaces/autodistil-bert-base-k1.yaml", "spaces/minilm-l6.yaml"]

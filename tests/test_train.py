@@ -8,10 +8,9 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import REPO, tiny_recipe
 from helpers import run_cli
+from safetensors.torch import load_file
 
 CLI = [sys.executable, "-m", "autodistil_evo.cli"]
 
