@@ -1,5 +1,6 @@
 """Bounds such as `flops<=2e9` or `params<=10e6`, parsed (never evaluated) for constraints and filters."""
 
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -20,9 +21,14 @@ class Bound:
         return OPERATORS[self.op](x, self.value)
 
     def violation(self, x: float) -> float:
-        """pymoo's G convention: <= 0 when the bound holds, relative to the bound's size."""
+        """pymoo's G convention: <= 0 exactly when the bound holds, relative to the bound's size.
+
+        A strict bound met with equality is broken, so its violation is the smallest positive float
+        above zero rather than 0: pymoo then agrees with `holds` (and with `select --where`).
+        """
         scale = abs(self.value) or 1.0
-        return (x - self.value) / scale if self.op in ("<=", "<") else (self.value - x) / scale
+        violation = (x - self.value) / scale if self.op in ("<=", "<") else (self.value - x) / scale
+        return math.ulp(0.0) if violation <= 0 and not self.holds(x) else violation
 
     def __str__(self):
         return f"{self.name}{self.op}{self.value:g}"

@@ -207,18 +207,21 @@ def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, step
 @click.option("--objectives", default="loss,flops", show_default=True, help="Comma list of loss, flops, params, latency.")
 @click.option("--constraint", "constraints", multiple=True, help="Bound such as 'flops<=2e9', 'params<=10e6', 'latency_ms<=5' (repeatable).")
 @click.option("--algorithm", type=click.Choice(["nsga2", "random", "exhaustive"]), default="nsga2", show_default=True)
+@click.option("--operators", type=click.Choice(["sbx-pm", "ux-reset"]), default="sbx-pm", show_default=True,
+              help="NSGA-II variation: SBX + polynomial mutation, or uniform crossover + random-reset mutation.")
 @click.option("--eval-samples", type=int, default=64, show_default=True, help="Held-out blocks in the proxy set.")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume", is_flag=True, help="Continue the search in --out.")
 @click.pass_context
-def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectives, constraints, algorithm, eval_samples, seed, resume):
+def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectives, constraints, algorithm, operators,
+           eval_samples, seed, resume):
     """Search the trained SuperLMs with NSGA-II for the Pareto set of proxy loss x cost."""
     from autodistil_evo.search.evolve import SearchSettings, run_search
 
     settings = SearchSettings(
         subspace=subspace, population=population, generations=generations,
         objectives=[o.strip() for o in objectives.split(",") if o.strip()], constraints=list(constraints),
-        algorithm=algorithm, eval_samples=eval_samples, seed=_seed(ctx, seed), resume=resume,
+        algorithm=algorithm, operators=operators, eval_samples=eval_samples, seed=_seed(ctx, seed), resume=resume,
     )
     result = run_search(run_dir, search_dir, settings, console)
     for s in result["summaries"]:
@@ -226,12 +229,17 @@ def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectiv
     print_front(result["front"], f"global Pareto set ({search_dir}/pareto.json)")
 
 
+def _per_layer(value) -> str:
+    """A per-layer list as `8_8_10_6` (as in ids); a scalar as itself."""
+    return "_".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
 def print_front(front, title, picked=(), teacher_flops=None):
     columns = ["id", "subspace", "layers", "heads", "hidden", "FFN", "params", "GFLOPs", "proxy loss"]
     columns += ["FLOPs vs teacher"] if teacher_flops else []
     rows = []
     for r in front:
-        row = [r["id"], r["subspace"], r["layers"], r["heads"], r["hidden"], r["ffn"], f"{r['params'] / 1e6:.2f}M",
+        row = [r["id"], r["subspace"], r["layers"], _per_layer(r["heads"]), r["hidden"], _per_layer(r["ffn"]), f"{r['params'] / 1e6:.2f}M",
                f"{r['flops'] / 1e9:.3f}", f"{r['loss']:.4f}"]
         row += [f"{r['flops'] / teacher_flops:.1%}"] if teacher_flops else []
         rows.append(row + ["*" if r["id"] in picked else ""])

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> str:
@@ -35,3 +36,14 @@ def write_section(name: str, body: str):
     tmp.write_text(text)
     tmp.replace(BENCHMARKS_MD)
     print(body)
+
+
+def write_results(name: str, data: dict):
+    """The numbers of a benchmark's table, machine-readable, in benchmarks/results/<name>.json."""
+    import json
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"machine": machine(), "command": command(), **data}, indent=2) + "\n")
+    tmp.replace(path)

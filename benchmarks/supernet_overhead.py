@@ -1,7 +1,8 @@
 """Train-step time (forward + backward) of a subnet inside the SuperLM vs. the same arch standalone.
 
 The standalone model is a plain `transformers.BertModel` where heads x head_dim == hidden, else the
-package's StudentModel. Timings interleave the two, median of repeats after warm-up.
+package's StudentModel (always for a per-layer arch). Timings interleave the two, median of repeats
+after warm-up.
 Goal: ratio <= 1.10.
 """
 
@@ -28,23 +29,26 @@ def step_time(model, ids, forward):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--space", default="spaces/minilm-l6.yaml")
+    parser.add_argument("--layerwise-space", default="spaces/minilm-l6-layerwise.yaml")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     torch.manual_seed(0)
-    space = load_space(args.space)
+    space, layerwise = load_space(args.space), load_space(args.layerwise_space)
     dims = space.dims()
     cases = [
-        ("base", Arch(6, 10, 320, 4.0)),  # BERT-expressible: 10 x 32 == 320
-        ("base", Arch(5, 9, 288, 3.0)),  # BERT-expressible: 9 x 32 == 288
-        ("small", Arch(6, 8, 160, 3.0)),
-        ("tiny", Arch(3, 8, 96, 2.5)),
+        (space, "base", Arch(6, 10, 320, 4.0)),  # BERT-expressible: 10 x 32 == 320
+        (space, "base", Arch(5, 9, 288, 3.0)),  # BERT-expressible: 9 x 32 == 288
+        (space, "small", Arch(6, 8, 160, 3.0)),
+        (space, "tiny", Arch(3, 8, 96, 2.5)),
+        # heterogeneous: heads and FFN chosen layer by layer
+        (layerwise, "small", Arch(6, [10, 9, 8, 8, 7, 7], 160, [4.0, 3.5, 3.0, 3.0, 2.5, 2.5])),
     ]
     ids = torch.randint(0, dims.vocab_size, (args.batch, args.seq_len))
     rows = []
-    for subspace, arch in cases:
-        superlm = SuperLM(space.subspace(subspace), dims, dropout=0.0).train()
+    for case_space, subspace, arch in cases:
+        superlm = SuperLM(case_space.subspace(subspace), case_space.dims(), dropout=0.0).train()
         superlm.set_active(arch)
         student = superlm.extract(arch).train()
         in_super = lambda m, x: m(x)[0]  # noqa: E731

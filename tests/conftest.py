@@ -29,6 +29,13 @@ TINY_SPACE = {
     },
 }
 
+# The same sub-spaces with heads and mlp_ratio chosen per layer: 8 + 32 = 40 archs each.
+TINY_LAYERWISE_SPACE = {
+    **TINY_SPACE,
+    "name": "tiny-test-layerwise",
+    "subspaces": {name: {**spec, "per_layer": ["heads", "mlp_ratio"]} for name, spec in TINY_SPACE["subspaces"].items()},
+}
+
 
 def make_teacher(path: Path, seed=0, layers=2, hidden=64, heads=4, ffn=128) -> Path:
     torch.manual_seed(seed)
@@ -56,6 +63,13 @@ def tiny_teacher(tmp_path_factory) -> Path:
 def tiny_space_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("space") / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY_SPACE))
+    return path
+
+
+@pytest.fixture(scope="session")
+def layerwise_space_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("space") / "tiny-layerwise.yaml"
+    path.write_text(yaml.safe_dump(TINY_LAYERWISE_SPACE))
     return path
 
 
@@ -129,3 +143,13 @@ def tiny_search(tmp_path_factory, recipe_file) -> Path:
     run_cli("train", "--recipe", recipe_file, "--out", base / "run", "--steps", 0)
     run_cli("evolve", base / "run", "--out", base / "search", "--population", 6, "--generations", 2, "--eval-samples", 8)
     return base
+
+
+@pytest.fixture(scope="session")
+def layerwise_run(tmp_path_factory, recipe_file, layerwise_space_file) -> Path:
+    """Teacher-initialised SuperLMs of the per-layer tiny space (search and export only need weights)."""
+    from helpers import run_cli
+
+    run = tmp_path_factory.mktemp("layerwise") / "run"
+    run_cli("train", "--recipe", recipe_file, "--space", layerwise_space_file, "--out", run, "--steps", 0)
+    return run

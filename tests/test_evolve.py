@@ -14,11 +14,9 @@ SMALL = ["--population", 6, "--eval-samples", 8]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, recipe_file):
-    """Two teacher-initialised SuperLMs (training is tested elsewhere; the search only needs weights)."""
-    run = tmp_path_factory.mktemp("evolve") / "run"
-    run_cli("train", "--recipe", recipe_file, "--out", run, "--steps", 0)
-    return run
+def run_dir(layerwise_run):
+    """Two teacher-initialised per-layer SuperLMs of 40 archs each (training is tested elsewhere)."""
+    return layerwise_run
 
 
 def evolve_subprocess(run_dir, out, *extra, fault=None, expect=0, launcher=None):
@@ -128,10 +126,10 @@ def test_missing_run_dir(tmp_path):
 def test_baselines_cover_the_space_without_duplicates(tmp_path, run_dir, algorithm):
     out = tmp_path / algorithm
     run_cli("evolve", run_dir, "--out", out, "--subspace", "small", "--algorithm", algorithm,
-            "--generations", 4, *SMALL)
+            "--generations", 8, *SMALL)
     rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     keys = [r["key"] for r in rows]
-    assert len(keys) == len(set(keys)) == 16  # the 16 candidates of 'small', then it stops
+    assert len(keys) == len(set(keys)) == 40  # the 40 archs of per-layer 'small', then it stops
 
 
 def test_two_processes_equal_one(tmp_path, run_dir, uninterrupted):
@@ -139,3 +137,41 @@ def test_two_processes_equal_one(tmp_path, run_dir, uninterrupted):
     out = tmp_path / "two"
     evolve_subprocess(run_dir, out, "--generations", 4, *SMALL, launcher=launcher)
     assert outputs(out) == outputs(uninterrupted)
+
+
+def test_per_layer_history_and_no_duplicate_archs(uninterrupted):
+    rows = [json.loads(line) for line in (uninterrupted / "history.jsonl").read_text().splitlines()]
+    for subspace in ("big", "small"):
+        for generation in range(1, 5):
+            keys = [r["key"] for r in rows if r["subspace"] == subspace and r["generation"] == generation]
+            # duplicates are judged by the active arch: never twice in one generation (pymoo may
+            # find fewer than 6 new offspring in a 40-arch space)
+            assert len(keys) == len(set(keys)) and (len(keys) == 6 if generation == 1 else 1 <= len(keys) <= 6)
+    per_layer = [r for r in rows if isinstance(r["arch"]["heads"], list) or isinstance(r["arch"]["mlp_ratio"], list)]
+    assert per_layer, "a per-layer search should evaluate heterogeneous archs"
+    for r in per_layer:
+        for gene in ("heads", "mlp_ratio"):
+            if isinstance(r["arch"][gene], list):
+                assert len(r["arch"][gene]) == r["arch"]["layers"] and len(set(r["arch"][gene])) > 1
+    front = json.loads((uninterrupted / "pareto.json").read_text())["front"]
+    assert all(isinstance(f["ffn"], list) == isinstance(f["mlp_ratio"], list) for f in front)
+
+
+def test_enumerates_when_the_budget_covers_the_space(tmp_path, tiny_search):
+    """Uniform 'small' has 16 archs: population 6 x 3 generations = 18 >= 16, so all are evaluated."""
+    out = tmp_path / "enumerated"
+    message = run_cli("evolve", tiny_search / "run", "--out", out, "--subspace", "small", "--generations", 3, *SMALL)
+    assert "evaluating all of them instead of evolving" in message and message.count("instead of evolving") == 1
+    state = json.loads((out / "state" / "small.json").read_text())
+    assert state["algorithm_name"] == "exhaustive"
+    keys = [json.loads(line)["key"] for line in (out / "history.jsonl").read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 16
+
+
+def test_strict_bound_at_equality_is_infeasible():
+    from autodistil_evo.bounds import parse_bound
+
+    strict, loose = parse_bound("flops<100", ("flops",)), parse_bound("flops<=100", ("flops",))
+    assert strict.violation(100) > 0 and not strict.holds(100)
+    assert loose.violation(100) == 0 and loose.holds(100)
+    assert strict.violation(99) < 0 and parse_bound("flops>100", ("flops",)).violation(100) > 0

@@ -62,23 +62,29 @@ def test_select_errors(search, where, message):
         assert "breaks flops<=1000" in out
 
 
-def _reference_outputs(search, arch, ids, mask):
-    trained = load_superlm(search / "run" / arch["subspace"])
+def _reference_outputs(run_dir, arch, ids, mask):
+    trained = load_superlm(run_dir / arch["subspace"])
     trained.superlm.set_active(Arch.from_dict(arch))
     with torch.no_grad():
         return trained.superlm(ids, mask)[0]
 
 
 @pytest.mark.parametrize(
-    "arch, model_class",
+    "space, arch, model_class",
     [
-        ({"subspace": "small", "layers": 2, "heads": 3, "hidden": 32, "mlp_ratio": 2.0}, "StudentModel"),
-        ({"subspace": "big", "layers": 2, "heads": 4, "hidden": 64, "mlp_ratio": 1.5}, "BertModel"),
+        ("uniform", {"subspace": "small", "layers": 2, "heads": 3, "hidden": 32, "mlp_ratio": 2.0}, "StudentModel"),
+        ("uniform", {"subspace": "big", "layers": 2, "heads": 4, "hidden": 64, "mlp_ratio": 1.5}, "BertModel"),
+        ("layerwise", {"subspace": "big", "layers": 2, "heads": [4, 3], "hidden": 48, "mlp_ratio": [1.5, 2.0]}, "StudentModel"),
+        # uniform heads x head_dim == hidden, but FFN per layer: BERT cannot express it
+        ("layerwise", {"subspace": "big", "layers": 2, "heads": 4, "hidden": 64, "mlp_ratio": [2.0, 1.5]}, "StudentModel"),
+        # a uniform arch written with lists is the uniform arch: a plain BertModel
+        ("layerwise", {"subspace": "big", "layers": 2, "heads": [4, 4], "hidden": 64, "mlp_ratio": [1.5, 1.5]}, "BertModel"),
     ],
 )
-def test_export_loads_without_the_package(tmp_path, search, arch, model_class):
+def test_export_loads_without_the_package(tmp_path, request, space, arch, model_class):
+    run_dir = request.getfixturevalue("tiny_search") / "run" if space == "uniform" else request.getfixturevalue("layerwise_run")
     out = tmp_path / "student"
-    message = run_cli("export", search / "run", "--arch", json.dumps(arch), "--out", out)
+    message = run_cli("export", run_dir, "--arch", json.dumps(arch), "--out", out)
     assert "max abs difference" in message and model_class in message
     config = json.loads((out / "config.json").read_text())
     assert ("auto_map" in config) == (model_class == "StudentModel")
@@ -105,7 +111,7 @@ save_file({{"hidden": hidden.contiguous()}}, {str(tmp_path / "hidden.safetensors
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     hidden = load_file(tmp_path / "hidden.safetensors")["hidden"]
-    expected = _reference_outputs(search, arch, ids, mask)
+    expected = _reference_outputs(run_dir, arch, ids, mask)
     assert (hidden - expected)[mask.bool()].abs().max().item() <= 1e-5
 
 
@@ -126,13 +132,42 @@ def test_export_by_id_and_overwrite_refusal(tmp_path, search):
     "args, message",
     [
         (["--arch", "{broken"], "--arch: not valid JSON"),
-        (["--arch", '{"subspace": "small", "layers": 9, "heads": 2, "hidden": 32, "mlp_ratio": 1.0}'], "is not in sub-space"),
+        (["--arch", '{"subspace": "small", "layers": 9, "heads": 2, "hidden": 32, "mlp_ratio": 1.0}'],
+         "--arch.layers: 9 is not among sub-space 'small' choices"),
+        (["--arch", '{"subspace": "small", "layers": 2, "heads": [2, 3, 3], "hidden": 32, "mlp_ratio": 1.0}'],
+         "--arch.heads: 3 values for 2 layers"),
+        (["--arch", '{"subspace": "small", "layers": 2, "heads": [2, 3], "hidden": 32, "mlp_ratio": 1.0}'],
+         "--arch.heads: layers differ ([2, 3]) but sub-space 'small' has no per-layer heads"),
         (["--arch", '{"subspace": "huge", "layers": 1, "heads": 2, "hidden": 32, "mlp_ratio": 1.0}'], "no trained SuperLM here"),
     ],
 )
 def test_export_errors(tmp_path, search, args, message):
     assert message in run_cli("export", search / "run", *args, "--out", tmp_path / "x", expect=2)
     assert not (tmp_path / "x").exists()
+
+
+def test_per_layer_search_select_and_export_by_id(tmp_path, layerwise_run):
+    search_dir = tmp_path / "search"
+    run_cli("evolve", layerwise_run, "--out", search_dir, "--population", 6, "--generations", 2, "--eval-samples", 8)
+    rows = json.loads(run_cli("select", search_dir, "--json", "--pick", "all"))
+    assert set(rows[0]) == {"id", "subspace", "layers", "heads", "hidden", "mlp_ratio", "params", "flops", "loss", "picked"}
+    history = [json.loads(line) for line in (search_dir / "history.jsonl").read_text().splitlines()]
+    heterogeneous = [r for r in history if isinstance(r["arch"]["heads"], list)]
+    assert heterogeneous
+    target = f"{heterogeneous[0]['subspace']}-{heterogeneous[0]['key']}"  # any evaluated arch, not only the front
+    out = tmp_path / "student"
+    run_cli("export", search_dir, "--id", target, "--out", out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_attention_heads"] == heterogeneous[0]["arch"]["heads"]
+    assert config["intermediate_size"] == Arch.from_dict(heterogeneous[0]["arch"]).ffn  # a list where FFN is per layer
+    provenance = json.loads((out / "autodistil_provenance.json").read_text())
+    assert provenance["arch"] == heterogeneous[0]["arch"] and provenance["max_abs_diff"] <= 1e-5
+    # per-layer rows filter by their largest layer
+    bound = max(max(r["heads"]) if isinstance(r["heads"], list) else r["heads"] for r in rows)
+    assert run_cli("select", search_dir, "--json", "--where", f"heads<={bound}")
+    table = run_cli("select", search_dir, "--pick", "all")
+    listed = [r for r in rows if isinstance(r["heads"], list)]
+    assert not listed or "_".join(map(str, listed[0]["heads"])) in table
 
 
 def test_export_unknown_id(tmp_path, search):

@@ -3,6 +3,7 @@
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -12,7 +13,19 @@ from autodistil_evo.spaces import Arch, count_flops, count_params, load_space
 from autodistil_evo.supernet import StudentModel, SuperLM, build_student, stride_layers, student_config
 from autodistil_evo.teacher import load_teacher
 
-SHIPPED = ["spaces/autodistil-bert-base.yaml", "spaces/autodistil-bert-base-k1.yaml", "spaces/minilm-l6.yaml"]
+SHIPPED = [
+    "spaces/autodistil-bert-base.yaml",
+    "spaces/autodistil-bert-base-k1.yaml",
+    "spaces/autodistil-bert-base-layerwise.yaml",
+    "spaces/minilm-l6.yaml",
+    "spaces/minilm-l6-layerwise.yaml",
+]
+
+
+def random_archs(sub, n, seed):
+    """`n` random archs of a sub-space (heterogeneous where it is per layer)."""
+    rng = np.random.default_rng(seed)
+    return [sub.sample(rng) for _ in range(n)]
 
 
 def _inputs(vocab, seed=0, batch=2, seq=12):
@@ -39,13 +52,15 @@ def _assert_equivalent(superlm, arch, vocab):
 def test_subnets_of_shipped_spaces_equal_extracted_students(space_file):
     space = load_space(space_file)
     dims = replace(space.dims(), vocab_size=512)  # a small vocabulary keeps the big spaces fast
-    rng = random.Random(0)
     for sub in space.subspaces.values():
         torch.manual_seed(0)
         superlm = SuperLM(sub, dims)
-        for arch in [sub.largest(), sub.smallest(), *rng.sample(sub.candidates(), 4)]:
+        archs = [sub.largest(), sub.smallest(), *random_archs(sub, 4, 0)]
+        if sub.per_layer:
+            assert sum(not a.uniform for a in archs) >= 3  # heterogeneous students are really tested
+        for arch in archs:
             student = _assert_equivalent(superlm, arch, dims.vocab_size)
-            bert_expressible = arch.heads * dims.head_dim == arch.hidden
+            bert_expressible = arch.uniform and arch.heads * dims.head_dim == arch.hidden
             assert isinstance(student, BertModel if bert_expressible else StudentModel)
 
 
@@ -73,7 +88,7 @@ def test_random_archs_from_teacher_init(tiny_space_file, tiny_teacher):
     for sub in space.subspaces.values():
         superlm = SuperLM(sub, space.dims(teacher.shape))
         superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
-        for arch in rng.sample(sub.candidates(), 8):
+        for arch in rng.sample(list(sub.candidates()), 8):
             _assert_equivalent(superlm, arch, 30522)
 
 
@@ -114,9 +129,8 @@ def test_forward_cost_tracks_the_subnet():
 def test_analytic_params_and_flops_match_measurement(space_file):
     space = load_space(space_file)
     dims = space.dims()
-    rng = random.Random(2)
     for sub in space.subspaces.values():
-        for arch in rng.sample(sub.candidates(), 2):
+        for arch in random_archs(sub, 2, 2):
             student = build_student(student_config(arch, dims)).eval()
             assert sum(p.numel() for p in student.parameters()) == count_params(arch, dims)
             embeddings = sum(p.numel() for p in student.embeddings.parameters())

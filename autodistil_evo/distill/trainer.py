@@ -26,8 +26,7 @@ from autodistil_evo.errors import UserError
 from autodistil_evo.faults import maybe_die
 from autodistil_evo.fileio import read_jsonl, write_json, write_jsonl
 from autodistil_evo.plots import new_figure, save_png
-from autodistil_evo.spaces import Arch, SearchSpace, SubSpace, count_flops
-from autodistil_evo.spaces.space import GENES
+from autodistil_evo.spaces import SearchSpace, SubSpace, count_flops, mean_flops
 from autodistil_evo.supernet import SuperLM
 from autodistil_evo.teacher import RelationTap, Teacher
 
@@ -42,12 +41,10 @@ class TrainSettings:
 
 
 def sandwich(subspace: SubSpace, seed: int, step: int, n_random: int) -> list:
-    """Largest, smallest and `n_random` archs drawn gene by gene from a (seed, step) generator."""
+    """Largest, smallest and `n_random` archs drawn gene by gene (layer by layer where per layer)
+    from a (seed, step) generator."""
     rng = np.random.default_rng([seed, step])
-    randoms = [
-        Arch(*(subspace.choices(g)[rng.integers(len(subspace.choices(g)))] for g in GENES)) for _ in range(n_random)
-    ]
-    return [subspace.largest(), subspace.smallest(), *randoms]
+    return [subspace.largest(), subspace.smallest(), *(subspace.sample(rng) for _ in range(n_random))]
 
 
 def step_samples(step: int, per_step: int, n_samples: int, seed: int) -> torch.Tensor:
@@ -305,16 +302,14 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
     teacher_flops = count_flops(teacher.arch(), teacher.dims(), recipe.seq_len)
     per_subspace = []
     for sub in subspaces:
-        candidates = sub.candidates()
-        mean_flops = sum(count_flops(a, dims, recipe.seq_len) for a in candidates) / len(candidates)
         # forward + backward ~ 3x forward for each sandwich member; the teacher only runs forward.
         member_flops = 3 * (
             count_flops(sub.largest(), dims, recipe.seq_len)
             + count_flops(sub.smallest(), dims, recipe.seq_len)
-            + recipe.sandwich_random * mean_flops
+            + recipe.sandwich_random * mean_flops(sub, dims, recipe.seq_len)
         )
         per_subspace.append(
-            {"subspace": sub.name, "candidates": len(candidates), "flops": steps * global_batch * (teacher_flops + member_flops)}
+            {"subspace": sub.name, "candidates": len(sub), "flops": steps * global_batch * (teacher_flops + member_flops)}
         )
     return {
         "recipe": recipe.source,

@@ -47,17 +47,19 @@ def resolve_source(source, student_id=None, arch_json=None):
             raise UserError(f"{pareto}: no student with id '{student_id}' (e.g. {', '.join(list(rows)[:3])})")
         row = rows[student_id]
         trained = load_superlm(Path(data["run_dir"]) / row["subspace"])
-        return trained, Arch.from_dict(row, f"{pareto} id {student_id}"), row.get("loss")
+        arch = Arch.from_dict(row, f"{pareto} id {student_id}")
+        trained.subspace.check(arch, f"{pareto} id {student_id}")
+        return trained, arch, row.get("loss")
     try:
         spec = json.loads(arch_json)
     except json.JSONDecodeError as e:
         raise UserError(f"--arch: not valid JSON ({e})") from None
     if not isinstance(spec, dict) or "subspace" not in spec:
-        raise UserError('--arch: expected an object like {"subspace": "tiny", "layers": 4, "heads": 7, "hidden": 160, "mlp_ratio": 3.0}')
-    trained = load_superlm(source / str(spec["subspace"]))
+        raise UserError('--arch: expected an object like {"subspace": "tiny", "layers": 4, "heads": 7, "hidden": 160, '
+                        '"mlp_ratio": 3.0} (heads / mlp_ratio may be lists, one value per layer)')
     arch = Arch.from_dict(spec, "--arch")
-    if not trained.subspace.contains(arch):
-        raise UserError(f"--arch: {arch.key()} is not in sub-space '{trained.subspace.name}' of {trained.space.source}")
+    trained = load_superlm(source / str(spec["subspace"]))
+    trained.subspace.check(arch, "--arch")
     return trained, arch, None
 
 
@@ -92,7 +94,7 @@ def model_card(provenance: dict) -> str:
         f"| teacher | {p['teacher']['name']} (weights sha256 `{p['teacher']['sha256']}`) |",
         f"| search space | {p['space']} / sub-space `{p['subspace']}` |",
         f"| arch | {p['arch']['layers']} layers, {p['arch']['heads']} heads x {p['head_dim']}, hidden "
-        f"{p['arch']['hidden']}, FFN {p['ffn']} |",
+        f"{p['arch']['hidden']}, FFN {p['ffn']}{' (lists: one value per layer)' if isinstance(p['ffn'], list) or isinstance(p['arch']['heads'], list) else ''} |",
         f"| params | {p['params']:,} ({p['params_without_embeddings']:,} without embeddings) |",
         f"| FLOPs | {p['flops']:.4g} per sequence of {p['seq_len']} tokens |",
         f"| proxy loss | {p['proxy_loss'] if p['proxy_loss'] is not None else 'not evaluated'} |",

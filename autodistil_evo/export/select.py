@@ -20,6 +20,12 @@ PICKS = ("knee", "min-loss", "min-flops", "all")
 JSON_KEYS = ("id", "subspace", "layers", "heads", "hidden", "mlp_ratio", "params", "flops", "loss", "picked")
 
 
+def row_value(row: dict, name: str) -> float:
+    """A row's value for a bound; per-layer `heads` / `ffn` (lists) are bounded by their largest layer."""
+    value = row[name]
+    return float(max(value) if isinstance(value, list) else value)
+
+
 def load_front(search_dir) -> dict:
     path = Path(search_dir) / "pareto.json"
     if not path.is_file():
@@ -56,11 +62,11 @@ def select(search_dir, where: list, pick: str = "knee") -> dict:
     for b in bounds:
         if b.name == "latency_ms" and any(r.get("latency_ms") is None for r in front):
             raise UserError("--where latency_ms: this search did not measure latency (evolve with --objectives including latency)")
-    chosen = [r for r in front if all(b.holds(float(r[b.name])) for b in bounds)]
+    chosen = [r for r in front if all(b.holds(row_value(r, b.name)) for b in bounds)]
     if not chosen:
-        closest = min(front, key=lambda r: max(b.violation(float(r[b.name])) for b in bounds))
-        broken = [b for b in bounds if not b.holds(float(closest[b.name]))]
-        details = ", ".join(f"{b.name} = {float(closest[b.name]):.4g}" for b in broken)
+        closest = min(front, key=lambda r: max(b.violation(row_value(r, b.name)) for b in bounds))
+        broken = [b for b in bounds if not b.holds(row_value(closest, b.name))]
+        details = ", ".join(f"{b.name} = {row_value(closest, b.name):.4g}" for b in broken)
         raise UserError(
             f"no Pareto point satisfies {' and '.join(map(str, bounds))}; the closest is {closest['id']} "
             f"({details}), which breaks {', '.join(map(str, broken))}"

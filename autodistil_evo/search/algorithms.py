@@ -4,19 +4,32 @@ NSGA-II is pymoo's, driven by ask/tell. Its state (population, objective and con
 rank and crowding, RNG) is restored without pickle, in population order, so a resumed search
 draws exactly the offspring an uninterrupted one would. `random` and `exhaustive` are the
 baselines on the same problem and budget.
+
+Duplicates are judged by the arch a genome decodes to (its canonical genome), not by the raw
+genome: genes past a genome's depth are inactive, and two genomes of one arch are one candidate.
+
+Variation operators (`operators`):
+- `sbx-pm`: SBX crossover + polynomial mutation on rounded integers (pymoo's integer recipe);
+- `ux-reset`: uniform crossover + random-reset mutation (each gene, with probability 1/n_var,
+  takes another of its choices): made for index genes with few choices, where a polynomial
+  perturbation mostly rounds back to the same index.
 """
 
 import numpy as np
 from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.core.duplicate import DefaultDuplicateElimination
 from pymoo.core.evaluator import Evaluator
+from pymoo.core.mutation import Mutation
 from pymoo.core.population import Population
+from pymoo.core.sampling import Sampling
 from pymoo.core.termination import NoTermination
 from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.crossover.ux import UniformCrossover
 from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
-from pymoo.operators.sampling.rnd import IntegerRandomSampling
 
 ALGORITHMS = ("nsga2", "random", "exhaustive")
+OPERATORS = ("sbx-pm", "ux-reset")
 
 
 def _array_state(a: np.ndarray) -> dict:
@@ -27,17 +40,56 @@ def _array(state: dict) -> np.ndarray:
     return np.array(state["values"], dtype=state["dtype"]).reshape(state["shape"])
 
 
+def canonical_genomes(problem, X) -> np.ndarray:
+    """Each genome replaced by the genome of the arch it decodes to (inactive genes zeroed)."""
+    subspace = problem.subspace
+    return np.array([subspace.encode(subspace.decode(x)) for x in X], dtype=float).reshape(len(X), problem.n_var)
+
+
+class DistinctArchSampling(Sampling):
+    """The initial population: genomes drawn gene by gene, `n_samples` distinct archs (fewer only if
+    the sub-space holds fewer). pymoo's integer sampling drops duplicate archs without replacing
+    them, which leaves a small or per-layer sub-space's first generation short."""
+
+    def _do(self, problem, n_samples, random_state=None, **kwargs):
+        sizes = (problem.xu - problem.xl + 1).astype(int)
+        want = min(n_samples, len(problem.subspace))
+        chosen = {}
+        while len(chosen) < want:  # terminates: `want` distinct archs exist
+            x = problem.xl + random_state.integers(0, sizes)
+            chosen.setdefault(tuple(canonical_genomes(problem, [x])[0]), x)
+        return np.array(list(chosen.values()), dtype=float)
+
+
+class ResetMutation(Mutation):
+    """Integer random reset: each gene, with probability `prob_var` (default 1/n_var), takes another value."""
+
+    def _do(self, problem, X, random_state=None, **kwargs):
+        X = np.array(X, dtype=float)
+        low, sizes = problem.xl, problem.xu - problem.xl + 1
+        hit = (random_state.random(X.shape) < float(self.get_prob_var(problem))) & (sizes > 1)
+        shift = random_state.integers(1, np.maximum(sizes, 2), size=X.shape)  # 1..size-1: always a new value
+        X[hit] = (low + (X - low + shift) % sizes)[hit]
+        return X
+
+
+def _variation(operators: str) -> dict:
+    if operators == "sbx-pm":
+        return {"crossover": SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
+                "mutation": PM(eta=20, vtype=float, repair=RoundingRepair())}
+    return {"crossover": UniformCrossover(), "mutation": ResetMutation()}
+
+
 class NSGA2Search:
     name = "nsga2"
 
-    def __init__(self, problem, population: int, seed: int):
+    def __init__(self, problem, population: int, seed: int, operators: str = "sbx-pm"):
         self.problem = problem
         self.algorithm = NSGA2(
             pop_size=population,
-            sampling=IntegerRandomSampling(),
-            crossover=SBX(prob=0.9, eta=15, vtype=float, repair=RoundingRepair()),
-            mutation=PM(eta=20, vtype=float, repair=RoundingRepair()),
-            eliminate_duplicates=True,
+            sampling=DistinctArchSampling(),
+            **_variation(operators),
+            eliminate_duplicates=DefaultDuplicateElimination(func=lambda pop: canonical_genomes(problem, pop.get("X"))),
         )
         self.algorithm.setup(problem, termination=NoTermination(), seed=seed)
 
@@ -84,14 +136,15 @@ class NSGA2Search:
 
 
 class _EnumeratingSearch:
-    """Shared by the baselines: propose genomes not seen before, `population` at a time."""
+    """Shared by the baselines: propose archs not seen before, `population` at a time, as canonical genomes."""
 
-    def __init__(self, problem, population: int, seed: int):
+    def __init__(self, problem, population: int, seed: int, operators: str = None):
         self.problem = problem
         self.population = population
         self.evaluator = Evaluator()
         self.seen = set()
         self.sizes = [int(u) + 1 for u in problem.xu]
+        self.total = len(problem.subspace)
 
     def ask(self):
         X = self._propose()
@@ -116,16 +169,16 @@ class _EnumeratingSearch:
 class RandomSearch(_EnumeratingSearch):
     name = "random"
 
-    def __init__(self, problem, population: int, seed: int):
+    def __init__(self, problem, population: int, seed: int, operators: str = None):
         super().__init__(problem, population, seed)
         self.rng = np.random.default_rng(seed)
 
     def _propose(self):
-        total = int(np.prod(self.sizes))
-        want = min(self.population, total - len(self.seen))
+        want = min(self.population, self.total - len(self.seen))
+        subspace = self.problem.subspace
         out, chosen = [], set()
-        while len(out) < want:  # terminates: `want` unseen genomes exist
-            x = tuple(int(self.rng.integers(n)) for n in self.sizes)
+        while len(out) < want:  # terminates: `want` unseen archs exist
+            x = tuple(subspace.encode(subspace.decode([int(self.rng.integers(n)) for n in self.sizes])))
             if x not in self.seen and x not in chosen:
                 chosen.add(x)
                 out.append(list(x))
@@ -144,13 +197,15 @@ class ExhaustiveSearch(_EnumeratingSearch):
 
     def _propose(self):
         out = []
-        for index in np.ndindex(*self.sizes):
+        for arch in self.problem.subspace.candidates():  # genome order; uniform: np.ndindex order
             if len(out) == self.population:
                 break
-            if index not in self.seen:
-                out.append(list(index))
+            x = tuple(self.problem.subspace.encode(arch))
+            if x not in self.seen:
+                out.append(list(x))
         return out
 
 
-def make_search(name: str, problem, population: int, seed: int):
-    return {"nsga2": NSGA2Search, "random": RandomSearch, "exhaustive": ExhaustiveSearch}[name](problem, population, seed)
+def make_search(name: str, problem, population: int, seed: int, operators: str = "sbx-pm"):
+    searches = {"nsga2": NSGA2Search, "random": RandomSearch, "exhaustive": ExhaustiveSearch}
+    return searches[name](problem, population, seed, operators)

@@ -16,10 +16,10 @@ from autodistil_evo.distill.artifact import load_superlm, trained_subspaces
 from autodistil_evo.errors import UserError
 from autodistil_evo.faults import maybe_die
 from autodistil_evo.fileio import directory_lock, prepare_output_dir, read_json, write_json, write_jsonl
-from autodistil_evo.search.algorithms import ALGORITHMS, make_search
+from autodistil_evo.search.algorithms import ALGORITHMS, OPERATORS, make_search
 from autodistil_evo.search.evaluator import ProxyEvaluator
 from autodistil_evo.search.pareto import front_row, hypervolume, non_dominated, plot_front, write_front
-from autodistil_evo.search.problem import BOUND_NAMES, COLUMN, OBJECTIVES, SubspaceProblem, decode
+from autodistil_evo.search.problem import BOUND_NAMES, COLUMN, OBJECTIVES, SubspaceProblem
 from autodistil_evo.spaces import count_flops, count_params
 
 STATE_SCHEMA = 1
@@ -33,6 +33,7 @@ class SearchSettings:
     objectives: list = field(default_factory=lambda: ["loss", "flops"])
     constraints: list = field(default_factory=list)
     algorithm: str = "nsga2"
+    operators: str = "sbx-pm"
     eval_samples: int = 64
     seed: int = 0
     resume: bool = False
@@ -46,6 +47,8 @@ def _validate(settings: SearchSettings):
         raise UserError("--objectives: give one or more distinct objectives, e.g. loss,flops")
     if settings.algorithm not in ALGORITHMS:
         raise UserError(f"--algorithm: unknown '{settings.algorithm}' (known: {', '.join(ALGORITHMS)})")
+    if settings.operators not in OPERATORS:
+        raise UserError(f"--operators: unknown '{settings.operators}' (known: {', '.join(OPERATORS)})")
     if settings.population < 2 or settings.generations < 1 or settings.eval_samples < 1:
         raise UserError("--population must be >= 2, --generations and --eval-samples >= 1")
     return [parse_bound(c, BOUND_NAMES, "--constraint") for c in settings.constraints]
@@ -61,13 +64,12 @@ def _identity(settings: SearchSettings, superlms: list) -> dict:
 
 
 def _analytic_minimum(trained, bound):
-    """Smallest FLOPs/params in the sub-space (None for measured quantities)."""
+    """Smallest FLOPs/params in the sub-space (None for measured quantities): its smallest arch's."""
     if bound.name not in ("flops", "params"):
         return None
     dims = trained.space.dims(trained.teacher_shape)
-    seq_len = trained.space.seq_len
-    measure = (lambda a: count_flops(a, dims, seq_len)) if bound.name == "flops" else (lambda a: count_params(a, dims))
-    return min(measure(a) for a in trained.subspace.candidates())
+    smallest = trained.subspace.smallest()
+    return count_flops(smallest, dims, trained.space.seq_len) if bound.name == "flops" else count_params(smallest, dims)
 
 
 def _unreachable_bound(trained, bounds):
@@ -176,7 +178,8 @@ def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, al
     )
     dims = trained.space.dims(trained.teacher_shape)
     problem = SubspaceProblem(trained.subspace, dims, trained.space.seq_len, evaluator, settings.objectives, bounds)
-    search = make_search(settings.algorithm, problem, settings.population, settings.seed)
+    algorithm = _algorithm_for(trained.subspace, settings, state, log)
+    search = make_search(algorithm, problem, settings.population, settings.seed, settings.operators)
     history, hv, reference, generation = [], [], None, 0
     if state:
         search.restore(state["algorithm"])
@@ -199,7 +202,7 @@ def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, al
             search.evaluate(pop)
             search.tell(pop)
             generation += 1
-            archs = [decode(trained.subspace, x) for x in pop.get("X")]
+            archs = [trained.subspace.decode(x) for x in pop.get("X")]
             # pymoo just evaluated these: read the cache without counting the reads as cache hits
             for arch, record in zip(archs, problem.records(archs, count_hits=False)):
                 history.append({
@@ -213,13 +216,28 @@ def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, al
             all_rows[name] = history
             if is_main:
                 write_json(state_file, {
-                    "schema": STATE_SCHEMA, "generation": generation, "algorithm": search.state(),
+                    "schema": STATE_SCHEMA, "generation": generation, "algorithm_name": algorithm, "algorithm": search.state(),
                     "cache": evaluator.cache, "history": history, "hv": hv, "reference": reference,
                 })
                 write_jsonl(search_dir / "history.jsonl", [r for rows in all_rows.values() for r in rows])
             progress.update(task, completed=generation, evals=len(history), hits=evaluator.hits, hv=hv[-1])
             maybe_die("search-generation", generation)
     all_rows[name] = history
-    return {"subspace": name, "generations": generation, "evaluations": len(history),
+    return {"subspace": name, "algorithm": algorithm, "generations": generation, "evaluations": len(history),
             "unique": len({r["key"] for r in history}), "hv": hv, "reference": reference,
             "objectives": settings.objectives}
+
+
+def _algorithm_for(subspace, settings: SearchSettings, state, log) -> str:
+    """NSGA-II, unless its budget covers the whole sub-space: then enumerating it is cheaper and exact.
+
+    The choice is recorded in the sub-space's state, so a resume with more --generations keeps it.
+    """
+    if state is not None:
+        return state.get("algorithm_name", settings.algorithm)
+    budget = settings.population * settings.generations
+    if settings.algorithm == "nsga2" and budget >= len(subspace):
+        log(f"{subspace.name}: population x generations = {budget} >= its {len(subspace)} candidates; "
+            f"evaluating all of them instead of evolving")
+        return "exhaustive"
+    return settings.algorithm

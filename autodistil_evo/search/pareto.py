@@ -10,6 +10,7 @@ from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 from autodistil_evo.fileio import write_json, write_text
 from autodistil_evo.plots import new_figure, save_png
 from autodistil_evo.search.problem import COLUMN
+from autodistil_evo.spaces import Arch
 
 CSV_COLUMNS = ["id", "subspace", "layers", "heads", "hidden", "mlp_ratio", "ffn", "params", "flops", "loss", "latency_ms"]
 
@@ -39,15 +40,12 @@ def hypervolume(rows: list, objectives: list, reference: list) -> float:
 
 
 def front_row(row: dict) -> dict:
-    arch = row["arch"]
+    arch = Arch.from_dict(row["arch"])
     return {
         "id": f"{row['subspace']}-{row['key']}",
         "subspace": row["subspace"],
-        "layers": arch["layers"],
-        "heads": arch["heads"],
-        "hidden": arch["hidden"],
-        "mlp_ratio": arch["mlp_ratio"],
-        "ffn": int(round(arch["hidden"] * arch["mlp_ratio"])),
+        **arch.to_dict(),  # layers, heads, hidden, mlp_ratio: lists where per layer
+        "ffn": arch.ffn,
         "params": row["params"],
         "flops": row["flops"],
         "loss": row["loss"],

@@ -1,6 +1,6 @@
-"""Search spaces: K compact sub-spaces of Transformer shapes, and their exact cost."""
+"""Search spaces: K compact sub-spaces of Transformer shapes (uniform or per layer), and their exact cost."""
 
-from autodistil_evo.spaces.cost import count_flops, count_params
+from autodistil_evo.spaces.cost import count_flops, count_params, mean_flops
 from autodistil_evo.spaces.space import Arch, ModelDims, SearchSpace, SubSpace, TeacherShape, load_space
 
-__all__ = ["Arch", "ModelDims", "SearchSpace", "SubSpace", "TeacherShape", "load_space", "count_flops", "count_params"]
+__all__ = ["Arch", "ModelDims", "SearchSpace", "SubSpace", "TeacherShape", "load_space", "count_flops", "count_params", "mean_flops"]

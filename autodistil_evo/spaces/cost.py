@@ -1,4 +1,4 @@
-"""Exact parameter and FLOP counts of a student, without building it.
+"""Exact parameter and FLOP counts of a student, layer by layer, without building it.
 
 Params: every weight and bias of the student encoder (embeddings, layers, pooler);
 `include_embeddings=False` leaves out the word/position/token-type tables and their LayerNorm.
@@ -7,31 +7,60 @@ FLOPs: one forward of one sequence of `seq_len` tokens, counting 2 FLOPs per mul
 every matrix product (Q/K/V, attention scores, attention x V, attention output, FFN, pooler on
 the first token), as `torch.utils.flop_counter.FlopCounterMode` does. Embedding lookups,
 biases, LayerNorm, softmax and activations count as zero, as there.
+
+Both grow with every gene, so a sub-space's cheapest arch is its smallest and its dearest its
+largest; and both are sums of per-layer terms linear in (Q/K/V width, FFN size), so the mean
+over gene-by-gene random archs is exact without enumerating them.
 """
 
-from autodistil_evo.spaces.space import Arch, ModelDims
+from autodistil_evo.spaces.space import Arch, ModelDims, SubSpace
 
 
-def count_params(arch: Arch, dims: ModelDims, include_embeddings: bool = True) -> int:
-    h, a, f = arch.hidden, arch.heads * dims.head_dim, arch.ffn
-    per_layer = (
+def _layer_params(h: int, a: int, f: int) -> int:
+    return (
         3 * (h * a + a)  # query, key, value
         + (a * h + h) + 2 * h  # attention output dense + LayerNorm
         + (h * f + f) + (f * h + h) + 2 * h  # FFN in, FFN out, LayerNorm
     )
+
+
+def _layer_flops(s: int, h: int, a: int, f: int) -> int:
+    return (
+        2 * s * h * a * 3  # Q, K, V projections
+        + 2 * s * s * a * 2  # scores and attention x V
+        + 2 * s * a * h  # attention output
+        + 2 * s * h * f * 2  # FFN in and out
+    )
+
+
+def _layers(arch: Arch, dims: ModelDims):
+    return [(heads * dims.head_dim, ffn) for heads, ffn in zip(arch.layer_heads, arch.layer_ffn)]
+
+
+def count_params(arch: Arch, dims: ModelDims, include_embeddings: bool = True) -> int:
+    h = arch.hidden
     pooler = h * h + h
-    total = arch.layers * per_layer + pooler
+    total = sum(_layer_params(h, a, f) for a, f in _layers(arch, dims)) + pooler
     if include_embeddings:
         total += (dims.vocab_size + dims.max_position_embeddings + dims.type_vocab_size) * h + 2 * h
     return total
 
 
 def count_flops(arch: Arch, dims: ModelDims, seq_len: int) -> int:
-    s, h, a, f = seq_len, arch.hidden, arch.heads * dims.head_dim, arch.ffn
-    per_layer = (
-        2 * s * h * a * 3  # Q, K, V projections
-        + 2 * s * s * a * 2  # scores and attention x V
-        + 2 * s * a * h  # attention output
-        + 2 * s * h * f * 2  # FFN in and out
-    )
-    return arch.layers * per_layer + 2 * h * h
+    h = arch.hidden
+    return sum(_layer_flops(seq_len, h, a, f) for a, f in _layers(arch, dims)) + 2 * h * h
+
+
+def mean_flops(subspace: SubSpace, dims: ModelDims, seq_len: int) -> float:
+    """Mean FLOPs of `SubSpace.sample` archs: depth and hidden uniform, each layer's genes uniform."""
+    total = 0.0
+    for depth in subspace.layers:
+        for h in subspace.hidden:
+            per_layer = [
+                _layer_flops(seq_len, h, heads * dims.head_dim, Arch(1, heads, h, r).ffn)
+                for heads in subspace.heads for r in subspace.mlp_ratio
+            ]
+            total += depth * sum(per_layer) / len(per_layer) + 2 * h * h
+    return total / (len(subspace.layers) * len(subspace.hidden))
+
+

@@ -1,4 +1,4 @@
-"""Search-space YAML: schema, validation against a teacher, candidate enumeration.
+"""Search-space YAML: schema, validation against a teacher; the arch, its id, JSON form and genome.
 
 A space file looks like::
 
@@ -7,49 +7,119 @@ A space file looks like::
     seq_len: 128            # sequence length FLOPs are counted at
     subspaces:
       tiny: {layers: [2, 3], heads: [7, 8], hidden: [64, 96], mlp_ratio: [2, 3]}
+      wide: {layers: [2, 3], heads: [7, 8], hidden: [64, 96], mlp_ratio: [2, 3], per_layer: [heads, mlp_ratio]}
 
 Q/K/V width is `heads x head_dim`, independent of `hidden` (as in AutoDistil); the FFN size
-is `round(hidden x mlp_ratio)`.
+is `round(hidden x mlp_ratio)`. A sub-space with `per_layer` lets every layer of a student pick
+its own value of those genes; `layers` and `hidden` (the residual width) stay one per student.
+
+This module is the one home of the arch: other modules build, render and pass `Arch` objects
+and genomes through the methods here rather than naming its fields.
 """
 
 import itertools
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import dataclass, field
 
 from autodistil_evo.errors import UserError
 from autodistil_evo.fileio import check_mapping, read_yaml
 
 GENES = ("layers", "heads", "hidden", "mlp_ratio")
+PER_LAYER_GENES = ("heads", "mlp_ratio")
+SUBSPACE_KEYS = (*GENES, "per_layer")
 TOP_LEVEL_KEYS = {"name", "head_dim", "seq_len", "vocab_size", "max_position_embeddings", "type_vocab_size", "subspaces"}
 # BERT's defaults, so `space stats` needs no teacher.
 BERT_VOCAB, BERT_POSITIONS, BERT_TOKEN_TYPES = 30522, 512, 2
 
 
-@dataclass(frozen=True, order=True)
+def _per_layer_value(value, cast, layers: int, gene: str):
+    """One value for every layer (scalar) or a tuple of `layers` values; an all-equal list is the scalar."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != layers:
+            raise ValueError(f"{gene}: {len(value)} values for {layers} layers")
+        values = tuple(cast(v) for v in value)
+        return values[0] if len(set(values)) == 1 else values
+    return cast(value)
+
+
+@dataclass(frozen=True)
 class Arch:
+    """A student's shape. `heads` / `mlp_ratio`: one value for all layers, or a tuple per layer.
+
+    A per-layer tuple whose values are all equal is stored as that scalar, so a uniform arch
+    written with lists is the same arch (same key, cache entry and export) as its scalar form.
+    """
+
     layers: int
-    heads: int
+    heads: object  # int, or tuple of `layers` ints
     hidden: int
-    mlp_ratio: float
+    mlp_ratio: object  # float, or tuple of `layers` floats
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", int(self.layers))
+        object.__setattr__(self, "hidden", int(self.hidden))
+        object.__setattr__(self, "heads", _per_layer_value(self.heads, int, self.layers, "heads"))
+        object.__setattr__(self, "mlp_ratio", _per_layer_value(self.mlp_ratio, float, self.layers, "mlp_ratio"))
 
     @property
-    def ffn(self) -> int:
-        return int(round(self.hidden * self.mlp_ratio))
+    def uniform(self) -> bool:
+        return not isinstance(self.heads, tuple) and not isinstance(self.mlp_ratio, tuple)
+
+    def _per_layer(self, value) -> tuple:
+        return value if isinstance(value, tuple) else (value,) * self.layers
+
+    @property
+    def layer_heads(self) -> tuple:
+        return self._per_layer(self.heads)
+
+    @property
+    def layer_ratios(self) -> tuple:
+        return self._per_layer(self.mlp_ratio)
+
+    @property
+    def layer_ffn(self) -> tuple:
+        return tuple(int(round(self.hidden * r)) for r in self.layer_ratios)
+
+    @property
+    def ffn(self):
+        """FFN size: an int, or a list per layer where `mlp_ratio` is per layer (as in the JSON form)."""
+        sizes = self.layer_ffn
+        return sizes[0] if not isinstance(self.mlp_ratio, tuple) else list(sizes)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The arch JSON: scalars where uniform, lists of `layers` values where per layer."""
+        def plain(v):
+            return list(v) if isinstance(v, tuple) else v
+
+        return {"layers": self.layers, "heads": plain(self.heads), "hidden": self.hidden, "mlp_ratio": plain(self.mlp_ratio)}
 
     @classmethod
     def from_dict(cls, d: dict, where="arch") -> "Arch":
+        if not isinstance(d, dict):
+            raise UserError(f"{where}: expected a JSON object with {', '.join(GENES)}")
         missing = [g for g in GENES if g not in d]
         if missing:
             raise UserError(f"{where}: missing field(s) {', '.join(missing)}")
+        for gene in ("layers", "hidden"):
+            if isinstance(d[gene], (list, tuple, bool)):
+                raise UserError(f"{where}.{gene}: one value per student, got {d[gene]!r}")
         try:
-            return cls(int(d["layers"]), int(d["heads"]), int(d["hidden"]), float(d["mlp_ratio"]))
+            return cls(int(d["layers"]), d["heads"], int(d["hidden"]), d["mlp_ratio"])
         except (TypeError, ValueError) as e:
-            raise UserError(f"{where}: {e}") from None
+            field_name = str(e).split(":")[0] if str(e).split(":")[0] in GENES else None
+            raise UserError(f"{where}.{field_name}: {str(e).split(': ', 1)[1]}" if field_name else f"{where}: {e}") from None
 
     def key(self) -> str:
-        return f"L{self.layers}-H{self.heads}-D{self.hidden}-R{self.mlp_ratio:g}"
+        """Readable, stable id: `L4-H8-D176-R2.5` (uniform), `L4-D176-H8_8_10_6-R2.5_3_3_2` (per layer).
+
+        Per-layer values are joined by `_`, not `.`, so a ratio's decimal point is never mistaken
+        for a layer boundary (`2.5.3` could be 2.5, 3 or 2, 5.3).
+        """
+        if self.uniform:
+            return f"L{self.layers}-H{self.heads}-D{self.hidden}-R{self.mlp_ratio:g}"
+        heads = "_".join(str(h) for h in self.layer_heads) if isinstance(self.heads, tuple) else str(self.heads)
+        ratios = "_".join(f"{r:g}" for r in self.layer_ratios) if isinstance(self.mlp_ratio, tuple) else f"{self.mlp_ratio:g}"
+        return f"L{self.layers}-D{self.hidden}-H{heads}-R{ratios}"
 
 
 @dataclass(frozen=True)
@@ -104,15 +174,34 @@ class SubSpace:
     heads: list
     hidden: list
     mlp_ratio: list
+    per_layer: tuple = ()  # genes each layer chooses for itself (subset of PER_LAYER_GENES)
 
     def choices(self, gene: str) -> list:
         return getattr(self, gene)
 
-    def candidates(self) -> list:
-        return [Arch(*combo) for combo in itertools.product(self.layers, self.heads, self.hidden, self.mlp_ratio)]
+    def _slots(self, gene: str, layers: int) -> int:
+        """How many values of `gene` a student of `layers` layers chooses."""
+        return layers if gene in self.per_layer else 1
 
     def __len__(self):
-        return len(self.layers) * len(self.heads) * len(self.hidden) * len(self.mlp_ratio)
+        """Exact number of distinct archs (a Python int: per-layer spaces hold 10^12 and more)."""
+        return sum(
+            len(self.hidden) * math.prod(len(self.choices(g)) ** self._slots(g, depth) for g in PER_LAYER_GENES)
+            for depth in self.layers
+        )
+
+    def candidates(self):
+        """Every arch, lazily, in genome order (uniform sub-spaces: layers, heads, hidden, mlp_ratio)."""
+        if not self.per_layer:
+            for combo in itertools.product(self.layers, self.heads, self.hidden, self.mlp_ratio):
+                yield Arch(*combo)
+            return
+        for depth in self.layers:
+            for hidden in self.hidden:
+                heads = itertools.product(self.heads, repeat=self._slots("heads", depth))
+                for h in heads:
+                    for r in itertools.product(self.mlp_ratio, repeat=self._slots("mlp_ratio", depth)):
+                        yield Arch(depth, h if len(h) > 1 else h[0], hidden, r if len(r) > 1 else r[0])
 
     def largest(self) -> Arch:
         return Arch(max(self.layers), max(self.heads), max(self.hidden), max(self.mlp_ratio))
@@ -123,8 +212,77 @@ class SubSpace:
     def max_ffn(self) -> int:
         return max(Arch(1, 1, h, r).ffn for h in self.hidden for r in self.mlp_ratio)
 
+    def check(self, arch: Arch, where: str = "arch"):
+        """Raise a UserError naming the field where `arch` leaves this sub-space."""
+        for gene in ("layers", "hidden"):
+            if getattr(arch, gene) not in self.choices(gene):
+                raise UserError(f"{where}.{gene}: {getattr(arch, gene)} is not among sub-space '{self.name}' choices {self.choices(gene)}")
+        for gene in PER_LAYER_GENES:
+            value = getattr(arch, gene)
+            if isinstance(value, tuple) and gene not in self.per_layer:
+                raise UserError(
+                    f"{where}.{gene}: layers differ ({list(value)}) but sub-space '{self.name}' has no per-layer "
+                    f"{gene} (per_layer: {list(self.per_layer)}); give one value"
+                )
+            for i, v in enumerate(value if isinstance(value, tuple) else (value,)):
+                if v not in self.choices(gene):
+                    at = f"[{i}]" if isinstance(value, tuple) else ""
+                    raise UserError(f"{where}.{gene}{at}: {v:g} is not among sub-space '{self.name}' choices {self.choices(gene)}")
+
     def contains(self, arch: Arch) -> bool:
-        return all(getattr(arch, g) in self.choices(g) for g in GENES)
+        try:
+            self.check(arch)
+        except UserError:
+            return False
+        return True
+
+    def sample(self, rng) -> Arch:
+        """A random arch drawn gene by gene (depth uniform, then each layer's values) from a numpy Generator."""
+        def draw(gene, n=None):
+            options = self.choices(gene)
+            if n is None:
+                return options[rng.integers(len(options))]
+            return tuple(options[i] for i in rng.integers(len(options), size=n))
+
+        layers = draw("layers")
+        heads = draw("heads", layers if "heads" in self.per_layer else None)
+        hidden = draw("hidden")
+        ratio = draw("mlp_ratio", layers if "mlp_ratio" in self.per_layer else None)
+        return Arch(layers, heads, hidden, ratio)
+
+    # ----- genome: integer indices into the choices. Uniform sub-spaces keep [layers, heads, hidden,
+    # mlp_ratio]; per-layer ones are [layers, hidden, h_1..h_Lmax, r_1..r_Lmax] (a gene that is not
+    # per layer takes one slot). Genes past a genome's depth are inactive.
+
+    def _genome_layout(self) -> list:
+        if not self.per_layer:
+            return [(g, 0) for g in GENES]
+        depth = max(self.layers)
+        return [("layers", 0), ("hidden", 0)] + [
+            (g, i) for g in PER_LAYER_GENES for i in range(depth if g in self.per_layer else 1)
+        ]
+
+    def genome_sizes(self) -> list:
+        return [len(self.choices(g)) for g, _ in self._genome_layout()]
+
+    def decode(self, x) -> Arch:
+        values = {}
+        for (gene, _), v in zip(self._genome_layout(), x):
+            values.setdefault(gene, []).append(self.choices(gene)[int(round(float(v)))])
+        layers = values["layers"][0]
+        per = {g: (tuple(values[g][:layers]) if g in self.per_layer else values[g][0]) for g in PER_LAYER_GENES}
+        return Arch(layers, per["heads"], values["hidden"][0], per["mlp_ratio"])
+
+    def encode(self, arch: Arch) -> list:
+        """The canonical genome of `arch`: inactive genes are 0, so equal archs have equal genomes."""
+        out = []
+        for gene, slot in self._genome_layout():
+            if gene in PER_LAYER_GENES:
+                values = getattr(arch, "layer_heads" if gene == "heads" else "layer_ratios")
+                out.append(self.choices(gene).index(values[slot]) if slot < arch.layers else 0)
+            else:
+                out.append(self.choices(gene).index(getattr(arch, gene)))
+        return out
 
 
 @dataclass
@@ -197,7 +355,8 @@ class SearchSpace:
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
         d["subspaces"] = {
-            s.name: {g: list(s.choices(g)) for g in GENES} for s in self.subspaces.values()
+            s.name: {g: list(s.choices(g)) for g in GENES} | ({"per_layer": list(s.per_layer)} if s.per_layer else {})
+            for s in self.subspaces.values()
         }
         return d
 
@@ -220,6 +379,18 @@ def _positive_numbers(values, where):
     return out
 
 
+def _parse_per_layer(genes, lists, where) -> tuple:
+    genes = genes if isinstance(genes, list) else [genes]
+    for gene in genes:
+        if gene not in PER_LAYER_GENES:
+            raise UserError(f"{where}.per_layer: unknown gene {gene!r} (per-layer genes: {', '.join(PER_LAYER_GENES)})")
+        if len(lists[gene]) < 2:
+            raise UserError(f"{where}.per_layer: '{gene}' has one choice, so there is nothing to choose per layer")
+    if len(set(genes)) != len(genes):
+        raise UserError(f"{where}.per_layer: a gene is listed twice")
+    return tuple(g for g in PER_LAYER_GENES if g in genes)  # one canonical order
+
+
 def parse_space(data, source="<memory>") -> SearchSpace:
     check_mapping(data, source, TOP_LEVEL_KEYS, ("name", "head_dim", "subspaces"), "a YAML mapping (a search space)")
     head_dim = data["head_dim"]
@@ -239,7 +410,7 @@ def parse_space(data, source="<memory>") -> SearchSpace:
         where = f"{source}: subspaces.{name}"
         if name == "all":
             raise UserError(f"{where}: 'all' is reserved (it means every sub-space)")
-        check_mapping(spec, where, GENES, (), f"a mapping with keys {', '.join(GENES)}")
+        check_mapping(spec, where, SUBSPACE_KEYS, (), f"a mapping with keys {', '.join(GENES)} (and optionally per_layer)")
         lists = {}
         for gene in GENES:
             values = spec.get(gene)
@@ -251,7 +422,7 @@ def parse_space(data, source="<memory>") -> SearchSpace:
                 raise UserError(f"{where}.{gene}: empty choice list")
             check = _positive_numbers if gene == "mlp_ratio" else _positive_ints
             lists[gene] = sorted(set(check(values, f"{where}.{gene}")))
-        subspaces[str(name)] = SubSpace(name=str(name), **lists)
+        subspaces[str(name)] = SubSpace(name=str(name), **lists, per_layer=_parse_per_layer(spec.get("per_layer", []), lists, where))
     return SearchSpace(
         name=str(data["name"]), head_dim=head_dim, seq_len=seq_len, subspaces=subspaces, source=str(source), **extras
     )

@@ -1,4 +1,4 @@
-"""Per-sub-space summary: how many candidates and the range of their params and FLOPs."""
+"""Per-sub-space summary: how many candidates and the range of their params and FLOPs (analytic)."""
 
 from autodistil_evo.spaces.cost import count_flops, count_params
 from autodistil_evo.spaces.space import SearchSpace, TeacherShape
@@ -9,17 +9,16 @@ def subspace_stats(space: SearchSpace, teacher: TeacherShape = None, seq_len: in
     seq_len = seq_len or space.seq_len
     rows = []
     for sub in space.subspaces.values():
-        candidates = sub.candidates()
-        params = [count_params(a, dims) for a in candidates]
-        flops = [count_flops(a, dims, seq_len) for a in candidates]
+        # cost grows with every gene: the extremes are the smallest and the largest arch
+        small, large = sub.smallest(), sub.largest()
         rows.append(
             {
                 "subspace": sub.name,
-                "candidates": len(candidates),
-                "params_min": min(params),
-                "params_max": max(params),
-                "flops_min": min(flops),
-                "flops_max": max(flops),
+                "candidates": len(sub),
+                "params_min": count_params(small, dims),
+                "params_max": count_params(large, dims),
+                "flops_min": count_flops(small, dims, seq_len),
+                "flops_max": count_flops(large, dims, seq_len),
             }
         )
     return rows

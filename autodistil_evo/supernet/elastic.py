@@ -3,8 +3,8 @@
 In the style of once-for-all's elastic modules: each module is an ordinary torch module built
 at the sub-space's largest shape; `SuperLM.set_active(arch)` chooses a subnet and the forward
 pass computes only that subnet's slice of every weight (first-k slicing: the first `hidden`
-channels, the first `heads` heads, the first `ffn` FFN units), so its cost tracks the subnet's
-FLOPs. `SuperLM.extract(arch)` returns a standalone student holding copies of those slices.
+channels, the first `heads` heads, the first `ffn` FFN units, each chosen per layer where the
+arch is per layer), so its cost tracks the subnet's FLOPs. `SuperLM.extract(arch)` returns a standalone student holding copies of those slices.
 
 Depth: the SuperLM has L layers; a subnet of depth d uses SuperLM layers floor(i*L/d) for
 i < d (uniform stride, as AutoDistil's reference implementation). The SuperLM's own layers are
@@ -36,12 +36,13 @@ def first_k_slice(source: torch.Tensor, shape) -> torch.Tensor:
 
 
 def student_config(arch: Arch, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.1, attention_dropout=None, pad_token_id=0):
-    """Config of a standalone student: a BertConfig where BERT can express it, else StudentConfig."""
+    """Config of a standalone student: a BertConfig where BERT can express it (uniform, Q/K/V width ==
+    hidden), else a StudentConfig, whose heads and FFN size are lists where they vary by layer."""
     common = dict(
         vocab_size=dims.vocab_size,
         hidden_size=arch.hidden,
         num_hidden_layers=arch.layers,
-        num_attention_heads=arch.heads,
+        num_attention_heads=arch.to_dict()["heads"],
         intermediate_size=arch.ffn,
         hidden_act="gelu",
         hidden_dropout_prob=dropout,
@@ -51,7 +52,7 @@ def student_config(arch: Arch, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.
         layer_norm_eps=layer_norm_eps,
         pad_token_id=pad_token_id,
     )
-    if arch.heads * dims.head_dim == arch.hidden:
+    if arch.uniform and arch.heads * dims.head_dim == arch.hidden:
         config = BertConfig(**common)
         config._attn_implementation = "eager"
         return config
@@ -209,7 +210,6 @@ class SuperLM(nn.Module):
         state and pooled output are None: that is all relation distillation needs.
         """
         arch = self.active
-        width = arch.heads * self.dims.head_dim
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
@@ -218,13 +218,14 @@ class SuperLM(nn.Module):
         additive_mask = extended_attention_mask(attention_mask, hidden_states.dtype)
         layer_ids = self.active_layers()
         qkv = None
-        for position, index in enumerate(layer_ids):
+        for position, (index, heads, ffn) in enumerate(zip(layer_ids, arch.layer_heads, arch.layer_ffn)):
             layer = self.encoder.layer[index]
+            width = heads * self.dims.head_dim
             if position == len(layer_ids) - 1:
                 qkv = layer.qkv(hidden_states, width)
                 if stop_at_last_qkv:
                     return None, None, qkv
-            hidden_states = layer(hidden_states, additive_mask, width, arch.ffn, qkv=qkv)
+            hidden_states = layer(hidden_states, additive_mask, width, ffn, qkv=qkv)
         pooled = torch.tanh(self.pooler.dense(hidden_states[:, 0], arch.hidden))
         return hidden_states, pooled, qkv
 

@@ -6,6 +6,10 @@ This file defines the smallest change to BERT that can: a `head_dim` field in th
 Parameter names follow `BertModel` exactly, so a student whose Q/K/V width equals its
 hidden size loads into `BertModel` unchanged.
 
+Heterogeneous students (each layer with its own heads and FFN size, as OpenELM's per-layer head
+counts or Gemma3n's per-layer `intermediate_size`) keep `num_attention_heads` and
+`intermediate_size` as lists of one value per layer; an int means every layer.
+
 The file is self-contained (imports only torch and transformers) because exported student
 folders ship a copy of it for `trust_remote_code=True` loading without autodistil-evo.
 """
@@ -55,6 +59,15 @@ class StudentConfig(PretrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.classifier_dropout = classifier_dropout
 
+    def _of_layer(self, value, index):
+        return value[index] if isinstance(value, (list, tuple)) else value
+
+    def layer_heads(self, index: int) -> int:
+        return self._of_layer(self.num_attention_heads, index)
+
+    def layer_intermediate_size(self, index: int) -> int:
+        return self._of_layer(self.intermediate_size, index)
+
 
 def extended_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[batch, seq] 1/0 mask -> additive [batch, 1, 1, seq] mask, as BERT's eager attention uses."""
@@ -94,9 +107,9 @@ class StudentEmbeddings(nn.Module):
 
 
 class StudentSelfAttention(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, index):
         super().__init__()
-        width = config.num_attention_heads * config.head_dim
+        width = config.layer_heads(index) * config.head_dim
         self.head_dim = config.head_dim
         self.query = nn.Linear(config.hidden_size, width)
         self.key = nn.Linear(config.hidden_size, width)
@@ -116,16 +129,16 @@ class StudentAttentionOutput(nn.Module):
 
 
 class StudentAttention(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, index):
         super().__init__()
-        self.self = StudentSelfAttention(config)
-        self.output = StudentAttentionOutput(config, config.num_attention_heads * config.head_dim)
+        self.self = StudentSelfAttention(config, index)
+        self.output = StudentAttentionOutput(config, config.layer_heads(index) * config.head_dim)
 
 
 class StudentIntermediate(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, index):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = nn.Linear(config.hidden_size, config.layer_intermediate_size(index))
         self.act = ACT2FN[config.hidden_act]
 
     def forward(self, hidden_states):
@@ -133,11 +146,11 @@ class StudentIntermediate(nn.Module):
 
 
 class StudentLayer(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, index):
         super().__init__()
-        self.attention = StudentAttention(config)
-        self.intermediate = StudentIntermediate(config)
-        self.output = StudentAttentionOutput(config, config.intermediate_size)
+        self.attention = StudentAttention(config, index)
+        self.intermediate = StudentIntermediate(config, index)
+        self.output = StudentAttentionOutput(config, config.layer_intermediate_size(index))
 
     def forward(self, hidden_states, additive_mask):
         attn = self.attention.self
@@ -179,7 +192,7 @@ class StudentModel(StudentPreTrainedModel):
         super().__init__(config)
         self.embeddings = StudentEmbeddings(config)
         self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(StudentLayer(config) for _ in range(config.num_hidden_layers))
+        self.encoder.layer = nn.ModuleList(StudentLayer(config, i) for i in range(config.num_hidden_layers))
         self.pooler = StudentPooler(config) if add_pooling_layer else None
         self.post_init()
 
