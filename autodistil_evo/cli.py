@@ -292,9 +292,11 @@ def export(source, student_id, arch_json, out_dir, force):
 @click.option("--max-len", type=click.IntRange(min=8), default=64, show_default=True)
 @click.option("--max-train", type=click.IntRange(min=1), default=None, help="Use at most this many training examples.")
 @click.option("--seed", type=int, default=None)
+@click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (one object per model).")
 @click.pass_context
-def finetune(ctx, model_dirs, task, train_csv, eval_csv, text_column, label_column, epochs, batch_size, lr, max_len, max_train, seed, as_json):
+def finetune(ctx, model_dirs, task, train_csv, eval_csv, text_column, label_column, epochs, batch_size, lr, max_len, max_train, seed,
+             trust_remote_code, as_json):
     """Fine-tune model folders (students, teacher) for sequence classification; compare accuracy.
 
     MODEL_DIRS are Hugging Face BERT-family folders, or embedded:all-MiniLM-L6-v2 for the teacher.
@@ -309,7 +311,8 @@ def finetune(ctx, model_dirs, task, train_csv, eval_csv, text_column, label_colu
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, disable=as_json) as progress:
         for model_dir in model_dirs:
-            result = run_finetune(model_dir, splits, epochs, batch_size, lr, max_len, max_train, _seed(ctx, seed), progress)
+            result = run_finetune(model_dir, splits, epochs, batch_size, lr, max_len, max_train, _seed(ctx, seed), progress,
+                                  trust_remote_code)
             result["task"] = task if not train_csv else f"{train_csv} -> {eval_csv}"
             results.append(result)
     if as_json:
@@ -328,12 +331,13 @@ def finetune(ctx, model_dirs, task, train_csv, eval_csv, text_column, label_colu
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seq-len", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(model_dirs, batch, seq_len, repeats, as_json):
+def bench(model_dirs, batch, seq_len, repeats, trust_remote_code, as_json):
     """Measured forward latency (median after warm-up) and throughput of model folders."""
     from autodistil_evo.export.bench import bench_models
 
-    rows = bench_models(model_dirs, batch, seq_len, repeats)
+    rows = bench_models(model_dirs, batch, seq_len, repeats, trust_remote_code)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -197,3 +197,24 @@ def test_finetune_bad_csv(tmp_path, search):
     (tmp_path / "t.csv").write_text("sentence,y\nhello,1\n")
     out = run_cli("finetune", search / "run", "--train", tmp_path / "t.csv", "--eval", tmp_path / "t.csv", expect=2)
     assert "missing column(s) text, label" in out
+
+
+def test_only_our_own_model_code_runs(tmp_path, search):
+    """A folder whose model file is not our StudentModel file never runs unless the user trusts it."""
+    import shutil
+
+    student = tmp_path / "student"
+    run_cli("export", search / "run", "--arch", json.dumps({"subspace": "small", "layers": 1, "heads": 2, "hidden": 16,
+            "mlp_ratio": 1.0}), "--out", student)
+    assert json.loads(run_cli("bench", student, "--repeats", 1, "--seq-len", 16, "--json"))[0]["latency_ms"] > 0  # ours: allowed
+    hostile = tmp_path / "hostile"
+    shutil.copytree(student, hostile)
+    marker = tmp_path / "marker"
+    code = (hostile / "modeling_student.py").read_text()
+    (hostile / "modeling_student.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n" + code)
+    for command in (["bench", hostile, "--repeats", 1, "--seq-len", 16], ["finetune", hostile, "--max-train", 8]):
+        out = run_cli(*command, expect=2)
+        assert "refused to run the folder's own code (modeling_student.py)" in out and "--trust-remote-code" in out
+        assert not marker.exists()
+    run_cli("bench", hostile, "--repeats", 1, "--seq-len", 16, "--trust-remote-code")
+    assert marker.read_text() == "ran"  # the gate, not something else, kept it from running

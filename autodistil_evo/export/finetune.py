@@ -16,6 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from autodistil_evo.data import LabelledSplits, sentiment_task
 from autodistil_evo.errors import UserError
+from autodistil_evo.export.trust import allow_remote_code
 
 TASKS = ("rotten-tomatoes",)
 
@@ -63,17 +64,18 @@ def accuracy(model, tokenizer, rows, batch_size, max_len) -> float:
 
 
 def finetune(model_dir, splits: LabelledSplits, epochs=1, batch_size=32, lr=1e-4, max_len=64, max_train=None,
-             seed=0, progress=None) -> dict:
+             seed=0, progress=None, trust_remote_code=False) -> dict:
     from autodistil_evo.teacher import resolve_teacher
 
     path = resolve_teacher(model_dir)
     if not (Path(path) / "config.json").is_file():
         raise UserError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+    remote_code = allow_remote_code(model_dir, path, trust_remote_code)
     torch.manual_seed(seed)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=len(splits.labels), trust_remote_code=True
+            path, num_labels=len(splits.labels), trust_remote_code=remote_code
         )
     except (OSError, ValueError) as e:
         raise UserError(f"{model_dir}: cannot load for sequence classification ({str(e).splitlines()[0]})") from None

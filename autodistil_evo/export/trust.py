@@ -1,0 +1,52 @@
+"""Which model folders may run their own Python: only our StudentModel file, or what the user trusts.
+
+A Hugging Face folder whose config names classes through `auto_map` is loaded by importing the
+folder's Python files (`trust_remote_code=True`). `bench` and `finetune` allow that only when
+every such file is byte-identical to this package's `modeling_student.py` (sha256), or when the
+user passes `--trust-remote-code`; anything else is refused before any of the folder's code runs.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from autodistil_evo.errors import UserError
+from autodistil_evo.supernet import modeling_student
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _code_files(folder: Path) -> set:
+    """The .py files the folder's config.json / tokenizer_config.json point at through `auto_map`."""
+    files = set()
+    for name in ("config.json", "tokenizer_config.json"):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            auto_map = json.loads(path.read_text()).get("auto_map") or {}
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        refs = [r for value in auto_map.values() for r in (value if isinstance(value, list) else [value]) if r]
+        # "module.Class", or "repo--module.Class" (code fetched from another repository)
+        files.update(ref if "--" in ref else ref.rsplit(".", 1)[0] + ".py" for ref in refs)
+    return files
+
+
+def allow_remote_code(model_dir, folder, trust_remote_code: bool = False) -> bool:
+    """The `trust_remote_code` to load `folder` with; raises UserError where its code must not run."""
+    files = _code_files(Path(folder))
+    if not files:
+        return False
+    if trust_remote_code:
+        return True
+    ours = _sha256(Path(modeling_student.__file__))
+    foreign = sorted(f for f in files if "--" in f or not (Path(folder) / f).is_file() or _sha256(Path(folder) / f) != ours)
+    if foreign:
+        raise UserError(
+            f"{model_dir}: refused to run the folder's own code ({', '.join(foreign)}): it is not autodistil-evo's "
+            "StudentModel file; pass --trust-remote-code if you trust this folder"
+        )
+    return True
