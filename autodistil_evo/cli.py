@@ -207,8 +207,8 @@ def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, step
 @click.option("--objectives", default="loss,flops", show_default=True, help="Comma list of loss, flops, params, latency.")
 @click.option("--constraint", "constraints", multiple=True, help="Bound such as 'flops<=2e9', 'params<=10e6', 'latency_ms<=5' (repeatable).")
 @click.option("--algorithm", type=click.Choice(["nsga2", "random", "exhaustive"]), default="nsga2", show_default=True)
-@click.option("--operators", type=click.Choice(["sbx-pm", "ux-reset"]), default="sbx-pm", show_default=True,
-              help="NSGA-II variation: SBX + polynomial mutation, or uniform crossover + random-reset mutation.")
+@click.option("--operators", type=click.Choice(["ux-reset", "sbx-pm"]), default="ux-reset", show_default=True,
+              help="NSGA-II variation: uniform crossover + random-reset mutation, or SBX + polynomial mutation.")
 @click.option("--eval-samples", type=int, default=64, show_default=True, help="Held-out blocks in the proxy set.")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume", is_flag=True, help="Continue the search in --out.")

@@ -16,7 +16,7 @@ from autodistil_evo.distill.artifact import load_superlm, trained_subspaces
 from autodistil_evo.errors import UserError
 from autodistil_evo.faults import maybe_die
 from autodistil_evo.fileio import directory_lock, prepare_output_dir, read_json, write_json, write_jsonl
-from autodistil_evo.search.algorithms import ALGORITHMS, OPERATORS, make_search
+from autodistil_evo.search.algorithms import ALGORITHMS, DEFAULT_OPERATORS, OPERATORS, make_search
 from autodistil_evo.search.evaluator import ProxyEvaluator
 from autodistil_evo.search.pareto import front_row, hypervolume, non_dominated, plot_front, write_front
 from autodistil_evo.search.problem import BOUND_NAMES, COLUMN, OBJECTIVES, SubspaceProblem
@@ -33,7 +33,7 @@ class SearchSettings:
     objectives: list = field(default_factory=lambda: ["loss", "flops"])
     constraints: list = field(default_factory=list)
     algorithm: str = "nsga2"
-    operators: str = "sbx-pm"
+    operators: str = DEFAULT_OPERATORS
     eval_samples: int = 64
     seed: int = 0
     resume: bool = False
