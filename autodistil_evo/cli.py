@@ -77,11 +77,11 @@ def info(teacher, corpus, seq_len, heldout_fraction):
     """Versions, the teacher's shape and the corpus' size."""
     from importlib.metadata import version
 
-    from autodistil_evo.data import build_corpus
+    from autodistil_evo.data import build_corpus, corpus_progress
     from autodistil_evo.teacher import load_teacher, teacher_param_count
 
     loaded = load_teacher(teacher)
-    packed = build_corpus(list(corpus), loaded.tokenizer, seq_len, heldout_fraction)
+    packed = build_corpus(list(corpus), loaded.tokenizer, seq_len, heldout_fraction, progress=corpus_progress(err_console))
     s = loaded.shape
     rows = [
         ("autodistil-evo", __version__),
@@ -93,8 +93,31 @@ def info(teacher, corpus, seq_len, heldout_fraction):
         ("corpus tokens", f"{packed.tokens:,}"),
         ("train", f"{packed.train_documents:,} documents -> {len(packed.train):,} blocks of {seq_len}"),
         ("held-out", f"{packed.heldout_documents:,} documents -> {len(packed.heldout):,} blocks of {seq_len}"),
+        ("prepared store", str(packed.path)),
     ]
     console.print(_table("autodistil-evo info", ["what", "value"], rows))
+
+
+@main.command()
+@click.option("--recipe", "recipe_file", default=None, help="Take teacher, corpus, seq_len and held-out fraction from a recipe.")
+@click.option("--teacher", default=None, help="Override the recipe's teacher (its tokenizer is used).")
+@click.option("--corpus", multiple=True, help="Override the recipe's corpus (files or dataset names).")
+def prepare(recipe_file, teacher, corpus):
+    """Tokenise and pack a corpus into its on-disk store once, ahead of `train` (e.g. before a multi-node run)."""
+    from dataclasses import replace
+
+    from autodistil_evo.data import build_corpus, corpus_progress
+    from autodistil_evo.distill.recipe import load_recipe
+    from autodistil_evo.teacher import load_teacher
+
+    recipe = load_recipe(recipe_file or str(DEFAULT_RECIPE))
+    if corpus:
+        recipe = replace(recipe, corpus=list(corpus))
+    loaded = load_teacher(teacher or recipe.teacher_name)
+    packed = build_corpus(recipe.corpus, loaded.tokenizer, recipe.seq_len, recipe.heldout_fraction,
+                          progress=corpus_progress(err_console))
+    console.print(f"prepared {packed.tokens:,} tokens: {len(packed.train):,} train and {len(packed.heldout):,} held-out "
+                  f"blocks of {recipe.seq_len} in {packed.path}")
 
 
 @main.group()

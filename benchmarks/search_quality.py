@@ -19,7 +19,7 @@ import torch
 from common import WORK, ensure_run
 from report import command, machine, markdown_table, write_results, write_section
 
-from autodistil_evo.data import build_corpus
+from autodistil_evo.data import open_run_corpus, proxy_sample
 from autodistil_evo.distill.artifact import load_superlm
 from autodistil_evo.search.algorithms import make_search
 from autodistil_evo.search.evaluator import ProxyEvaluator
@@ -88,7 +88,8 @@ def main():
     from autodistil_evo.teacher import load_teacher
 
     teacher = load_teacher(meta["teacher"]["spec"])
-    heldout = build_corpus(meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"]).heldout[: args.eval_samples]
+    packed = open_run_corpus(meta.get("corpus_store"), meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"])
+    heldout = proxy_sample(packed.heldout, args.eval_samples)  # the proxy set `evolve` uses
     evaluator = ProxyEvaluator(trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"])
     dims = trained.space.dims(trained.teacher_shape)
     problem = SubspaceProblem(sub, dims, trained.space.seq_len, evaluator, OBJECTIVES, [])
@@ -160,7 +161,7 @@ def main():
         "search_quality",
         f"## Search quality (per-layer space)\n\nMachine: {machine()}. Sub-space `{args.subspace}` of "
         f"`spaces/minilm-l6-layerwise.yaml` ({len(sub):,} archs), SuperLM trained by the quickstart recipe "
-        f"({meta['step']} steps); proxy set {len(heldout)} held-out blocks of {meta['seq_len']} tokens; objectives proxy "
+        f"({meta['step']} steps); proxy set {len(heldout)} held-out blocks of {meta['seq_len']} tokens (seeded uniform sample, as `evolve`); objectives proxy "
         f"loss x FLOPs; population {args.population}; seeds 0-{args.seeds - 1}. HV is measured against the best-known "
         f"front (union of every run's {len(union):,} distinct archs and the 128 uniform ones) with one reference point "
         f"(1.1 x the worst value of each objective in that union). One evaluation: {uniform_seconds * 1e3:.0f} ms; "

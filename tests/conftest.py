@@ -85,6 +85,7 @@ def corpus_file(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _datasets_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf-datasets"))
+    monkeypatch.setenv("AUTODISTIL_EVO_CACHE", str(tmp_path_factory.getbasetemp() / "corpora"))
 
 
 REPO = Path(__file__).resolve().parent.parent

@@ -177,7 +177,7 @@ CASES = {
     "train: out is a file": (lambda t, c: ["train", "--recipe", c["recipe"], "--out", _write(t, "out", "x"), "--steps", 0],
                              "run directory is a file", "out"),
     "train: resume changed problem": (lambda t, c: ["train", "--recipe", _recipe(t, c, seq_len=16), "--out", c["killed"],
-                                                    "--subspace", "small", "--resume"], "the run differs in: seq_len", "killed"),
+                                                    "--subspace", "small", "--resume"], "the run differs in: corpus_fingerprint, seq_len", "killed"),
     # search
     "evolve: truncated SuperLM": (lambda t, c: ["evolve", _copy_run(t, c, lambda r: _truncate(r / "big" / "superlm.safetensors")),
                                                 "--out", t / "out"], "does not match the sha256", "out"),

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from autodistil_evo import __version__
+from autodistil_evo.data import PackedCorpus, permute
 from autodistil_evo.distill import checkpoint as ckpt
 from autodistil_evo.distill.artifact import save_superlm
 from autodistil_evo.distill.loss import relation_loss
@@ -48,13 +49,15 @@ def sandwich(subspace: SubSpace, seed: int, step: int, n_random: int) -> list:
 
 
 def step_samples(step: int, per_step: int, n_samples: int, seed: int) -> torch.Tensor:
-    """Indices of the global batch of `step`: epochs are seeded permutations of the training blocks."""
-    positions = range(step * per_step, (step + 1) * per_step)
-    epochs = {g // n_samples for g in positions}
-    permutations = {
-        e: torch.randperm(n_samples, generator=torch.Generator().manual_seed(seed * 1_000_003 + e)) for e in epochs
-    }
-    return torch.stack([permutations[g // n_samples][g % n_samples] for g in positions])
+    """Indices of the global batch of `step`: each epoch is a seeded permutation of the training
+    blocks, evaluated only at this step's positions (O(batch), whatever the corpus size)."""
+    positions = np.arange(step * per_step, (step + 1) * per_step)
+    epochs, offsets = positions // n_samples, positions % n_samples
+    out = np.empty(per_step, dtype=np.int64)
+    for epoch in np.unique(epochs):
+        here = epochs == epoch
+        out[here] = permute(offsets[here], n_samples, seed * 1_000_003 + int(epoch))
+    return torch.from_numpy(out)
 
 
 def _plot_losses(metrics: list, path: Path, title: str):
@@ -87,7 +90,8 @@ class _StopRequest:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher: Teacher, step: int, teacher_spec) -> dict:
+def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher: Teacher, step: int, teacher_spec,
+                 corpus_store: dict) -> dict:
     return {
         "schema": 1,
         "package_version": __version__,
@@ -100,6 +104,7 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "seq_len": recipe.seq_len,
         "heldout_fraction": recipe.heldout_fraction,
         "corpus": list(recipe.corpus),
+        "corpus_store": corpus_store,
         "relation_heads": recipe.relation_heads,
         "teacher_layer": recipe.teacher_layer,
         "dropout": recipe.dropout,
@@ -108,9 +113,10 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
     }
 
 
-def _identity(recipe, space, subspace, teacher_shape, global_batch) -> dict:
-    """What must not change between a run and its resume."""
+def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint) -> dict:
+    """What must not change between a run and its resume (the data too: its store's fingerprint)."""
     return {
+        "corpus_fingerprint": corpus_fingerprint,
         "space": space.to_dict(),
         "subspace": subspace.name,
         "teacher_shape": asdict(teacher_shape),
@@ -128,7 +134,7 @@ def train_subspace(
     space: SearchSpace,
     subspace: SubSpace,
     teacher: Teacher,
-    train_blocks: torch.Tensor,
+    packed: PackedCorpus,
     out_dir: Path,
     settings: TrainSettings,
     teacher_spec: str,
@@ -143,7 +149,8 @@ def train_subspace(
     ckpt_dir = out_dir / "checkpoints"
     metrics_file = out_dir / "metrics.jsonl"
     per_step = recipe.micro_batch * recipe.accumulation * world
-    identity = _identity(recipe, space, subspace, teacher.shape, per_step)
+    identity = _identity(recipe, space, subspace, teacher.shape, per_step, packed.fingerprint)
+    train_blocks = packed.train
 
     torch.manual_seed(recipe.seed)
     superlm = SuperLM(
@@ -279,7 +286,7 @@ def train_subspace(
     if interrupted:
         return {"subspace": subspace.name, "step": step, "interrupted": True}
     if is_main:
-        meta = superlm_meta(recipe, space, subspace, teacher, step, teacher_spec)
+        meta = superlm_meta(recipe, space, subspace, teacher, step, teacher_spec, packed.record())
         save_superlm(out_dir, superlm, meta)
         if metrics:
             _plot_losses(metrics, out_dir / "loss.png", f"SuperLM '{subspace.name}' of {space.name}")
@@ -331,7 +338,7 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
 
 def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir, teacher_spec, settings: TrainSettings, console):
     """`autodistil-evo train`: each selected sub-space's SuperLM in turn, into RUN_DIR/<subspace>/."""
-    from autodistil_evo.data import build_corpus
+    from autodistil_evo.data import build_corpus, corpus_progress
     from autodistil_evo.fileio import check_output_dir, directory_lock, prepare_output_dir
     from autodistil_evo.teacher import load_teacher
 
@@ -344,13 +351,15 @@ def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir
     space.validate_against(teacher.shape)
     if teacher_spec == recipe.teacher_name and replace(teacher.shape, name="") != replace(recipe.teacher_shape(), name=""):
         raise UserError(f"{recipe.source}: teacher: recorded shape differs from the loaded teacher {teacher.source}")
-    packed = build_corpus(recipe.corpus, teacher.tokenizer, recipe.seq_len, recipe.heldout_fraction)
+    packed = build_corpus(recipe.corpus, teacher.tokenizer, recipe.seq_len, recipe.heldout_fraction,
+                          progress=corpus_progress(console) if rank == 0 else None,
+                          warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
     run_dir = prepare_output_dir(run_dir, "run directory")
     results = []
     lock = directory_lock(run_dir, warn=console.print) if rank == 0 else nullcontext()
     with lock:
         for sub in subspaces:
-            result = train_subspace(recipe, space, sub, teacher, packed.train, run_dir / sub.name, settings, teacher_spec, console)
+            result = train_subspace(recipe, space, sub, teacher, packed, run_dir / sub.name, settings, teacher_spec, console)
             results.append(result)
             if result["interrupted"]:
                 break

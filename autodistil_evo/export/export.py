@@ -121,7 +121,7 @@ def _teacher_weights_hash(teacher_source: str) -> str:
 
 
 def export_student(source, out_dir, student_id=None, arch_json=None, force=False, log=print) -> dict:
-    from autodistil_evo.data import build_corpus
+    from autodistil_evo.data import open_run_corpus
     from autodistil_evo.teacher import load_teacher
 
     out_dir = Path(out_dir)
@@ -137,7 +137,10 @@ def export_student(source, out_dir, student_id=None, arch_json=None, force=False
     dims = trained.space.dims(trained.teacher_shape)
     student_name = student_id or f"{trained.subspace.name}-{arch.key()}"
 
-    heldout = build_corpus(meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"]).heldout[:4]
+    packed = open_run_corpus(meta.get("corpus_store"), meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"])
+    heldout = packed.heldout[:4]
+    if len(heldout) == 0:
+        raise UserError(f"{packed.path}: the run's corpus has no held-out block to verify the export on")
     texts = teacher.tokenizer.batch_decode(heldout, skip_special_tokens=True)
     texts[-1] = texts[-1][: len(texts[-1]) // 3]  # a shorter text, so padding is checked too
     batch = _verification_batch(teacher.tokenizer, texts)

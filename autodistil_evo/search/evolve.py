@@ -60,7 +60,21 @@ def _identity(settings: SearchSettings, superlms: list) -> dict:
     d.pop("generations")
     d.pop("resume")
     d["superlms"] = {t.subspace.name: t.meta["sha256"] for t in superlms}
+    d["proxy_set"] = "seeded uniform sample (seed 0) of the held-out blocks"  # before 0.2: the first N blocks
     return d
+
+
+def _common_data(superlms) -> dict:
+    """The SuperLMs of one search must share the teacher and the data their proxy loss is measured on."""
+    first = superlms[0]
+    for other in superlms[1:]:
+        for what, value in (("teacher", lambda m: m["teacher"]["spec"]),
+                            ("corpus", lambda m: (m.get("corpus_store") or {}).get("fingerprint", m["corpus"])),
+                            ("seq_len", lambda m: m["seq_len"])):
+            if value(other.meta) != value(first.meta):
+                raise UserError(f"{other.path}: trained with another {what} than {first.path} "
+                                f"({value(other.meta)!r} vs {value(first.meta)!r}); search them separately")
+    return first.meta
 
 
 def _analytic_minimum(trained, bound):
@@ -91,7 +105,7 @@ def _infeasible_message(rows, bounds) -> str:
 
 
 def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
-    from autodistil_evo.data import build_corpus
+    from autodistil_evo.data import open_run_corpus, proxy_sample
     from autodistil_evo.distributed import init_distributed
     from autodistil_evo.teacher import load_teacher
 
@@ -105,6 +119,11 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
         if not folders:
             raise UserError(f"{run_dir}: no trained SuperLM for sub-space '{settings.subspace}'")
     superlms = [load_superlm(f) for f in folders]
+    meta = _common_data(superlms)
+    teacher = load_teacher(meta["teacher"]["spec"])
+    packed = open_run_corpus(meta.get("corpus_store"), meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"])
+    heldout = proxy_sample(packed.heldout, settings.eval_samples)
+
     search_dir = prepare_output_dir(search_dir, "search directory")
     identity = _identity(settings, superlms)
     identity_file = search_dir / "search.json"
@@ -115,13 +134,6 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
         differs = [k for k in sorted(set(identity) | set(previous)) if identity.get(k) != previous.get(k)]
         if differs:
             raise UserError(f"{identity_file}: cannot resume, the problem differs in: {', '.join(differs)}")
-
-    meta = superlms[0].meta
-    teacher = load_teacher(meta["teacher"]["spec"])
-    heldout = build_corpus(meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"]).heldout
-    heldout = heldout[: settings.eval_samples]
-    if len(heldout) == 0:
-        raise UserError(f"the corpus {meta['corpus']} has no held-out block of {meta['seq_len']} tokens; add text")
 
     lock = directory_lock(search_dir, warn=log) if is_main else nullcontext()
     all_rows, summaries = {}, []

@@ -1,0 +1,207 @@
+"""The prepared corpus store: same blocks as the in-memory path, flat memory, damage detected,
+the proxy sample, O(batch) step indices, and the data as part of a run's identity."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+from helpers import run_cli
+
+from autodistil_evo.data import build_corpus, load_texts, pack, permute, proxy_sample, split_texts, tokenize
+from autodistil_evo.distill.trainer import step_samples
+from autodistil_evo.errors import UserError
+from autodistil_evo.teacher import load_teacher
+
+
+def in_memory(corpus, tokenizer, seq_len, fraction):
+    """The data path before the store (kept here as the reference): everything in Python memory."""
+    train, heldout = split_texts(load_texts(corpus), fraction)
+    ids = tokenizer.cls_token_id, tokenizer.sep_token_id
+    return pack(tokenize(train, tokenizer)["input_ids"], seq_len, *ids), pack(tokenize(heldout, tokenizer)["input_ids"], seq_len, *ids)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_teacher(None).tokenizer
+
+
+@pytest.mark.parametrize("which", ["embedded", "multi-file"])
+def test_store_yields_the_in_memory_blocks(tokenizer, corpus_file, tmp_path, which):
+    if which == "embedded":
+        corpus, seq_len, fraction = None, 64, 0.05
+    else:
+        other = tmp_path / "other.jsonl"
+        other.write_text("".join(json.dumps({"text": f"line {i}: " + "word " * (i % 37)}) + "\n" for i in range(800)))
+        corpus, seq_len, fraction = [str(corpus_file), str(other)], 32, 0.1
+    packed = build_corpus(corpus, tokenizer, seq_len, fraction)
+    train, heldout = in_memory(corpus, tokenizer, seq_len, fraction)
+    assert len(train) > 100 and len(heldout) > 5
+    assert torch.equal(packed.train[:], train) and torch.equal(packed.heldout[:], heldout)
+    assert packed.train[np.array([3, 1])].tolist() == train[[3, 1]].tolist()
+    assert np.memmap(packed.path / "train.bin", dtype=np.uint16).size == train.numel()  # 2 bytes a token
+    again = build_corpus(corpus, tokenizer, seq_len, fraction)  # reused, not prepared again
+    assert again.path == packed.path and (packed.path / "index.json").stat().st_mtime_ns == (again.path / "index.json").stat().st_mtime_ns
+
+
+def test_damaged_store_is_rebuilt_with_a_warning(tokenizer, corpus_file):
+    packed = build_corpus([str(corpus_file)], tokenizer, 32, 0.1)
+    reference = packed.train[:].clone()
+    train_bin = packed.path / "train.bin"
+    with open(train_bin, "r+b") as f:
+        f.truncate(train_bin.stat().st_size // 2)  # a partial file
+    warnings = []
+    rebuilt = build_corpus([str(corpus_file)], tokenizer, 32, 0.1, warn=warnings.append)
+    assert len(warnings) == 1 and "damaged" in warnings[0] and "rebuilding" in warnings[0]
+    assert torch.equal(rebuilt.train[:], reference)
+    data = bytearray(train_bin.read_bytes())  # same size, other content: caught by the sha256
+    data[100] ^= 0xFF
+    train_bin.write_bytes(bytes(data))
+    warnings.clear()
+    assert torch.equal(build_corpus([str(corpus_file)], tokenizer, 32, 0.1, warn=warnings.append).train[:], reference)
+    assert len(warnings) == 1 and "sha256" in warnings[0]
+
+
+def test_interrupted_preparation_leaves_nothing(tokenizer, corpus_file, monkeypatch):
+    from autodistil_evo import data
+
+    root = data.store_root()
+    before = set(root.iterdir()) if root.exists() else set()
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data, "hash_bucket", broken)  # dies inside the first batch
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus([str(corpus_file)], tokenizer, 40, 0.1)
+    after = {p for p in root.iterdir() if not p.name.endswith(".lock")}
+    assert after == {p for p in before if not p.name.endswith(".lock")}
+
+
+def test_two_processes_prepare_one_store(tmp_path, corpus_file):
+    env = {**os.environ, "AUTODISTIL_EVO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "autodistil_evo.cli", "prepare", "--corpus", str(corpus_file)]
+    procs = [subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    stores = [p for p in (tmp_path / "cache").iterdir() if not p.name.startswith(".")]
+    assert len(stores) == 1 and all(str(stores[0]) in out for out, _ in outs)
+
+
+def _peak_rss_anon(command, env) -> int:
+    """Peak RssAnon (anonymous memory, not file-backed pages) of a subprocess, polled every 10 ms."""
+    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak = max(peak, int(next(line.split()[1] for line in status.splitlines() if line.startswith("RssAnon:"))))
+        except (FileNotFoundError, StopIteration, ProcessLookupError):
+            pass
+        time.sleep(0.01)
+    assert proc.returncode == 0, proc.stderr.read()[-2000:]
+    return peak * 1024
+
+
+def test_memory_is_flat_in_corpus_size(tmp_path, recipe_file):
+    """`info` and `train --steps 2` on a ~0.3M- and a ~3.5M-token corpus: anonymous memory barely moves.
+
+    The in-memory path took about 21 bytes a token (~70 MB more for the larger corpus)."""
+    words = (REPO / "README.md").read_text().split()
+    rng = np.random.default_rng(0)
+    corpora = {}
+    for name, lines in (("small", 6_000), ("large", 70_000)):
+        path = tmp_path / f"{name}.txt"
+        with open(path, "w") as f:
+            for i in range(lines):
+                f.write(f"{i} " + " ".join(rng.choice(words, 40)) + "\n")
+        corpora[name] = path
+    env = {**os.environ, "AUTODISTIL_EVO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    peaks = {}
+    for name, path in corpora.items():
+        info = [sys.executable, "-m", "autodistil_evo.cli", "info", "--corpus", str(path), "--seq-len", 32]
+        train = [sys.executable, "-m", "autodistil_evo.cli", "train", "--recipe", str(recipe_file), "--corpus", str(path),
+                 "--out", str(tmp_path / f"run-{name}"), "--steps", 2, "--subspace", "small"]
+        peaks[name] = {what: _peak_rss_anon([str(c) for c in command], env) for what, command in (("info", info), ("train", train))}
+    tokens = json.loads(next((tmp_path / "cache").glob("*/index.json")).read_text())  # a store exists
+    assert tokens["schema"] == 1
+    for what in ("info", "train"):
+        growth = peaks["large"][what] - peaks["small"][what]
+        assert growth < 30e6, f"{what}: RssAnon grew by {growth / 1e6:.0f} MB ({peaks})"
+
+
+def test_proxy_sample_is_seeded_and_spread(tokenizer):
+    packed = build_corpus(None, tokenizer, 64, 0.05)
+    sample = proxy_sample(packed.heldout, 16)
+    assert torch.equal(sample, proxy_sample(packed.heldout, 16)) and sample.shape == (16, 64)
+    chosen = np.sort(np.random.default_rng(0).choice(len(packed.heldout), 16, replace=False))
+    assert torch.equal(sample, packed.heldout[chosen]) and chosen.max() > len(packed.heldout) // 2  # not just the first blocks
+    assert len(proxy_sample(packed.heldout, 10_000)) == len(packed.heldout)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 100, 1000, 4099])
+def test_permutation_is_a_seeded_bijection(n):
+    order = permute(np.arange(n), n, key=3)
+    assert sorted(order.tolist()) == list(range(n))
+    assert np.array_equal(order, permute(np.arange(n), n, key=3))
+    if n >= 100:
+        assert not np.array_equal(order, permute(np.arange(n), n, key=4))
+        assert np.array_equal(permute(np.arange(10, 20), n, key=3), order[10:20])  # evaluated pointwise
+
+
+def test_step_samples_cover_each_epoch_once():
+    n, per_step = 50, 8
+    seen = torch.cat([step_samples(step, per_step, n, seed=1) for step in range(25)])  # 200 = 4 epochs
+    for epoch in range(4):
+        assert sorted(seen[epoch * n : (epoch + 1) * n].tolist()) == list(range(n))
+    assert not torch.equal(seen[:n], seen[n : 2 * n])
+
+
+def test_resume_on_other_data_is_refused(tmp_path, recipe_file, corpus_file):
+    run = tmp_path / "run"
+    run_cli("train", "--recipe", recipe_file, "--out", run, "--steps", 1, "--subspace", "small", "--save-every", 1)
+    other = tmp_path / "other.txt"
+    other.write_text(corpus_file.read_text().upper())
+    before = sorted(p.name for p in (run / "small" / "checkpoints").iterdir())
+    out = run_cli("train", "--recipe", recipe_file, "--out", run, "--steps", 2, "--subspace", "small", "--resume",
+                  "--corpus", other, expect=2)
+    assert "cannot resume, the run differs in: corpus_fingerprint" in out
+    assert sorted(p.name for p in (run / "small" / "checkpoints").iterdir()) == before
+    meta = json.loads((run / "small" / "superlm.json").read_text())
+    assert meta["corpus_store"]["fingerprint"] and Path(meta["corpus_store"]["path"]).is_dir()
+
+
+def test_search_and_export_read_the_recorded_store(tmp_path, recipe_file, corpus_file):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(corpus_file.read_text())
+    run = tmp_path / "run"
+    run_cli("train", "--recipe", recipe_file, "--corpus", corpus, "--out", run, "--steps", 0)
+    corpus.unlink()  # the store, not the corpus files, is what evolve and export read
+    run_cli("evolve", run, "--out", tmp_path / "search", "--population", 4, "--generations", 1, "--eval-samples", 4)
+    arch = {"subspace": "small", "layers": 1, "heads": 2, "hidden": 16, "mlp_ratio": 1.0}
+    assert "max abs difference" in run_cli("export", run, "--arch", json.dumps(arch), "--out", tmp_path / "student")
+    store = Path(json.loads((run / "small" / "superlm.json").read_text())["corpus_store"]["path"])
+    (store / "heldout.bin").unlink()  # store gone and corpus gone: one clear line
+    out = run_cli("evolve", run, "--out", tmp_path / "search2", "--eval-samples", 4, expect=2)
+    assert "no longer gives the same data" in out and not (tmp_path / "search2").exists()
+
+
+def test_superlms_of_other_corpora_are_not_searched_together(tmp_path, recipe_file, corpus_file):
+    other = tmp_path / "other.txt"
+    other.write_text(corpus_file.read_text().lower())
+    run = tmp_path / "run"
+    run_cli("train", "--recipe", recipe_file, "--out", run, "--steps", 0, "--subspace", "small")
+    run_cli("train", "--recipe", recipe_file, "--out", run, "--steps", 0, "--subspace", "big", "--corpus", other)
+    out = run_cli("evolve", run, "--out", tmp_path / "search", "--eval-samples", 4, expect=2)
+    assert "trained with another corpus" in out and not (tmp_path / "search").exists()
+
+
+def test_unknown_dataset_offline_is_one_line(tokenizer):
+    with pytest.raises(UserError, match="needs network"):
+        build_corpus(["no-such-org/no-such-corpus"], tokenizer, 32, 0.1)
