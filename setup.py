@@ -31,6 +31,8 @@ setup(
     extras_require={
         # ruff and import-linter are pinned: a newer release may add checks and turn main red overnight.
         "test": ["pytest", "ruff==0.17.5", "import-linter==2.16"],
+        # `autodistil-evo onnx` and `bench --runtime onnxruntime`
+        "onnx": ["onnx==1.23.2", "onnxscript==0.7.2", "onnxruntime==1.32.0"],
     },
     entry_points={"console_scripts": ["autodistil-evo=autodistil_evo.cli:main"]},
 )

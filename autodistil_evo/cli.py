@@ -315,11 +315,12 @@ def export(source, student_id, arch_json, out_dir, force):
 @click.option("--max-len", type=click.IntRange(min=8), default=64, show_default=True)
 @click.option("--max-train", type=click.IntRange(min=1), default=None, help="Use at most this many training examples.")
 @click.option("--seed", type=int, default=None)
+@click.option("--save", "save_dir", default=None, type=click.Path(), help="Keep the fine-tuned model as an HF folder (one MODEL_DIR).")
 @click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (one object per model).")
 @click.pass_context
 def finetune(ctx, model_dirs, task, train_csv, eval_csv, text_column, label_column, epochs, batch_size, lr, max_len, max_train, seed,
-             trust_remote_code, as_json):
+             save_dir, trust_remote_code, as_json):
     """Fine-tune model folders (students, teacher) for sequence classification; compare accuracy.
 
     MODEL_DIRS are Hugging Face BERT-family folders, or embedded:all-MiniLM-L6-v2 for the teacher.
@@ -329,13 +330,15 @@ def finetune(ctx, model_dirs, task, train_csv, eval_csv, text_column, label_colu
     from autodistil_evo.export.finetune import finetune as run_finetune
     from autodistil_evo.export.finetune import load_task
 
+    if save_dir and len(model_dirs) != 1:
+        raise UserError("--save keeps one fine-tuned model: give exactly one MODEL_DIR")
     splits = load_task(task, train_csv, eval_csv, text_column, label_column)
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, disable=as_json) as progress:
         for model_dir in model_dirs:
             result = run_finetune(model_dir, splits, epochs, batch_size, lr, max_len, max_train, _seed(ctx, seed), progress,
-                                  trust_remote_code)
+                                  trust_remote_code, save_dir)
             result["task"] = task if not train_csv else f"{train_csv} -> {eval_csv}"
             results.append(result)
     if as_json:
@@ -354,21 +357,40 @@ def finetune(ctx, model_dirs, task, train_csv, eval_csv, text_column, label_colu
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--seq-len", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--runtime", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+              help="onnxruntime: MODEL_DIRs are folders written by `autodistil-evo onnx` (their int8 file too).")
 @click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(model_dirs, batch, seq_len, repeats, trust_remote_code, as_json):
-    """Measured forward latency (median after warm-up) and throughput of model folders."""
+def bench(model_dirs, batch, seq_len, repeats, runtime, trust_remote_code, as_json):
+    """Measured forward latency (p50 / p90 after warm-up) and throughput of model folders."""
     from autodistil_evo.export.bench import bench_models
 
-    rows = bench_models(model_dirs, batch, seq_len, repeats, trust_remote_code)
+    rows = bench_models(model_dirs, batch, seq_len, repeats, trust_remote_code, runtime)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     console.print(_table(
-        f"forward latency, batch {batch} x {seq_len}, median of {repeats}",
-        ["name", "params", "latency ms", "seq/s", "threads"],
-        [(r["model"], f"{r['params']:,}", f"{r['latency_ms']:.2f}", f"{r['throughput_seq_per_s']:.1f}", r["threads"]) for r in rows],
+        f"forward latency in {runtime}, batch {batch} x {seq_len}, {repeats} repeats after warm-up",
+        ["name", "params", "p50 ms", "p90 ms", "seq/s", "threads"],
+        [(r["model"], f"{r['params']:,}", f"{r['latency_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['throughput_seq_per_s']:.1f}",
+          r["threads"]) for r in rows],
     ))
+
+
+@main.command("onnx")
+@click.argument("model_dir")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder to write model.onnx, tokenizer and config to.")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None, help="Also write model.int8.onnx (dynamic quantisation).")
+@click.option("--opset", type=click.IntRange(min=1), default=18, show_default=True)
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
+def onnx_command(model_dir, out_dir, quantize, opset, force, trust_remote_code):
+    """Export a student, teacher or fine-tuned classifier to ONNX, checked by onnxruntime against PyTorch."""
+    from autodistil_evo.export.onnx import export_onnx
+
+    r = export_onnx(model_dir, out_dir, quantize, opset, force, trust_remote_code, log=console.print)
+    console.print(f"wrote {out_dir}/model.onnx{' and model.int8.onnx' if quantize else ''}: inputs {', '.join(r['inputs'])}, "
+                  f"output {r['output']}, opset {r['opset']}")
 
 
 def _print_plan(p):

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from autodistil_evo.errors import UserError
+from autodistil_evo.fileio import file_sha256, replace_dir
 
 STORE_SCHEMA = 1
 TEXT_BATCH = 2048  # texts read, tokenised and packed at a time: bounds memory during preparation
@@ -109,10 +110,12 @@ def _text_only(ds, source, text_column=None):
 
 
 def _load_hub(name: str, streaming=False):
+    """A dataset by name, `NAME` or `NAME:CONFIG` (e.g. `wikimedia/wikipedia:20231101.en`), its train split."""
     import datasets
 
+    path, _, config = name.partition(":")
     try:
-        ds = datasets.load_dataset(name, split="train", streaming=streaming)
+        ds = datasets.load_dataset(path, config or None, split="train", streaming=streaming)
     except Exception as e:
         raise UserError(
             f"could not load corpus '{name}' (not a local file; as a dataset name it needs network): "
@@ -321,14 +324,6 @@ def corpus_fingerprint(corpus, tokenizer, seq_len: int, heldout_fraction: float)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _check_store(directory: Path):
     """The store's index if its files match it, else None and why (size always; sha256 if modified)."""
     try:
@@ -337,7 +332,7 @@ def _check_store(directory: Path):
             entry, path = index[split], directory / f"{split}.bin"
             if path.stat().st_size != entry["bytes"]:
                 return None, f"{path.name} has {path.stat().st_size} bytes, its index says {entry['bytes']}"
-            if path.stat().st_mtime_ns != entry["mtime_ns"] and _file_sha256(path) != entry["sha256"]:
+            if path.stat().st_mtime_ns != entry["mtime_ns"] and file_sha256(path) != entry["sha256"]:
                 return None, f"{path.name} does not match its sha256"
         return index, None
     except FileNotFoundError:
@@ -404,13 +399,9 @@ def _write_store(directory: Path, corpus, tokenizer, seq_len: int, heldout_fract
         for split, writer in writers.items():
             path = tmp / f"{split}.bin"
             index[split] = {"blocks": writer.blocks, "documents": writer.documents, "tokens": writer.tokens,
-                            "bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns, "sha256": _file_sha256(path)}
+                            "bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns, "sha256": file_sha256(path)}
         (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
-        old = directory.parent / f".{directory.name}.old-{os.getpid()}"
-        if directory.exists():
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, directory)
     finally:
         for writer in writers.values():
             writer.file.close()

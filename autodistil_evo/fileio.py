@@ -1,7 +1,9 @@
 """Atomic writes, JSON helpers and the run-directory lock: nothing half-written, nothing lost."""
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +35,26 @@ def write_text(path, text: str):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def replace_dir(tmp, target):
+    """Put the finished folder `tmp` in place of `target` (which may exist): renames, then the old one goes."""
+    tmp, target = Path(tmp), Path(target)
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
 
 
 def write_json(path, obj):

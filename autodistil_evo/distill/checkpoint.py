@@ -7,7 +7,6 @@ place, so a folder with that name is complete; a damaged one (bad hash, unreadab
 skipped with a warning, never deleted.
 """
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,17 +18,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from autodistil_evo.faults import maybe_die
+from autodistil_evo.fileio import file_sha256
 
 SCHEMA = 1
 PREFIX = "step-"
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def optimizer_to_flat(optimizer_state: dict):

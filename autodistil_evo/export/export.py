@@ -18,7 +18,7 @@ from autodistil_evo import __version__
 from autodistil_evo.distill.artifact import load_superlm
 from autodistil_evo.distill.checkpoint import sha256
 from autodistil_evo.errors import UserError
-from autodistil_evo.fileio import read_json, read_jsonl
+from autodistil_evo.fileio import read_json, read_jsonl, replace_dir
 from autodistil_evo.spaces import Arch, count_flops, count_params
 from autodistil_evo.supernet import StudentModel
 
@@ -187,13 +187,7 @@ def export_student(source, out_dir, student_id=None, arch_json=None, force=False
         os.umask(umask)
         for file in tmp.iterdir():  # some writers create 0600 files; a model folder is for sharing
             file.chmod(0o666 & ~umask)
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return provenance

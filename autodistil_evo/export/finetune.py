@@ -16,7 +16,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from autodistil_evo.data import LabelledSplits, sentiment_task
 from autodistil_evo.errors import UserError
-from autodistil_evo.export.trust import allow_remote_code
+from autodistil_evo.export.trust import model_folder
+from autodistil_evo.fileio import replace_dir
 
 TASKS = ("rotten-tomatoes",)
 
@@ -64,13 +65,8 @@ def accuracy(model, tokenizer, rows, batch_size, max_len) -> float:
 
 
 def finetune(model_dir, splits: LabelledSplits, epochs=1, batch_size=32, lr=1e-4, max_len=64, max_train=None,
-             seed=0, progress=None, trust_remote_code=False) -> dict:
-    from autodistil_evo.teacher import resolve_teacher
-
-    path = resolve_teacher(model_dir)
-    if not (Path(path) / "config.json").is_file():
-        raise UserError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
-    remote_code = allow_remote_code(model_dir, path, trust_remote_code)
+             seed=0, progress=None, trust_remote_code=False, save_dir=None) -> dict:
+    path, remote_code = model_folder(model_dir, trust_remote_code)
     torch.manual_seed(seed)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote_code)
@@ -107,6 +103,8 @@ def finetune(model_dir, splits: LabelledSplits, epochs=1, batch_size=32, lr=1e-4
             if progress:
                 progress.update(task, advance=1)
     train_seconds = time.perf_counter() - start
+    if save_dir is not None:
+        _save(model, tokenizer, splits.labels, Path(save_dir))
     return {
         "model": str(model_dir),
         "params": sum(p.numel() for p in model.parameters()),
@@ -116,3 +114,23 @@ def finetune(model_dir, splits: LabelledSplits, epochs=1, batch_size=32, lr=1e-4
         "test_accuracy": accuracy(model, tokenizer, splits.test, 64, max_len),
         "train_seconds": train_seconds,
     }
+
+
+def _save(model, tokenizer, labels, save_dir: Path):
+    """The fine-tuned classifier as an HF folder (label names in its config), put in place atomically."""
+    import os
+    import shutil
+
+    if save_dir.exists() and (not save_dir.is_dir() or any(save_dir.iterdir())):
+        raise UserError(f"{save_dir}: exists and is not an empty folder; choose another --save")
+    model.config.id2label = {i: str(label) for i, label in enumerate(labels)}
+    model.config.label2id = {str(label): i for i, label in enumerate(labels)}
+    save_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = save_dir.parent / f".{save_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        replace_dir(tmp, save_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -6,16 +6,12 @@ every such file is byte-identical to this package's `modeling_student.py` (sha25
 user passes `--trust-remote-code`; anything else is refused before any of the folder's code runs.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
 from autodistil_evo.errors import UserError
+from autodistil_evo.fileio import file_sha256 as _sha256
 from autodistil_evo.supernet import modeling_student
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _code_files(folder: Path) -> set:
@@ -50,3 +46,13 @@ def allow_remote_code(model_dir, folder, trust_remote_code: bool = False) -> boo
             "StudentModel file; pass --trust-remote-code if you trust this folder"
         )
     return True
+
+
+def model_folder(model_dir, trust_remote_code: bool = False) -> tuple:
+    """(local path, trust_remote_code to load it with) of a MODEL_DIR argument, checked as above."""
+    from autodistil_evo.teacher import resolve_teacher
+
+    path = resolve_teacher(model_dir)
+    if not (Path(path) / "config.json").is_file():
+        raise UserError(f"{model_dir}: not a Hugging Face model folder (no config.json)")
+    return path, allow_remote_code(model_dir, path, trust_remote_code)

@@ -1,0 +1,91 @@
+"""ONNX export checked by onnxruntime, int8 quantisation, onnxruntime latency, finetune --save."""
+
+import json
+
+import pytest
+from helpers import run_cli
+
+STUDENTS = {
+    "bert": {"subspace": "big", "layers": 2, "heads": 4, "hidden": 64, "mlp_ratio": 1.5},
+    "student": {"subspace": "small", "layers": 2, "heads": 3, "hidden": 32, "mlp_ratio": 2.0},
+}
+
+
+@pytest.fixture(scope="module")
+def students(tmp_path_factory, tiny_search, layerwise_run):
+    base = tmp_path_factory.mktemp("onnx-students")
+    out = {}
+    for name, arch in STUDENTS.items():
+        out[name] = base / name
+        run_cli("export", tiny_search / "run", "--arch", json.dumps(arch), "--out", out[name])
+    out["layerwise"] = base / "layerwise"
+    run_cli("export", layerwise_run, "--arch", json.dumps({"subspace": "big", "layers": 2, "heads": [4, 3], "hidden": 48,
+                                                           "mlp_ratio": [1.5, 2.0]}), "--out", out["layerwise"])
+    out["classifier"] = base / "classifier"
+    run_cli("finetune", out["student"], "--max-train", 64, "--save", out["classifier"])
+    return out
+
+
+@pytest.mark.parametrize("name, model_class, output", [
+    ("bert", "BertModel", "last_hidden_state"),
+    ("student", "StudentModel", "last_hidden_state"),
+    ("layerwise", "StudentModel", "last_hidden_state"),
+    ("classifier", "StudentForSequenceClassification", "logits"),
+])
+def test_onnx_export_matches_pytorch(tmp_path, students, name, model_class, output):
+    assert json.loads((students[name] / "config.json").read_text())["architectures"] == [model_class]
+    out = tmp_path / "onnx"
+    message = run_cli("onnx", students[name], "--out", out)
+    assert "onnxruntime vs PyTorch" in message
+    record = json.loads((out / "autodistil_onnx.json").read_text())
+    assert record["output"] == output and record["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert record["max_abs_diff"] <= 1e-4
+    assert (out / "model.onnx").is_file() and (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    import onnx
+
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert [o.name for o in graph.output] == [output]
+    dims = graph.input[0].type.tensor_type.shape.dim
+    assert all(d.dim_param for d in dims)  # batch and sequence are dynamic
+
+
+def test_int8_classifier_and_onnxruntime_bench(tmp_path, students):
+    out = tmp_path / "onnx-int8"
+    message = run_cli("onnx", students["classifier"], "--out", out, "--quantize", "int8")
+    assert "int8: max abs difference" in message and "predictions agree with fp32" in message
+    record = json.loads((out / "autodistil_onnx.json").read_text())
+    assert 0.0 <= record["int8_agreement"] <= 1.0 and (out / "model.int8.onnx").is_file()
+    rows = json.loads(run_cli("bench", out, "--runtime", "onnxruntime", "--seq-len", 16, "--repeats", 3, "--json"))
+    assert [r["model"].rsplit("/", 1)[1] for r in rows] == ["model.onnx", "model.int8.onnx"]
+    assert all(r["runtime"] == "onnxruntime" and 0 < r["latency_ms"] <= r["p90_ms"] for r in rows)
+    table = run_cli("bench", out, students["student"] / "..", "--runtime", "onnxruntime", "--seq-len", 16, expect=2)
+    assert "no model.onnx" in table
+
+
+def test_finetune_save_reloads(students):
+    from transformers import AutoModelForSequenceClassification
+
+    config = json.loads((students["classifier"] / "config.json").read_text())
+    assert config["id2label"] == {"0": "rotten", "1": "fresh"}
+    model = AutoModelForSequenceClassification.from_pretrained(students["classifier"], trust_remote_code=True)
+    assert model.num_labels == 2
+    out = run_cli("finetune", students["student"], students["bert"], "--max-train", 8, "--save", students["classifier"], expect=2)
+    assert "exactly one MODEL_DIR" in out
+
+
+@pytest.mark.parametrize("make_args, message", [
+    (lambda s, t: [t], "not a Hugging Face model folder"),
+    (lambda s, t: [s["student"], "--opset", "5"], "--opset 5: the ONNX exporter refused"),
+])
+def test_onnx_bad_input(tmp_path, students, make_args, message):
+    out = tmp_path / "out"
+    assert message in run_cli("onnx", *make_args(students, tmp_path), "--out", out, expect=2)
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_onnx_refuses_a_non_empty_out(tmp_path, students):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert "--force" in run_cli("onnx", students["student"], "--out", out, expect=2)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
