@@ -232,19 +232,22 @@ def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, step
 @click.option("--algorithm", type=click.Choice(["nsga2", "random", "exhaustive"]), default="nsga2", show_default=True)
 @click.option("--operators", type=click.Choice(["ux-reset", "sbx-pm"]), default="ux-reset", show_default=True,
               help="NSGA-II variation: uniform crossover + random-reset mutation, or SBX + polynomial mutation.")
+@click.option("--latency-runtime", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+              help="Where a latency objective or bound is measured (median of 5 after warm-up, batch 1, per arch).")
 @click.option("--eval-samples", type=int, default=64, show_default=True, help="Held-out blocks in the proxy set.")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume", is_flag=True, help="Continue the search in --out.")
 @click.pass_context
 def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectives, constraints, algorithm, operators,
-           eval_samples, seed, resume):
+           latency_runtime, eval_samples, seed, resume):
     """Search the trained SuperLMs with NSGA-II for the Pareto set of proxy loss x cost."""
     from autodistil_evo.search.evolve import SearchSettings, run_search
 
     settings = SearchSettings(
         subspace=subspace, population=population, generations=generations,
         objectives=[o.strip() for o in objectives.split(",") if o.strip()], constraints=list(constraints),
-        algorithm=algorithm, operators=operators, eval_samples=eval_samples, seed=_seed(ctx, seed), resume=resume,
+        algorithm=algorithm, operators=operators, latency_runtime=latency_runtime, eval_samples=eval_samples,
+        seed=_seed(ctx, seed), resume=resume,
     )
     result = run_search(run_dir, search_dir, settings, console)
     for s in result["summaries"]:

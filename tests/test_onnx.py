@@ -89,3 +89,31 @@ def test_onnx_refuses_a_non_empty_out(tmp_path, students):
     (out / "keep.txt").write_text("mine")
     assert "--force" in run_cli("onnx", students["student"], "--out", out, expect=2)
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_latency_objective_measured_in_onnxruntime(tmp_path, tiny_search):
+    out = tmp_path / "latency-search"
+    run_cli("evolve", tiny_search / "run", "--out", out, "--subspace", "small", "--objectives", "loss,latency",
+            "--latency-runtime", "onnxruntime", "--population", 2, "--generations", 1, "--eval-samples", 4)
+    rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["latency_ms"] > 0 for r in rows)
+    measured = json.loads((out / "search.json").read_text())["latency_measured_on"]
+    assert measured["runtime"] == "onnxruntime" and measured["cpus"] >= 1
+    front = json.loads((out / "pareto.json").read_text())["front"]
+    assert all(f["latency_ms"] > 0 for f in front)
+
+
+def test_without_the_extra_the_command_names_it(tmp_path, students, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name.split(".")[0] == "onnxruntime":
+            raise ImportError("No module named 'onnxruntime'", name="onnxruntime")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    out = run_cli("onnx", students["student"], "--out", tmp_path / "x", expect=2)
+    assert "pip install 'autodistil-evo[onnx]'" in out and "onnxruntime is missing" in out
+    assert not (tmp_path / "x").exists()

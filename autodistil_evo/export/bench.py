@@ -5,12 +5,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import AutoModel
 
 from autodistil_evo.errors import UserError
 from autodistil_evo.export.trust import model_folder
-from autodistil_evo.supernet.latency import measure_latency, time_calls
+from autodistil_evo.supernet.latency import measure_latency, require_onnx, session_latency
 
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -25,22 +24,7 @@ def _torch_row(model_dir, batch, seq_len, repeats, trust_remote_code) -> dict:
     return {"model": str(model_dir), "runtime": "torch", "params": sum(p.numel() for p in model.parameters()), **result}
 
 
-def session_latency(onnx_file, batch, seq_len, repeats, vocab) -> dict:
-    """p50 / p90 of an onnxruntime session on random ids of shape (batch, seq_len)."""
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    ids = np.random.default_rng(0).integers(0, vocab, (batch, seq_len), dtype=np.int64)
-    inputs = {i.name: (ids if i.name == "input_ids" else np.ones_like(ids) if i.name == "attention_mask" else np.zeros_like(ids))
-              for i in session.get_inputs()}
-    timing = time_calls(lambda: session.run(None, inputs), repeats)
-    return {**timing, "throughput_seq_per_s": batch / (timing["latency_ms"] / 1e3), "batch": batch, "seq_len": seq_len,
-            "threads": session.get_session_options().intra_op_num_threads or torch.get_num_threads()}
-
-
 def _onnx_rows(model_dir, batch, seq_len, repeats) -> list:
-    from autodistil_evo.export.onnx import require_onnx
-
     require_onnx()
     folder = Path(model_dir)
     if not (folder / "model.onnx").is_file():

@@ -19,31 +19,11 @@ import torch
 from autodistil_evo.errors import UserError
 from autodistil_evo.export.trust import model_folder
 from autodistil_evo.fileio import replace_dir
+from autodistil_evo.supernet.latency import OnnxGraph, require_onnx
 
 TOLERANCE = 1e-4
 CHECK_SHAPES = ((1, 16), (4, 64))  # (batch, sequence length) compared with PyTorch
 DEFAULT_OPSET = 18
-
-
-def require_onnx():
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as e:
-        raise UserError(f"ONNX support needs the extra: pip install 'autodistil-evo[onnx]' ({e.name} is missing)") from None
-
-
-class _Graph(torch.nn.Module):
-    """The model with named tensor inputs and one tensor output, as the ONNX graph has them."""
-
-    def __init__(self, model, output: str, token_types: bool):
-        super().__init__()
-        self.model, self.output, self.token_types = model, output, token_types
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        kwargs = {"token_type_ids": token_type_ids} if self.token_types else {}
-        return getattr(self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs), self.output)
 
 
 def load_for_export(model_dir, trust_remote_code=False):
@@ -120,9 +100,8 @@ def export_onnx(model_dir, out_dir, quantize=None, opset=DEFAULT_OPSET, force=Fa
         raise UserError(f"--quantize: unknown '{quantize}' (known: int8)")
     model, tokenizer, output, _ = load_for_export(model_dir, trust_remote_code)
     token_types = _has_token_types(model)
-    graph = _Graph(model, output, token_types).eval()
-    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if token_types else [])
-    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    graph = OnnxGraph(model, output, token_types).eval()
+    names = graph.input_names()
     texts = check_texts()
     example = {k: torch.from_numpy(v) for k, v in feeds(tokenizer, texts[:2], 24, token_types).items()}
 
@@ -132,11 +111,7 @@ def export_onnx(model_dir, out_dir, quantize=None, opset=DEFAULT_OPSET, force=Fa
     tmp.mkdir()
     try:
         try:
-            torch.onnx.export(
-                graph, tuple(example[n] for n in names), str(tmp / "model.onnx"), dynamo=True, opset_version=opset,
-                input_names=names, output_names=[output], dynamic_shapes={n: {0: batch, 1: sequence} for n in names},
-                external_data=False, verbose=False,
-            )
+            graph.export(tmp / "model.onnx", example, opset)
         except Exception as e:  # the exporter raises many types; an opset it refuses among them
             raise UserError(f"--opset {opset}: the ONNX exporter refused ({str(e).splitlines()[0][:300]})") from None
         import onnx

@@ -12,16 +12,18 @@ from autodistil_evo.distributed import device
 from autodistil_evo.faults import maybe_die
 from autodistil_evo.spaces import Arch
 from autodistil_evo.supernet import SuperLM
-from autodistil_evo.supernet.latency import measure_latency
+from autodistil_evo.supernet.latency import latency as latency_of
 from autodistil_evo.teacher import RelationTap
 
 
 class ProxyEvaluator:
     def __init__(self, superlm: SuperLM, teacher_model, heldout: torch.Tensor, relation_heads: int,
-                 teacher_layer: int = -1, batch_size: int = 32, measure_latency_too: bool = False, cache=None):
+                 teacher_layer: int = -1, batch_size: int = 32, measure_latency_too: bool = False, cache=None,
+                 latency_runtime: str = "torch", latency_repeats: int = 5):
         self.superlm = superlm.eval().to(device())
         self.relation_heads = relation_heads
         self.measure_latency_too = measure_latency_too
+        self.latency_runtime, self.latency_repeats = latency_runtime, latency_repeats
         self.cache = cache if cache is not None else {}  # arch key -> {"loss": .., "latency_ms": ..}
         self.hits = 0
         self.batches = []
@@ -50,7 +52,9 @@ class ProxyEvaluator:
         latency = float("nan")
         if self.measure_latency_too:
             seq = self.batches[0][0].shape[1]
-            latency = measure_latency(self.superlm.extract(arch), batch=1, seq_len=seq, repeats=5)["latency_ms"]
+            student = self.superlm.extract(arch)
+            latency = latency_of(student, self.latency_runtime, batch=1, seq_len=seq, repeats=self.latency_repeats,
+                                 vocab=student.config.vocab_size)["latency_ms"]
         return [loss, latency]
 
     def evaluate_many(self, archs: list, count_hits: bool = True) -> list:

@@ -21,6 +21,7 @@ from autodistil_evo.search.evaluator import ProxyEvaluator
 from autodistil_evo.search.pareto import front_row, hypervolume, non_dominated, plot_front, write_front
 from autodistil_evo.search.problem import BOUND_NAMES, COLUMN, OBJECTIVES, SubspaceProblem
 from autodistil_evo.spaces import count_flops, count_params
+from autodistil_evo.supernet.latency import require_onnx
 
 STATE_SCHEMA = 1
 
@@ -34,6 +35,7 @@ class SearchSettings:
     constraints: list = field(default_factory=list)
     algorithm: str = "nsga2"
     operators: str = DEFAULT_OPERATORS
+    latency_runtime: str = "torch"
     eval_samples: int = 64
     seed: int = 0
     resume: bool = False
@@ -47,6 +49,10 @@ def _validate(settings: SearchSettings):
         raise UserError("--objectives: give one or more distinct objectives, e.g. loss,flops")
     if settings.algorithm not in ALGORITHMS:
         raise UserError(f"--algorithm: unknown '{settings.algorithm}' (known: {', '.join(ALGORITHMS)})")
+    if settings.latency_runtime not in ("torch", "onnxruntime"):
+        raise UserError(f"--latency-runtime: unknown '{settings.latency_runtime}' (known: torch, onnxruntime)")
+    if settings.latency_runtime == "onnxruntime" and _measures_latency(settings):
+        require_onnx()
     if settings.operators not in OPERATORS:
         raise UserError(f"--operators: unknown '{settings.operators}' (known: {', '.join(OPERATORS)})")
     if settings.population < 2 or settings.generations < 1 or settings.eval_samples < 1:
@@ -54,11 +60,29 @@ def _validate(settings: SearchSettings):
     return [parse_bound(c, BOUND_NAMES, "--constraint") for c in settings.constraints]
 
 
+def _measures_latency(settings: SearchSettings) -> bool:
+    return "latency" in settings.objectives or any(c.strip().lower().startswith("latency") for c in settings.constraints)
+
+
+def latency_machine(runtime: str) -> dict:
+    """Where latencies were measured: they hold for that machine and runtime only."""
+    import platform
+
+    import torch
+
+    return {"runtime": runtime, "machine": platform.machine(), "processor": platform.processor() or "unknown",
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
 def _identity(settings: SearchSettings, superlms: list) -> dict:
     """Everything that defines the search problem; --generations may grow on resume."""
     d = asdict(settings)
     d.pop("generations")
     d.pop("resume")
+    if _measures_latency(settings):  # measured latencies from another machine or runtime do not mix
+        d["latency_measured_on"] = latency_machine(settings.latency_runtime)
+    else:
+        d.pop("latency_runtime")
     d["superlms"] = {t.subspace.name: t.meta["sha256"] for t in superlms}
     d["proxy_set"] = "seeded uniform sample (seed 0) of the held-out blocks"  # before 0.2: the first N blocks
     return d
@@ -185,8 +209,8 @@ def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, al
         raise UserError(f"{state_file}: search state schema {state.get('schema')!r} != {STATE_SCHEMA}")
     evaluator = ProxyEvaluator(
         trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"],
-        measure_latency_too="latency" in settings.objectives or any(b.name == "latency_ms" for b in bounds),
-        cache=dict(state["cache"]) if state else None,
+        measure_latency_too=_measures_latency(settings),
+        cache=dict(state["cache"]) if state else None, latency_runtime=settings.latency_runtime,
     )
     dims = trained.space.dims(trained.teacher_shape)
     problem = SubspaceProblem(trained.subspace, dims, trained.space.seq_len, evaluator, settings.objectives, bounds)
