@@ -41,6 +41,14 @@ def test_onnx_export_matches_pytorch(tmp_path, students, name, model_class, outp
     assert record["output"] == output and record["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert record["max_abs_diff"] <= 1e-4
     assert (out / "model.onnx").is_file() and (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    config = json.loads((out / "config.json").read_text())
+    assert ("auto_map" in config) == (out / "modeling_student.py").is_file() == (model_class != "BertModel")
+    from transformers import AutoTokenizer
+
+    from autodistil_evo.export.trust import model_folder
+
+    _, remote = model_folder(out)  # our own model file: allowed without --trust-remote-code
+    assert AutoTokenizer.from_pretrained(out, trust_remote_code=remote)("a test")["input_ids"]
     import onnx
 
     graph = onnx.load(str(out / "model.onnx")).graph

@@ -98,7 +98,7 @@ def export_onnx(model_dir, out_dir, quantize=None, opset=DEFAULT_OPSET, force=Fa
         raise UserError(f"{out_dir}: not empty; pass --force to replace it")
     if quantize not in (None, "int8"):
         raise UserError(f"--quantize: unknown '{quantize}' (known: int8)")
-    model, tokenizer, output, _ = load_for_export(model_dir, trust_remote_code)
+    model, tokenizer, output, source = load_for_export(model_dir, trust_remote_code)
     token_types = _has_token_types(model)
     graph = OnnxGraph(model, output, token_types).eval()
     names = graph.input_names()
@@ -139,6 +139,8 @@ def export_onnx(model_dir, out_dir, quantize=None, opset=DEFAULT_OPSET, force=Fa
                 log(f"int8: predictions agree with fp32 on {result['int8_agreement']:.1%} of {examples} test examples")
         tokenizer.save_pretrained(tmp)
         model.config.save_pretrained(tmp)
+        for code_file in Path(source).glob("*.py"):  # the config's auto_map needs its (our, checked) model file
+            shutil.copy(code_file, tmp / code_file.name)
         (tmp / "autodistil_onnx.json").write_text(json.dumps(result, indent=2) + "\n")
         replace_dir(tmp, out_dir)
     finally:
