@@ -446,15 +446,6 @@ def corpus_progress(console):
     return progress
 
 
-def open_store(directory) -> PackedCorpus:
-    """A prepared store, memory-mapped read-only; a UserError where it is missing or damaged."""
-    directory = Path(directory)
-    index, problem = _check_store(directory)
-    if index is None:
-        raise UserError(f"{directory}: prepared corpus store unusable ({problem}); run `autodistil-evo prepare` or train again")
-    return _packed(directory, index)
-
-
 def _packed(directory: Path, index: dict) -> PackedCorpus:
     seq_len, dtype = index["seq_len"], index["dtype"]
     train, heldout = index["train"], index["heldout"]
