@@ -28,7 +28,13 @@ from autodistil_evo.search.problem import SubspaceProblem
 from autodistil_evo.spaces import Arch
 
 OBJECTIVES = ["loss", "flops"]
-SEARCHES = {"NSGA-II (ux-reset)": ("nsga2", "ux-reset"), "NSGA-II (sbx-pm)": ("nsga2", "sbx-pm"), "random": ("random", None)}
+# label -> (algorithm, operators, population; None = --population)
+SEARCHES = {
+    "NSGA-II (ux-reset)": ("nsga2", "ux-reset", None),
+    "NSGA-II (ux-reset, population 10)": ("nsga2", "ux-reset", 10),  # twice the generations for the same budget
+    "NSGA-II (sbx-pm)": ("nsga2", "sbx-pm", None),
+    "random": ("random", None, None),
+}
 
 
 def run_search(algorithm, operators, problem, population, budget, seed):
@@ -102,9 +108,9 @@ def main():
 
     runs = {label: [] for label in SEARCHES}
     start = time.perf_counter()
-    for label, (algorithm, operators) in SEARCHES.items():
+    for label, (algorithm, operators, population) in SEARCHES.items():
         for seed in range(args.seeds):
-            runs[label].append(run_search(algorithm, operators, problem, args.population, max(budgets), seed))
+            runs[label].append(run_search(algorithm, operators, problem, population or args.population, max(budgets), seed))
             print(f"{label} seed {seed}: {len(runs[label][-1])} distinct archs, cache {len(evaluator.cache)}", flush=True)
     search_seconds = time.perf_counter() - start
 

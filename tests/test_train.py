@@ -173,3 +173,17 @@ def test_recipe_errors(tmp_path, recipe_file, overrides, message):
     bad = tiny_recipe(tmp_path / "bad.yaml", **_recipe_args(recipe_file), **overrides)
     out = run_cli("train", "--recipe", bad, "--out", tmp_path / "run", "--dry-run", expect=2)
     assert message in out and "bad.yaml" in out or message in out
+
+
+def test_resume_with_other_steps_warns_and_records_it(tmp_path, recipe_file):
+    run = tmp_path / "run"
+    train(run, recipe_file, "--subspace", "small", "--steps", 2, "--save-every", 1)
+    same = train(run, recipe_file, "--subspace", "small", "--steps", 2, "--resume")
+    assert "re-planned" not in same.stdout + same.stderr
+    proc = train(run, recipe_file, "--subspace", "small", "--steps", 4, "--resume")
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert "planned for 2 steps, this one for 4" in out and "learning-rate schedule is re-planned from step 2" in out
+    rows = losses(run, "small")
+    assert [r["step"] for r in rows] == [1, 2, 2, 3, 4]
+    assert rows[2] == {"step": 2, "event": "steps_changed", "old_total": 2, "new_total": 4}
+    assert (run / "small" / "loss.png").read_bytes()[:4] == b"\x89PNG"

@@ -61,6 +61,7 @@ def step_samples(step: int, per_step: int, n_samples: int, seed: int) -> torch.T
 
 
 def _plot_losses(metrics: list, path: Path, title: str):
+    metrics = [m for m in metrics if "loss" in m]  # not the event rows (a changed --steps)
     fig, ax = new_figure(figsize=(7, 4))
     steps = [m["step"] for m in metrics]
     ax.plot(steps, [m["loss"] for m in metrics], label="sandwich mean", color="black", linewidth=2)
@@ -207,6 +208,7 @@ def train_subspace(
             "scheduler": engine.lr_scheduler.state_dict() if engine else {},
             "rng": {"scheme": "torch/numpy generators seeded by (seed, step)", "seed": recipe.seed},
             "samples_seen": step * per_step,
+            "total_steps": settings.steps,  # the learning-rate schedule was planned for this many steps
         }
         try:
             ckpt.save_checkpoint(ckpt_dir, step, state, engine.optimizer.state_dict(), extra)
@@ -219,6 +221,16 @@ def train_subspace(
 
     if resumed_from is not None:
         log(f"resuming {subspace.name} from {resumed_from} (step {start_step})")
+        planned = checkpoint.state.get("total_steps")
+        if planned is not None and planned != settings.steps and start_step < settings.steps:
+            log(f"[yellow]warning:[/] {subspace.name}: the checkpoint's run was planned for {planned} steps, this one for "
+                f"{settings.steps}; the learning-rate schedule is re-planned from step {start_step}, so the result will "
+                f"not equal an uninterrupted {settings.steps}-step run")
+            if is_main:
+                event = {"step": start_step, "event": "steps_changed", "old_total": planned, "new_total": settings.steps}
+                metrics.append(event)
+                with open(metrics_file, "a") as f:
+                    f.write(json.dumps(event) + "\n")
     teacher.model.to(dev)
     tap = RelationTap(teacher.model, recipe.teacher_layer)
     n_blocks = len(train_blocks)
@@ -294,7 +306,7 @@ def train_subspace(
         "subspace": subspace.name,
         "step": step,
         "interrupted": False,
-        "final_loss": metrics[-1]["loss"] if metrics else None,
+        "final_loss": next((m["loss"] for m in reversed(metrics) if "loss" in m), None),
         "resumed_from": str(resumed_from) if resumed_from else None,
     }
 
