@@ -149,7 +149,7 @@ def main():
     sample = [sub.sample(np.random.default_rng(i)) for i in range(6)]
     costs = proxy_cost_ratios(trained, evaluator, sample)
     data = {
-        "subspace": args.subspace, "candidates": len(sub), "seeds": args.seeds, "population": args.population,
+        "subspace": args.subspace, "candidates": sub.candidate_count(), "seeds": args.seeds, "population": args.population,
         "budgets": list(budgets), "proxy_blocks": len(heldout), "seq_len": meta["seq_len"],
         "superlm_steps": meta["step"], "reference_point": reference, "best_known_hv": best_hv,
         "best_known_archs": len(union), "searches": results,
@@ -166,7 +166,7 @@ def main():
     write_section(
         "search_quality",
         f"## Search quality (per-layer space)\n\nMachine: {machine()}. Sub-space `{args.subspace}` of "
-        f"`spaces/minilm-l6-layerwise.yaml` ({len(sub):,} archs), SuperLM trained by the quickstart recipe "
+        f"`spaces/minilm-l6-layerwise.yaml` ({sub.candidate_count():,} archs), SuperLM trained by the quickstart recipe "
         f"({meta['step']} steps); proxy set {len(heldout)} held-out blocks of {meta['seq_len']} tokens (seeded uniform sample, as `evolve`); objectives proxy "
         f"loss x FLOPs; population {args.population}; seeds 0-{args.seeds - 1}. HV is measured against the best-known "
         f"front (union of every run's {len(union):,} distinct archs and the 128 uniform ones) with one reference point "

@@ -29,7 +29,7 @@ def test_k1_space_spans_k3():
 def test_minilm_space_fits_embedded_teacher():
     space = load_space("spaces/minilm-l6.yaml")
     space.validate_against(load_teacher(None).shape)
-    assert all(len(sub) >= 64 for sub in space.subspaces.values())
+    assert all(sub.candidate_count() >= 64 for sub in space.subspaces.values())
 
 
 def test_stats_table_and_seq_len(tiny_space_file, tiny_teacher):
@@ -103,6 +103,11 @@ def test_layerwise_stats_are_exact_and_analytic():
         assert {k: v for k, v in row.items() if k != "candidates"} == {k: v for k, v in uniform[name].items() if k != "candidates"}
     big = json.loads(run_cli("space", "stats", "spaces/autodistil-bert-base-layerwise.yaml", "--json"))
     assert big[0]["candidates"] == 4 * sum(16**depth for depth in (9, 10, 11, 12))  # exact beyond 2^53
+    deep = yaml.safe_load(open("spaces/autodistil-bert-base-layerwise.yaml"))
+    deep["subspaces"]["base"]["layers"] = [24]  # 4 x 16^24 archs: more than len() can return
+    from autodistil_evo.spaces.space import parse_space
+
+    assert parse_space(deep).subspace("base").candidate_count() == 4 * 16**24
     assert "71303168" in run_cli("space", "stats", "spaces/minilm-l6-layerwise.yaml")
 
 
@@ -114,7 +119,7 @@ def test_candidate_count_matches_enumeration_and_brute_force(layerwise_space_fil
     space = load_space(layerwise_space_file)
     for sub in space.subspaces.values():
         archs = list(sub.candidates())
-        assert len(archs) == len(set(archs)) == len(sub) == 40
+        assert len(archs) == len(set(archs)) == sub.candidate_count() == 40
         brute = {
             Arch(depth, list(h), hidden, list(r))
             for depth in sub.layers for hidden in sub.hidden

@@ -328,7 +328,7 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
             + recipe.sandwich_random * mean_flops(sub, dims, recipe.seq_len)
         )
         per_subspace.append(
-            {"subspace": sub.name, "candidates": len(sub), "flops": steps * global_batch * (teacher_flops + member_flops)}
+            {"subspace": sub.name, "candidates": sub.candidate_count(), "flops": steps * global_batch * (teacher_flops + member_flops)}
         )
     return {
         "recipe": recipe.source,

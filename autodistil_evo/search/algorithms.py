@@ -56,7 +56,7 @@ class DistinctArchSampling(Sampling):
 
     def _do(self, problem, n_samples, random_state=None, **kwargs):
         sizes = (problem.xu - problem.xl + 1).astype(int)
-        want = min(n_samples, len(problem.subspace))
+        want = min(n_samples, problem.subspace.candidate_count())
         chosen = {}
         while len(chosen) < want:  # terminates: `want` distinct archs exist
             x = problem.xl + random_state.integers(0, sizes)
@@ -147,7 +147,7 @@ class _EnumeratingSearch:
         self.evaluator = Evaluator()
         self.seen = set()
         self.sizes = [int(u) + 1 for u in problem.xu]
-        self.total = len(problem.subspace)
+        self.total = problem.subspace.candidate_count()
 
     def ask(self):
         X = self._propose()

@@ -272,8 +272,8 @@ def _algorithm_for(subspace, settings: SearchSettings, state, log) -> str:
     if state is not None:
         return state.get("algorithm_name", settings.algorithm)
     budget = settings.population * settings.generations
-    if settings.algorithm == "nsga2" and budget >= len(subspace):
-        log(f"{subspace.name}: population x generations = {budget} >= its {len(subspace)} candidates; "
+    if settings.algorithm == "nsga2" and budget >= subspace.candidate_count():
+        log(f"{subspace.name}: population x generations = {budget} >= its {subspace.candidate_count()} candidates; "
             f"evaluating all of them instead of evolving")
         return "exhaustive"
     return settings.algorithm

@@ -183,8 +183,9 @@ class SubSpace:
         """How many values of `gene` a student of `layers` layers chooses."""
         return layers if gene in self.per_layer else 1
 
-    def __len__(self):
-        """Exact number of distinct archs (a Python int: per-layer spaces hold 10^12 and more)."""
+    def candidate_count(self) -> int:
+        """Exact number of distinct archs: a Python int, since per-layer spaces easily exceed what
+        `len()` may return (a 24-layer space with 4 choices per gene holds 4^48 per depth)."""
         return sum(
             len(self.hidden) * math.prod(len(self.choices(g)) ** self._slots(g, depth) for g in PER_LAYER_GENES)
             for depth in self.layers

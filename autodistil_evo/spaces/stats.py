@@ -14,7 +14,7 @@ def subspace_stats(space: SearchSpace, teacher: TeacherShape = None, seq_len: in
         rows.append(
             {
                 "subspace": sub.name,
-                "candidates": len(sub),
+                "candidates": sub.candidate_count(),
                 "params_min": count_params(small, dims),
                 "params_max": count_params(large, dims),
                 "flops_min": count_flops(small, dims, seq_len),
