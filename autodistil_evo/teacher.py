@@ -59,7 +59,8 @@ def _check_bert_folder(path: Path):
 
 
 def load_teacher(spec: str | None = None) -> Teacher:
-    """Load a BERT teacher in eval mode with eager attention (so Q/K/V are plain matmuls)."""
+    """Load a BERT teacher in eval mode; SDPA attention (the relation hooks sit on the Q/K/V Linears,
+    which every attention implementation calls)."""
     source = resolve_teacher(spec)
     path = Path(source)
     local = path.exists()
@@ -69,7 +70,7 @@ def load_teacher(spec: str | None = None) -> Teacher:
         _check_bert_folder(path)
     try:
         config = BertConfig.from_pretrained(source)
-        model = BertModel.from_pretrained(source, config=config, attn_implementation="eager")
+        model = BertModel.from_pretrained(source, config=config, attn_implementation="sdpa")
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as e:
         if local:
@@ -87,8 +88,15 @@ def teacher_param_count(teacher: Teacher) -> int:
     return sum(p.numel() for p in teacher.model.parameters())
 
 
+class _Tapped(Exception):
+    """Raised once Q, K and V of the tapped layer are captured: nothing after them is needed."""
+
+
 class RelationTap:
-    """Captures Q, K, V (before the head split) of one teacher layer with forward hooks.
+    """Captures Q, K, V (before the head split) of one teacher layer with forward hooks, and stops
+    the teacher's forward there (the rest of the tapped layer, later layers and the pooler would be
+    wasted work). A context manager: the hooks are removed on exit, so taps of successive
+    sub-spaces on one teacher never fire together.
 
     Hooks keep the teacher an unmodified `BertModel`, so any BERT checkpoint works as teacher.
     """
@@ -103,12 +111,31 @@ class RelationTap:
     def _hook(self, part):
         def save(_module, _inputs, output):
             self.outputs[part] = output
+            if len(self.outputs) == 3:
+                raise _Tapped
 
         return save
 
+    def close(self):
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     @torch.no_grad()
     def __call__(self, model: BertModel, input_ids, attention_mask):
-        model(input_ids=input_ids, attention_mask=attention_mask)
+        if not self.handles:
+            raise RuntimeError("RelationTap used after close()")
+        self.outputs = {}
+        try:
+            model(input_ids=input_ids, attention_mask=attention_mask)
+        except _Tapped:
+            pass
         qkv = tuple(self.outputs[p] for p in ("query", "key", "value"))
         self.outputs = {}
         return qkv

@@ -97,9 +97,38 @@ def test_verbose_shows_traceback(tmp_path):
         run_cli("-v", "info", "--teacher", tmp_path / "nothing-here")
 
 
-def test_teacher_loads_with_eager_attention(tiny_teacher):
+def test_teacher_loads_with_sdpa_and_the_tap_stops_at_its_layer(tiny_teacher):
+    from transformers import BertModel
+
+    from autodistil_evo.teacher import RelationTap
+
     teacher = load_teacher(str(tiny_teacher))
-    assert teacher.model.config._attn_implementation == "eager"
+    assert teacher.model.config._attn_implementation == "sdpa"
     assert not any(p.requires_grad for p in teacher.model.parameters())
-    ids = torch.tensor([[101, 2054, 102]])
-    assert teacher.model(input_ids=ids).last_hidden_state.shape == (1, 3, 64)
+    ids = torch.tensor([[101, 2054, 2003, 102, 0], [101, 2054, 102, 0, 0]])
+    mask = (ids != 0).long()
+    assert teacher.model(input_ids=ids).last_hidden_state.shape == (2, 5, 64)
+
+    # The same Q/K/V as an eager forward of the whole model computes at layer 0 ...
+    eager = BertModel.from_pretrained(tiny_teacher, attn_implementation="eager").eval()
+    seen = {}
+    handles = [getattr(eager.encoder.layer[0].attention.self, p).register_forward_hook(
+        lambda m, i, o, p=p: seen.__setitem__(p, o)) for p in ("query", "key", "value")]
+    with torch.no_grad():
+        eager(input_ids=ids, attention_mask=mask)
+    for h in handles:
+        h.remove()
+    # ... while nothing after the tapped Q/K/V runs: not the layer's FFN, not layer 1.
+    ran = []
+    later = [teacher.model.encoder.layer[0].intermediate, teacher.model.encoder.layer[1]]
+    watch = [m.register_forward_hook(lambda *a: ran.append(1)) for m in later]
+    with RelationTap(teacher.model, 0) as tap:
+        qkv = tap(teacher.model, ids, mask)
+    for h in watch:
+        h.remove()
+    assert ran == []
+    for got, part in zip(qkv, ("query", "key", "value")):
+        assert (got - seen[part]).abs().max().item() <= 1e-6
+    # Closed: its hooks are gone, and the teacher runs to the end again.
+    assert not teacher.model.encoder.layer[0].attention.self.query._forward_hooks
+    assert teacher.model(input_ids=ids).last_hidden_state.shape == (2, 5, 64)

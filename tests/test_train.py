@@ -135,6 +135,34 @@ def test_steps_zero_writes_teacher_initialised_superlm(tmp_path, recipe_file, ti
     assert torch.equal(w[key], teacher[t_key][: w[key].shape[0], : w[key].shape[1]])
 
 
+def test_weights_the_loss_never_reaches_keep_their_teacher_values(tmp_path, recipe_file, uninterrupted):
+    """The pooler and the last layer's attention output and FFN get no gradient (the loss stops at the
+    last layer's Q/K/V): training must leave them exactly as initialised, not shrunk by weight decay."""
+    train(tmp_path / "zero", recipe_file, "--subspace", "small", "--steps", 0)
+    start, end = weights(tmp_path / "zero", "small"), weights(uninterrupted, "small")
+    untouched = [k for k in start if k.startswith(("pooler.", "encoder.layer.1.attention.output.",
+                                                     "encoder.layer.1.intermediate.", "encoder.layer.1.output."))]
+    assert len(untouched) == 12  # pooler dense; attention output dense + LayerNorm; FFN in + out + LayerNorm
+    for key in untouched:
+        assert torch.equal(start[key], end[key]), key
+    # ... while everything on the loss's path did train.
+    for key in ("encoder.layer.1.attention.self.query.weight", "encoder.layer.0.output.dense.weight"):
+        assert not torch.equal(start[key], end[key]), key
+
+
+def test_one_arch_subspace_is_standalone_distillation(tmp_path, tiny_teacher, corpus_file):
+    import yaml
+
+    space = tmp_path / "one.yaml"
+    space.write_text(yaml.safe_dump({"name": "one", "head_dim": "teacher", "seq_len": 32, "subspaces": {
+        "solo": {"layers": [2], "heads": [2], "hidden": [32], "mlp_ratio": [2.0]}}}))
+    recipe = tiny_recipe(tmp_path / "r.yaml", tiny_teacher, space, corpus_file, steps=3, save_every=3)
+    train(tmp_path / "run", recipe)
+    rows = losses(tmp_path / "run", "solo")
+    assert [r["archs"] for r in rows] == [["L2-H2-D32-R2"]] * 3
+    assert all(len(r["member_losses"]) == 1 and r["loss"] > 0 for r in rows)
+
+
 def test_two_processes_equal_one(tmp_path, tiny_teacher, tiny_space_file, corpus_file):
     args = dict(teacher=tiny_teacher, space=tiny_space_file, corpus=corpus_file, dropout=0.0, steps=4, save_every=4)
     one = tiny_recipe(tmp_path / "one.yaml", micro_batch=2, accumulation=2, **args)

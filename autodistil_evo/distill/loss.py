@@ -11,7 +11,10 @@ R * floor(width / R) channels are used, as the MiniLMv2 reference implementation
 
 The KL is computed as  sum_k p_k log p_k - (sum_k p_k s_k - logsumexp_k s_k)  with s the
 student's scaled scores: the teacher's part is computed once per batch (the search reuses it for
-every arch) and the student's log-softmax is never materialised.
+every arch) and the student's log-softmax is never materialised. Relations and KL are computed in
+fp32 whatever the models' precision (bf16 softmax over 128+ keys loses the small probabilities
+the KL is made of), and the key mask is always applied: a data-dependent skip would need a host
+synchronisation every call.
 """
 
 import torch
@@ -23,11 +26,9 @@ def relation_scores(x: torch.Tensor, relation_heads: int, key_mask: torch.Tensor
     head_size = width // relation_heads
     if head_size == 0:
         raise ValueError(f"Q/K/V width {width} is smaller than {relation_heads} relation heads")
-    x = x[..., : relation_heads * head_size].reshape(batch, seq, relation_heads, head_size).transpose(1, 2)
+    x = x[..., : relation_heads * head_size].float().reshape(batch, seq, relation_heads, head_size).transpose(1, 2)
     scores = torch.matmul(x * head_size**-0.5, x.transpose(-1, -2))
-    if not bool(key_mask.all()):
-        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-    return scores
+    return scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
 
 
 def teacher_relations(teacher_qkv, relation_heads: int, attention_mask: torch.Tensor) -> list:
@@ -50,7 +51,7 @@ def relation_loss(teacher_qkv, student_qkv, attention_mask: torch.Tensor, relati
 def relation_loss_from_teacher(relations, student_qkv, attention_mask, relation_heads: int) -> torch.Tensor:
     """`relation_loss` with the teacher's side (`teacher_relations`) precomputed."""
     key_mask = attention_mask.bool()
-    query_weight = attention_mask.to(student_qkv[0].dtype)
+    query_weight = attention_mask.float()
     query_weight = query_weight / query_weight.sum()
     total = 0.0
     for (p, p_log_p), x in zip(relations, student_qkv):

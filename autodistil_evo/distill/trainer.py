@@ -2,7 +2,8 @@
 
 Every optimizer step trains the sub-space's largest and smallest arch plus `sandwich_random`
 random ones on the same batch; DeepSpeed accumulates their gradients (each member is one of its
-micro-steps) and steps once. Randomness is a function of (seed, step) alone: the archs, the
+micro-steps) and steps once. A sub-space of one arch is standalone distillation of that arch:
+its sandwich is the arch alone. Randomness is a function of (seed, step) alone: the archs, the
 batch, the dropout masks. So a resumed run replays exactly what an uninterrupted one does.
 """
 
@@ -20,7 +21,7 @@ from autodistil_evo import __version__
 from autodistil_evo.data import PackedCorpus, permute
 from autodistil_evo.distill import checkpoint as ckpt
 from autodistil_evo.distill.artifact import save_superlm
-from autodistil_evo.distill.loss import relation_loss
+from autodistil_evo.distill.loss import relation_loss_from_teacher, teacher_relations
 from autodistil_evo.distill.recipe import Recipe
 from autodistil_evo.distributed import device, init_distributed, mean_across_ranks
 from autodistil_evo.errors import UserError
@@ -41,11 +42,48 @@ class TrainSettings:
     resume: bool = False
 
 
+def sandwich_size(subspace: SubSpace, n_random: int) -> int:
+    return 1 if subspace.candidate_count() == 1 else 2 + n_random
+
+
 def sandwich(subspace: SubSpace, seed: int, step: int, n_random: int) -> list:
     """Largest, smallest and `n_random` archs drawn gene by gene (layer by layer where per layer)
-    from a (seed, step) generator."""
+    from a (seed, step) generator; a one-arch sub-space's sandwich is that arch."""
+    if subspace.candidate_count() == 1:
+        return [subspace.largest()]
     rng = np.random.default_rng([seed, step])
     return [subspace.largest(), subspace.smallest(), *(subspace.sample(rng) for _ in range(n_random))]
+
+
+def make_engine(recipe: Recipe, superlm: SuperLM, members: int, total_steps: int):
+    """The DeepSpeed engine of a SuperLM; parameters the loss never reaches stay out of the optimizer."""
+    import deepspeed
+
+    untrained = superlm.untrained_by_relations()
+    params = [p for name, p in superlm.named_parameters() if name not in untrained]
+    engine, _, _, _ = deepspeed.initialize(model=superlm, model_parameters=params,
+                                           config=recipe.engine_config(members, total_steps))
+    return engine
+
+
+def distill_step(engine, superlm: SuperLM, archs: list, micro_batches: list, teacher_model, tap: RelationTap,
+                 relation_heads: int) -> torch.Tensor:
+    """One optimizer step. Per micro-batch the teacher runs once (to its tapped Q/K/V) and its
+    relations are computed once; each sandwich member then runs to its last layer's Q/K/V, and its
+    relation KL is back-propagated. DeepSpeed accumulates the members' gradients and steps at the
+    last one. Returns the members' losses as a tensor: nothing here waits for the device."""
+    losses = torch.zeros(len(archs), device=micro_batches[0].device)
+    for ids in micro_batches:
+        mask = torch.ones_like(ids)
+        relations = teacher_relations(tap(teacher_model, ids, mask), relation_heads, mask)
+        for i, arch in enumerate(archs):
+            superlm.set_active(arch)
+            _, _, student_qkv = engine(ids, mask, stop_at_last_qkv=True)
+            loss = relation_loss_from_teacher(relations, student_qkv, mask, relation_heads)
+            engine.backward(loss)
+            engine.step()
+            losses[i] += loss.detach() / len(micro_batches)
+    return losses
 
 
 def step_samples(step: int, per_step: int, n_samples: int, seed: int) -> torch.Tensor:
@@ -65,7 +103,8 @@ def _plot_losses(metrics: list, path: Path, title: str):
     fig, ax = new_figure(figsize=(7, 4))
     steps = [m["step"] for m in metrics]
     ax.plot(steps, [m["loss"] for m in metrics], label="sandwich mean", color="black", linewidth=2)
-    for label, key in (("largest", 0), ("smallest", 1)):
+    members = len(metrics[0]["member_losses"]) if metrics else 0
+    for label, key in (("largest", 0), ("smallest", 1))[: 2 if members > 1 else 0]:
         ax.plot(steps, [m["member_losses"][key] for m in metrics], label=label, alpha=0.7)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("relation KL (Q-Q + K-K + V-V)")
@@ -114,9 +153,10 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
     }
 
 
-def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint) -> dict:
+def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint, untrained) -> dict:
     """What must not change between a run and its resume (the data too: its store's fingerprint)."""
     return {
+        "optimizer_excludes": sorted(untrained),
         "corpus_fingerprint": corpus_fingerprint,
         "space": space.to_dict(),
         "subspace": subspace.name,
@@ -150,7 +190,6 @@ def train_subspace(
     ckpt_dir = out_dir / "checkpoints"
     metrics_file = out_dir / "metrics.jsonl"
     per_step = recipe.micro_batch * recipe.accumulation * world
-    identity = _identity(recipe, space, subspace, teacher.shape, per_step, packed.fingerprint)
     train_blocks = packed.train
 
     torch.manual_seed(recipe.seed)
@@ -162,6 +201,8 @@ def train_subspace(
         pad_token_id=teacher.model.config.pad_token_id or 0,
     )
     superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+    identity = _identity(recipe, space, subspace, teacher.shape, per_step, packed.fingerprint,
+                         superlm.untrained_by_relations())
 
     start_step, resumed_from = 0, None
     existing = ckpt.list_checkpoints(ckpt_dir)
@@ -178,18 +219,12 @@ def train_subspace(
         superlm.load_state_dict(checkpoint.model_state())
         start_step, resumed_from = checkpoint.step, checkpoint.path
 
-    members = 2 + recipe.sandwich_random
+    members = sandwich_size(subspace, recipe.sandwich_random)
     if settings.steps == 0 or start_step >= settings.steps:
         engine = None
         superlm.to(dev)
     else:
-        import deepspeed
-
-        engine, _, _, _ = deepspeed.initialize(
-            model=superlm,
-            model_parameters=superlm.parameters(),
-            config=recipe.engine_config(members, settings.steps),
-        )
+        engine = make_engine(recipe, superlm, members, settings.steps)
         if checkpoint is not None:
             engine.optimizer.load_state_dict(checkpoint.optimizer_state())
             engine.lr_scheduler.load_state_dict(checkpoint.state["scheduler"])
@@ -232,7 +267,6 @@ def train_subspace(
                 with open(metrics_file, "a") as f:
                     f.write(json.dumps(event) + "\n")
     teacher.model.to(dev)
-    tap = RelationTap(teacher.model, recipe.teacher_layer)
     n_blocks = len(train_blocks)
     if n_blocks == 0:
         raise UserError(f"corpus gives no training block of {recipe.seq_len} tokens; add text or lower --seq-len")
@@ -252,7 +286,7 @@ def train_subspace(
             console=console,
             disable=not is_main,
         )
-        with progress, _StopRequest() as stop:
+        with progress, _StopRequest() as stop, RelationTap(teacher.model, recipe.teacher_layer) as tap:
             task = progress.add_task("train", total=settings.steps, completed=start_step, loss=float("nan"), rate=0.0)
             while step < settings.steps:
                 tick = time.perf_counter()
@@ -260,19 +294,10 @@ def train_subspace(
                 archs = sandwich(subspace, recipe.seed, step, recipe.sandwich_random)
                 samples = step_samples(step, per_step, n_blocks, recipe.seed)
                 mine = samples[rank * recipe.micro_batch * recipe.accumulation :][: recipe.micro_batch * recipe.accumulation]
-                member_losses = [0.0] * members
-                for micro in range(recipe.accumulation):
-                    ids = train_blocks[mine[micro * recipe.micro_batch : (micro + 1) * recipe.micro_batch]].to(dev)
-                    mask = torch.ones_like(ids)
-                    teacher_qkv = tap(teacher.model, ids, mask)
-                    for i, arch in enumerate(archs):
-                        superlm.set_active(arch)
-                        _, _, student_qkv = engine(ids, mask, stop_at_last_qkv=True)
-                        loss = relation_loss(teacher_qkv, student_qkv, mask, recipe.relation_heads)
-                        engine.backward(loss)
-                        engine.step()
-                        member_losses[i] += loss.item() / recipe.accumulation
-                member_losses = mean_across_ranks(member_losses)
+                micro_batches = [train_blocks[mine[m * recipe.micro_batch : (m + 1) * recipe.micro_batch]].to(dev)
+                                 for m in range(recipe.accumulation)]
+                losses = distill_step(engine, superlm, archs, micro_batches, teacher.model, tap, recipe.relation_heads)
+                member_losses = mean_across_ranks(losses.tolist())  # the step's one host synchronisation
                 step += 1
                 elapsed = time.perf_counter() - tick
                 row = {
@@ -315,18 +340,17 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
     """What a run would do, from the recipe alone (no weights, no data): for --dry-run."""
     teacher = recipe.teacher_shape()
     space.validate_against(teacher)
-    engine_config = recipe.engine_config(2 + recipe.sandwich_random, steps)
+    engine_config = recipe.engine_config(max(sandwich_size(sub, recipe.sandwich_random) for sub in subspaces), steps)
     dims = space.dims(teacher)
     global_batch = recipe.micro_batch * recipe.accumulation * world_size
     teacher_flops = count_flops(teacher.arch(), teacher.dims(), recipe.seq_len)
     per_subspace = []
     for sub in subspaces:
         # forward + backward ~ 3x forward for each sandwich member; the teacher only runs forward.
-        member_flops = 3 * (
-            count_flops(sub.largest(), dims, recipe.seq_len)
-            + count_flops(sub.smallest(), dims, recipe.seq_len)
-            + recipe.sandwich_random * mean_flops(sub, dims, recipe.seq_len)
-        )
+        member_flops = 3 * count_flops(sub.largest(), dims, recipe.seq_len)
+        if sandwich_size(sub, recipe.sandwich_random) > 1:
+            member_flops += 3 * (count_flops(sub.smallest(), dims, recipe.seq_len)
+                                 + recipe.sandwich_random * mean_flops(sub, dims, recipe.seq_len))
         per_subspace.append(
             {"subspace": sub.name, "candidates": sub.candidate_count(), "flops": steps * global_batch * (teacher_flops + member_flops)}
         )

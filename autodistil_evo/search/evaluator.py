@@ -27,9 +27,8 @@ class ProxyEvaluator:
         self.cache = cache if cache is not None else {}  # arch key -> {"loss": .., "latency_ms": ..}
         self.hits = 0
         self.batches = []
-        tap = RelationTap(teacher_model, teacher_layer)
         teacher_model.to(device())
-        with torch.inference_mode():
+        with torch.inference_mode(), RelationTap(teacher_model, teacher_layer) as tap:
             for start in range(0, len(heldout), batch_size):
                 ids = heldout[start : start + batch_size].to(device())
                 mask = torch.ones_like(ids)

@@ -229,6 +229,15 @@ class SuperLM(nn.Module):
         pooled = torch.tanh(self.pooler.dense(hidden_states[:, 0], arch.hidden))
         return hidden_states, pooled, qkv
 
+    def untrained_by_relations(self) -> set:
+        """Names of the parameters relation distillation never reaches: its loss stops at the Q/K/V of
+        a subnet's last layer, the SuperLM's last layer is only ever a last layer (of the full-depth
+        subnets), and the pooler is never on the path. Left out of the optimizer, they keep the
+        teacher's values instead of being shrunk by weight decay."""
+        last = f"encoder.layer.{len(self.encoder.layer) - 1}."
+        after_qkv = ("pooler.", last + "attention.output.", last + "intermediate.", last + "output.")
+        return {name for name, _ in self.named_parameters() if name.startswith(after_qkv)}
+
     # ----- teacher initialisation and extraction: both are first-k slicing by parameter name
 
     @staticmethod
