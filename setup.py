@@ -27,6 +27,9 @@ setup(
         "safetensors",
         "pyyaml",
         "matplotlib",
+        # finetune metrics (F1, MCC; Pearson / Spearman)
+        "scikit-learn>=1.5,<2",
+        "scipy>=1.10",
     ],
     extras_require={
         # ruff and import-linter are pinned: a newer release may add checks and turn main red overnight.

@@ -305,28 +305,47 @@ def export(source, student_id, arch_json, out_dir, force):
                   f"{p['flops'] / 1e9:.3f} GFLOPs at seq len {p['seq_len']}")
 
 
+def _lr_grid(_ctx, _param, value):
+    try:
+        lrs = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of numbers") from None
+    if not lrs or any(not (lr > 0) for lr in lrs):
+        raise click.BadParameter(f"{value!r}: learning rates must be positive")
+    return lrs
+
+
 @main.command()
 @click.argument("model_dirs", nargs=-1, required=True)
-@click.option("--task", default="rotten-tomatoes", show_default=True, help="Embedded labelled task.")
-@click.option("--train", "train_csv", default=None, help="Your training CSV (with --eval) instead of --task.")
-@click.option("--eval", "eval_csv", default=None, help="Your evaluation CSV.")
+@click.option("--task", default="rotten-tomatoes", show_default=True,
+              help="Embedded task, a datasets name (NAME or NAME:CONFIG) or a local dataset folder.")
+@click.option("--train", "train_file", default=None, help="Your training file (CSV, TSV, JSONL, Parquet; with --eval).")
+@click.option("--eval", "eval_file", default=None, help="Your evaluation file, reported as test (dev is carved from --train).")
 @click.option("--text-column", default="text", show_default=True)
+@click.option("--text-pair-column", default=None, help="Second text column of a sentence-pair task.")
 @click.option("--label-column", default="label", show_default=True)
+@click.option("--problem", type=click.Choice(["auto", "classification", "regression"]), default="auto", show_default=True,
+              help="auto: labels that are numbers with a fraction make a regression task.")
+@click.option("--metric", default=None, help="Dev metric that picks the lr: accuracy|f1|mcc, or pearson|spearman|mse "
+              "(default accuracy / pearson).")
 @click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--lr", "lrs", default="1e-4", show_default=True, callback=_lr_grid,
+              help="Learning rate, or a grid picked on the dev split: 1e-4,3e-4,1e-3.")
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs per lr (seeds SEED..SEED+N-1); test metrics are mean and std over them.")
 @click.option("--max-len", type=click.IntRange(min=8), default=64, show_default=True)
 @click.option("--max-train", type=click.IntRange(min=1), default=None, help="Use at most this many training examples.")
 @click.option("--seed", type=int, default=None)
-@click.option("--save", "save_dir", default=None, type=click.Path(), help="Keep the fine-tuned model as an HF folder (one MODEL_DIR).")
+@click.option("--save", "save_dir", default=None, type=click.Path(), help="Keep the fine-tuned model (picked lr, first seed) as an HF folder (one MODEL_DIR).")
 @click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (one object per model).")
 @click.pass_context
-def finetune(ctx, model_dirs, task, train_csv, eval_csv, text_column, label_column, epochs, batch_size, lr, max_len, max_train, seed,
-             save_dir, trust_remote_code, as_json):
-    """Fine-tune model folders (students, teacher) for sequence classification; compare accuracy.
+def finetune(ctx, model_dirs, task, train_file, eval_file, text_column, text_pair_column, label_column, problem, metric,
+             epochs, batch_size, lrs, seeds, max_len, max_train, seed, save_dir, trust_remote_code, as_json):
+    """Fine-tune model folders (students, teacher) for classification or regression; compare them.
 
-    MODEL_DIRS are Hugging Face BERT-family folders, or embedded:all-MiniLM-L6-v2 for the teacher.
+    MODEL_DIRS are Hugging Face encoder folders, or embedded:all-MiniLM-L6-v2 for the teacher.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -335,23 +354,24 @@ def finetune(ctx, model_dirs, task, train_csv, eval_csv, text_column, label_colu
 
     if save_dir and len(model_dirs) != 1:
         raise UserError("--save keeps one fine-tuned model: give exactly one MODEL_DIR")
-    splits = load_task(task, train_csv, eval_csv, text_column, label_column)
+    labelled = load_task(task, train_file, eval_file, text_column, label_column, text_pair_column, problem)
     results = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err_console, disable=as_json) as progress:
         for model_dir in model_dirs:
-            result = run_finetune(model_dir, splits, epochs, batch_size, lr, max_len, max_train, _seed(ctx, seed), progress,
-                                  trust_remote_code, save_dir)
-            result["task"] = task if not train_csv else f"{train_csv} -> {eval_csv}"
-            results.append(result)
+            results.append(run_finetune(model_dir, labelled, epochs, batch_size, lrs, max_len, max_train, _seed(ctx, seed),
+                                        seeds, metric, progress, trust_remote_code, save_dir))
     if as_json:
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
         return
+    names = list(results[0]["test"])
+    spread = lambda m: f"{m['mean']:.3f} ± {m['std']:.3f}" if len(m["values"]) > 1 else f"{m['mean']:.3f}"  # noqa: E731
     console.print(_table(
-        f"fine-tuned on {results[0]['task']} ({results[0]['train_examples']} training examples, {epochs} epoch(s))",
-        ["name", "params", "dev accuracy", "test accuracy", "train s"],
-        [(r["model"], f"{r['params']:,}", f"{r['dev_accuracy']:.3f}", f"{r['test_accuracy']:.3f}", f"{r['train_seconds']:.0f}")
-         for r in results],
+        f"fine-tuned on {labelled.name} ({results[0]['train_examples']} training examples, {epochs} epoch(s), "
+        f"{seeds} seed(s) per lr, lr picked by dev {results[0]['metric']})",
+        ["name", "params", "lr", f"dev {results[0]['metric']}", *(f"test {n}" for n in names), "train s"],
+        [(r["model"], f"{r['params']:,}", f"{r['lr']:g}", spread(r["dev"][r["metric"]]), *(spread(r["test"][n]) for n in names),
+          f"{r['train_seconds']:.0f}") for r in results],
     ))
 
 

@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: a trained quickstart run to measure on, made once if missing."""
+"""Shared by the benchmarks: the runs and searches they measure on, made once if missing (every
+stage is cached on disk, so an interrupted `make bench` continues where it stopped)."""
 
 import subprocess
 import sys
@@ -54,3 +55,95 @@ def export_arch(run_dir, subspace: str, arch: dict, out_dir) -> Path:
             return Path(out_dir)
     cli("export", run_dir, "--arch", json.dumps({"subspace": subspace, **arch}), "--out", out_dir, "--force")
     return Path(out_dir)
+
+
+# The bench budget (recipes/bench.yaml SuperLMs; fine-tuning where students learn): one place.
+BENCH_RECIPE = "recipes/bench.yaml"
+BENCH_RUN = WORK / "bench-run"
+BENCH_SEARCH = WORK / "bench-k3-search"
+BENCH_SEARCH_SIZE = {"population": 16, "generations": 8}
+# Picked from a grid (1e-4, 3e-4, 1e-3) on dev over quickstart students; see BENCHMARKS.md.
+FINETUNE = {"max_train": 3000, "epochs": 2, "batch_size": 32, "lr": 3e-4, "max_len": 64}
+SEEDS = 3
+
+
+def ensure_bench_search() -> tuple:
+    """The bench run (K=3 SuperLMs of recipes/bench.yaml) and its NSGA-II search."""
+    run = ensure_run(BENCH_RUN, BENCH_RECIPE)
+    if not (BENCH_SEARCH / "pareto.json").is_file():
+        cli("evolve", run, "--out", BENCH_SEARCH, "--population", BENCH_SEARCH_SIZE["population"],
+            "--generations", BENCH_SEARCH_SIZE["generations"], "--resume")
+    return run, BENCH_SEARCH
+
+
+def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> dict:
+    """`finetune --seeds N` on the embedded task; the result JSON, cached beside the model."""
+    import json
+
+    cache = Path(model_dir) / "finetune-seeds.json" if Path(model_dir).is_dir() else \
+        WORK / "teacher-finetune" / f"{str(model_dir).replace(':', '_')}.json"
+    key = {"budget": budget, "seeds": seeds}
+    if cache.is_file():
+        kept = json.loads(cache.read_text())
+        if kept.get("key") == key:
+            return kept["result"]
+    out = subprocess.run(
+        [sys.executable, "-m", "autodistil_evo.cli", "finetune", str(model_dir), "--json", "--seed", "0",
+         "--seeds", str(seeds), *(f"--{k.replace('_', '-')}={v}" for k, v in budget.items())],
+        cwd=REPO, check=True, capture_output=True, text=True,
+    ).stdout
+    result = json.loads(out)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"key": key, "result": result}))
+    return result
+
+
+def distil_alone(name: str, arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> dict:
+    """Distil one arch by itself (a one-arch space: its sandwich is the arch alone) with the recipe's
+    data and schedule, then its held-out distillation loss on the recipe's proxy set (a one-arch
+    `evolve`). Returns {"run", "heldout_loss", "seconds"}."""
+    import json
+    import time
+
+    import yaml
+
+    folder = WORK / "alone" / name
+    run, search = folder / "run", folder / "search"
+    result_file = folder / "result.json"
+    if result_file.is_file():
+        kept = json.loads(result_file.read_text())
+        if kept.get("arch") == arch and kept.get("steps") == steps:
+            return kept
+    folder.mkdir(parents=True, exist_ok=True)
+    base = yaml.safe_load(open(REPO / recipe))
+    space = yaml.safe_load(open(REPO / base["space"]))
+    space["name"] = f"alone-{name}"
+    space["subspaces"] = {"alone": {k: [v] for k, v in arch.items()}}
+    (folder / "space.yaml").write_text(yaml.safe_dump(space))
+    base.update(space=str(folder / "space.yaml"), steps=steps)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(base))
+    start = time.perf_counter()
+    cli("train", "--recipe", folder / "recipe.yaml", "--out", run, "--resume")
+    seconds = time.perf_counter() - start
+    cli("evolve", run, "--out", search, "--population", 2, "--generations", 1, "--resume")
+    loss = json.loads((search / "history.jsonl").read_text().splitlines()[0])["loss"]
+    kept = {"arch": arch, "steps": steps, "run": str(run), "heldout_loss": loss, "seconds": seconds}
+    result_file.write_text(json.dumps(kept))
+    return kept
+
+
+def kendall_with_ci(x, y, resamples: int = 2000, seed: int = 0) -> tuple:
+    """Kendall tau (b) of x vs y and a percentile bootstrap 95% interval over the points."""
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    tau = float(kendalltau(x, y)[0])
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        i = rng.integers(0, len(x), len(x))
+        if len(set(x[i])) > 1 and len(set(y[i])) > 1:
+            draws.append(kendalltau(x[i], y[i])[0])
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return tau, [float(low), float(high)]

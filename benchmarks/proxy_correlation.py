@@ -1,94 +1,164 @@
-"""Does the proxy rank students the way fine-tuning does?
+"""Does the proxy rank students the way fine-tuning does, and the way standalone distillation does?
 
-Takes archs spread over one search's global Pareto set and off it, exports each, fine-tunes each
-on the embedded sentiment task with the same budget and seed, and reports Kendall tau and
-Spearman rho between proxy loss and test accuracy (sign flipped: lower loss should mean higher
-accuracy), and the same for FLOPs alone as the naive baseline. Writes a scatter plot PNG.
+On the bench run (recipes/bench.yaml SuperLMs, trained until their proxy loss flattens) and its
+K=3 search: students spread over the FLOPs range of the global front plus off-front ones, each
+exported and fine-tuned on the embedded task with the bench budget over 3 seeds. Reports Kendall
+tau of proxy loss (lower is better) vs mean test accuracy with a bootstrap 95% interval, tau within
+FLOPs bands (where FLOPs alone cannot rank), FLOPs alone as the naive baseline, and a second ground
+truth that needs no labels: archs distilled standalone with the same per-arch budget, tau between
+the SuperLM proxy loss and their held-out distillation loss.
 """
 
 import argparse
 import json
-from pathlib import Path
 
-from common import WORK, cli, ensure_run, export_arch, finetune_accuracy
-from report import command, machine, markdown_table, write_section
-from scipy.stats import kendalltau, spearmanr
+import numpy as np
+from common import FINETUNE, SEEDS, WORK, distil_alone, ensure_bench_search, export_arch, finetune_seeds, kendall_with_ci
+from report import command, machine, markdown_table, write_results, write_section
+from scipy.stats import kendalltau
 
-BUDGET = {"max_train": 3000, "epochs": 1, "batch_size": 32, "lr": 1e-4, "max_len": 64}
+GENES = ("layers", "heads", "hidden", "mlp_ratio")
 
 
 def pick_archs(search_dir, n_front: int, n_off: int) -> list:
-    front = json.loads((search_dir / "pareto.json").read_text())["front"]
+    """`n_front` students evenly over the front's FLOPs range, `n_off` off it (also spread by FLOPs)."""
+    front = sorted(json.loads((search_dir / "pareto.json").read_text())["front"], key=lambda r: r["flops"])
     history = [json.loads(line) for line in (search_dir / "history.jsonl").read_text().splitlines()]
     front_ids = {r["id"] for r in front}
-    step = max(len(front) // n_front, 1)
-    chosen = [{"id": r["id"], "subspace": r["subspace"], "arch": {k: r[k] for k in ("layers", "heads", "hidden", "mlp_ratio")},
-               "loss": r["loss"], "flops": r["flops"], "on_front": True} for r in front[::step][:n_front]]
+    index = np.unique(np.linspace(0, len(front) - 1, min(n_front, len(front))).round().astype(int))
+    chosen = [{"id": front[i]["id"], "subspace": front[i]["subspace"], "arch": {k: front[i][k] for k in GENES},
+               "proxy_loss": front[i]["loss"], "flops": front[i]["flops"], "on_front": True} for i in index]
     off = {}
     for r in history:
         rid = f"{r['subspace']}-{r['key']}"
         if rid not in front_ids:
-            off[rid] = {"id": rid, "subspace": r["subspace"], "arch": r["arch"], "loss": r["loss"], "flops": r["flops"], "on_front": False}
+            off[rid] = {"id": rid, "subspace": r["subspace"], "arch": r["arch"], "proxy_loss": r["loss"],
+                        "flops": r["flops"], "on_front": False}
     off = sorted(off.values(), key=lambda r: r["flops"])
-    step = max(len(off) // n_off, 1)
-    return chosen + off[::step][:n_off]
+    index = np.unique(np.linspace(0, len(off) - 1, min(n_off, len(off))).round().astype(int))
+    return chosen + [off[i] for i in index]
+
+
+def within_bands(rows, bands: int):
+    """Kendall tau inside each FLOPs band (students sorted by FLOPs, cut into equal-count bands),
+    and the pooled within-band tau: concordant minus discordant over all same-band pairs."""
+    rows = sorted(rows, key=lambda r: r["flops"])
+    groups = [list(g) for g in np.array_split(np.arange(len(rows)), bands)]
+    per_band, concordant, discordant = [], 0, 0
+    for g in groups:
+        band = [rows[i] for i in g]
+        loss, acc = [-r["proxy_loss"] for r in band], [r["accuracy_mean"] for r in band]
+        per_band.append({"flops": [band[0]["flops"], band[-1]["flops"]], "students": len(band),
+                         "kendall_tau": float(kendalltau(loss, acc)[0])})
+        for i in range(len(band)):
+            for j in range(i + 1, len(band)):
+                s = np.sign(loss[i] - loss[j]) * np.sign(acc[i] - acc[j])
+                concordant += s > 0
+                discordant += s < 0
+    pooled = float((concordant - discordant) / max(concordant + discordant, 1))
+    return per_band, pooled
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run-dir", default=str(WORK / "quickstart-run"))
-    parser.add_argument("--search-dir", default=str(WORK / "k3-search"))
-    parser.add_argument("--front", type=int, default=6)
+    parser.add_argument("--front", type=int, default=8)
     parser.add_argument("--off", type=int, default=4)
+    parser.add_argument("--alone", type=int, default=8, help="archs distilled standalone")
+    parser.add_argument("--alone-steps", type=int, default=300, help="steps per standalone arch (the bench recipe's)")
+    parser.add_argument("--bands", type=int, default=3)
     args = parser.parse_args()
-    run_dir = ensure_run(args.run_dir)
-    search_dir = Path(args.search_dir)
-    if not (search_dir / "pareto.json").is_file():
-        cli("evolve", run_dir, "--out", search_dir, "--population", 12, "--generations", 4, "--resume")
+    run_dir, search_dir = ensure_bench_search()
     rows = []
     for entry in pick_archs(search_dir, args.front, args.off):
-        model = export_arch(run_dir, entry["subspace"], entry["arch"], WORK / "students" / entry["id"])
-        result = finetune_accuracy(model, BUDGET)
-        rows.append({**entry, "test_accuracy": result["test_accuracy"], "dev_accuracy": result["dev_accuracy"]})
-        print(entry["id"], result["test_accuracy"], flush=True)
-    accuracy = [r["test_accuracy"] for r in rows]
-    tau_loss, _ = kendalltau([-r["loss"] for r in rows], accuracy)
-    rho_loss, _ = spearmanr([-r["loss"] for r in rows], accuracy)
-    tau_flops, _ = kendalltau([r["flops"] for r in rows], accuracy)
-    rho_flops, _ = spearmanr([r["flops"] for r in rows], accuracy)
+        model = export_arch(run_dir, entry["subspace"], entry["arch"], WORK / "bench-students" / entry["id"])
+        result = finetune_seeds(model)
+        acc = result["test"]["accuracy"]
+        rows.append({**entry, "accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]})
+        print(entry["id"], f"{acc['mean']:.3f} ± {acc['std']:.3f}", flush=True)
+    majority = _majority()
+    tau, ci = kendall_with_ci([-r["proxy_loss"] for r in rows], [r["accuracy_mean"] for r in rows])
+    tau_flops, ci_flops = kendall_with_ci([r["flops"] for r in rows], [r["accuracy_mean"] for r in rows])
+    per_band, pooled = within_bands(rows, args.bands)
 
+    # Standalone ground truth: every `len/alone`-th student by FLOPs, distilled alone.
+    by_flops = sorted(rows, key=lambda r: r["flops"])
+    alone_ids = [by_flops[i]["id"] for i in np.unique(np.linspace(0, len(rows) - 1, args.alone).round().astype(int))]
+    for r in rows:
+        if r["id"] in alone_ids:
+            alone = distil_alone(r["id"], r["arch"], args.alone_steps)
+            r["standalone_heldout_loss"] = alone["heldout_loss"]
+            r["standalone_seconds"] = alone["seconds"]
+            print(r["id"], "alone", alone["heldout_loss"], flush=True)
+    with_alone = [r for r in rows if "standalone_heldout_loss" in r]
+    tau_alone, ci_alone = kendall_with_ci([r["proxy_loss"] for r in with_alone], [r["standalone_heldout_loss"] for r in with_alone])
+
+    front_rows = [r for r in rows if r["on_front"]]
+    cleared = sum(r["accuracy_mean"] >= majority + 0.05 for r in front_rows)
+    write_results("proxy_correlation", {
+        "run": str(run_dir.relative_to(WORK.parent.parent)), "finetune_budget": FINETUNE, "seeds": SEEDS,
+        "kendall_tau": tau, "ci95": ci, "kendall_tau_flops": tau_flops, "ci95_flops": ci_flops,
+        "bands": per_band, "kendall_tau_within_bands": pooled,
+        "standalone": {"archs": len(with_alone), "steps": args.alone_steps, "kendall_tau": tau_alone, "ci95": ci_alone},
+        "majority_accuracy": majority, "front_students_clearing_majority_by_5": [cleared, len(front_rows)],
+        "students": [{k: r.get(k) for k in ("id", "flops", "proxy_loss", "on_front", "accuracy_mean", "accuracy_std",
+                                           "accuracy_seeds", "standalone_heldout_loss", "arch", "subspace")} for r in rows],
+    })
+    _plot(rows, tau, tau_flops, with_alone, tau_alone)
+    table = markdown_table(
+        ["student", "on front", "GFLOPs", "proxy loss", f"test accuracy (mean ± std, {SEEDS} seeds)", "standalone held-out loss"],
+        [(r["id"], "yes" if r["on_front"] else "no", f"{r['flops'] / 1e9:.3f}", f"{r['proxy_loss']:.4f}",
+          f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}",
+          f"{r['standalone_heldout_loss']:.4f}" if "standalone_heldout_loss" in r else "") for r in by_flops])
+    summary = markdown_table(["ranking", "Kendall tau", "bootstrap 95% interval"], [
+        ("proxy loss vs fine-tuned accuracy (all students)", f"{tau:.3f}", f"[{ci[0]:.3f}, {ci[1]:.3f}]"),
+        ("FLOPs alone vs fine-tuned accuracy", f"{tau_flops:.3f}", f"[{ci_flops[0]:.3f}, {ci_flops[1]:.3f}]"),
+        (f"proxy loss vs accuracy within {args.bands} FLOPs bands (pooled pairs)", f"{pooled:.3f}", ""),
+        *((f"  band {b['flops'][0] / 1e9:.3f}-{b['flops'][1] / 1e9:.3f} GFLOPs ({b['students']} students)",
+           f"{b['kendall_tau']:.3f}", "") for b in per_band),
+        (f"SuperLM proxy loss vs standalone held-out loss ({len(with_alone)} archs, {args.alone_steps} steps each)",
+         f"{tau_alone:.3f}", f"[{ci_alone[0]:.3f}, {ci_alone[1]:.3f}]"),
+    ])
+    write_section(
+        "proxy_correlation",
+        f"## Proxy trustworthiness\n\nMachine: {machine()}. Bench run (`recipes/bench.yaml`) and its K=3 search; "
+        f"{len(rows)} students ({len(front_rows)} spread over the global front's FLOPs range, the rest off it), each "
+        f"exported and fine-tuned on the embedded fresh/rotten task ({FINETUNE}, seeds 0-{SEEDS - 1}); accuracy on its "
+        f"test split, majority class {majority:.3f}. {cleared} of {len(front_rows)} front students clear the majority "
+        f"class by 5 points or more. Bootstrap: 2,000 resamples of the students.\n\n"
+        f"Command: `{command()}`\n\n{summary}\n\n{table}\n\n![proxy vs accuracy](benchmarks/proxy_correlation.png)\n",
+    )
+
+
+def _majority() -> float:
+    from autodistil_evo.data import sentiment_task
+
+    test = sentiment_task().test
+    return max(sum(y == c for _, y in test) for c in (0, 1)) / len(test)
+
+
+def _plot(rows, tau, tau_flops, with_alone, tau_alone):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((axes[0], "loss", "proxy loss"), (axes[1], "flops", "FLOPs")):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, key, label in ((axes[0], "proxy_loss", "proxy loss"), (axes[1], "flops", "FLOPs")):
         for on_front, marker in ((True, "o"), (False, "x")):
             pts = [r for r in rows if r["on_front"] == on_front]
-            ax.scatter([r[key] for r in pts], [r["test_accuracy"] for r in pts], marker=marker,
-                       label="on the Pareto set" if on_front else "off it")
+            ax.errorbar([r[key] for r in pts], [r["accuracy_mean"] for r in pts], yerr=[r["accuracy_std"] for r in pts],
+                        fmt=marker, label="on the front" if on_front else "off it")
         ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (fine-tuned)")
+        ax.set_ylabel("test accuracy (mean ± std over seeds)")
     axes[1].set_xscale("log")
     axes[0].legend()
-    fig.suptitle(f"proxy vs. fine-tuned accuracy: Kendall tau {tau_loss:.2f} (FLOPs alone {tau_flops:.2f})")
+    axes[0].set_title(f"Kendall tau {tau:.2f} (FLOPs alone {tau_flops:.2f})")
+    axes[2].scatter([r["proxy_loss"] for r in with_alone], [r["standalone_heldout_loss"] for r in with_alone])
+    axes[2].set_xlabel("SuperLM proxy loss")
+    axes[2].set_ylabel("standalone held-out distillation loss")
+    axes[2].set_title(f"weight sharing vs standalone: tau {tau_alone:.2f}")
     fig.tight_layout()
     fig.savefig(WORK.parent / "proxy_correlation.png", dpi=100)
-
-    table_rows = [(r["id"], "yes" if r["on_front"] else "no", f"{r['flops'] / 1e9:.3f}", f"{r['loss']:.4f}", f"{r['test_accuracy']:.3f}")
-                  for r in sorted(rows, key=lambda r: r["flops"])]
-    table = markdown_table(["student", "on front", "GFLOPs", "proxy loss", "test accuracy"], table_rows)
-    summary = markdown_table(["ranking by", "Kendall tau", "Spearman rho"],
-                             [("proxy loss (lower is better)", f"{tau_loss:.3f}", f"{rho_loss:.3f}"),
-                              ("FLOPs alone (higher is better)", f"{tau_flops:.3f}", f"{rho_flops:.3f}")])
-    write_section(
-        "proxy_correlation",
-        f"## Proxy trustworthiness\n\nMachine: {machine()}. {len(rows)} students of the quickstart search "
-        f"({sum(r['on_front'] for r in rows)} on the global Pareto set, the rest off it), each exported and fine-tuned on "
-        f"the embedded fresh/rotten task with the same budget ({BUDGET}, seed 0); accuracy on its test split.\n\n"
-        f"Command: `{command()}`\n\n{summary}\n\n{table}\n\n![proxy vs accuracy](benchmarks/proxy_correlation.png)\n",
-    )
 
 
 if __name__ == "__main__":

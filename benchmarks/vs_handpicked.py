@@ -1,16 +1,34 @@
-"""Searched students vs hand-designed shapes at the same FLOPs.
+"""Searched students vs hand-designed shapes at the same FLOPs, and the paper's headline.
 
-For each hand-designed shape: (a) the searched student picked by `select --where flops<=<its FLOPs>
---pick min-loss`, (b) the hand shape taken from the same SuperLM, (c) the hand shape distilled
-alone (a one-arch space, same recipe and number of steps) — all fine-tuned with the same budget.
+At each hand-designed shape's FLOPs: (a) the searched student (`select --where flops<=<its FLOPs>
+--pick min-loss`) of the bench K=3 search over the uniform space and, with --layerwise, of a
+search over the per-layer space; (b) the hand shape distilled alone with the same per-arch budget
+(a one-arch space, the bench recipe's steps) — what a user would do by hand; (c) the hand shape
+taken from the SuperLM. All fine-tuned with the bench budget over 3 seeds (mean ± std).
+Headline (AutoDistil: up to 3x less compute for a negligible accuracy loss): the best-proxy
+searched student at <= 1/3 of the teacher's FLOPs vs the teacher, same fine-tuning budget.
 """
 
 import argparse
+import json
+import subprocess
+import sys
 
-import yaml
-from common import WORK, cli, ensure_run, export_arch, finetune_accuracy
-from k_subspaces import BUDGET, select_under
-from report import command, machine, markdown_table, write_section
+from common import (
+    BENCH_RECIPE,
+    BENCH_SEARCH_SIZE,
+    FINETUNE,
+    REPO,
+    SEEDS,
+    WORK,
+    cli,
+    distil_alone,
+    ensure_bench_search,
+    ensure_run,
+    export_arch,
+    finetune_seeds,
+)
+from report import command, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.spaces import Arch, count_flops, load_space
 
@@ -19,54 +37,107 @@ HAND = [
     ("BERT proportions, 5 layers, 3/4 width", "base", {"layers": 5, "heads": 9, "hidden": 288, "mlp_ratio": 4.0}),
     ("uniformly scaled down", "small", {"layers": 6, "heads": 8, "hidden": 160, "mlp_ratio": 4.0}),
 ]
+TEACHER = "embedded:all-MiniLM-L6-v2"
 
 
-def distil_alone(name, arch, steps):
-    """Train the hand shape by itself: a space whose only candidate it is, no random sandwich members."""
-    folder = WORK / f"alone-{name}"
-    run = folder / "run"
-    if not (run / "hand" / "superlm.json").is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        space = yaml.safe_load(open("spaces/minilm-l6.yaml"))
-        space["name"] = f"hand-{name}"
-        space["subspaces"] = {"hand": {k: [v] for k, v in arch.items()}}
-        (folder / "space.yaml").write_text(yaml.safe_dump(space))
-        recipe = yaml.safe_load(open("recipes/quickstart.yaml"))
-        recipe.update(space=str(folder / "space.yaml"), sandwich_random=0, steps=steps)
-        (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-        cli("train", "--recipe", folder / "recipe.yaml", "--out", run, "--resume")
-    return run
+def select_under(search_dir, flops_budget):
+    out = subprocess.run([sys.executable, "-m", "autodistil_evo.cli", "select", str(search_dir), "--where",
+                          f"flops<={flops_budget}", "--pick", "min-loss", "--json"], cwd=REPO, capture_output=True, text=True)
+    rows = json.loads(out.stdout) if out.returncode == 0 else []
+    return next((r for r in rows if r["picked"]), None)
+
+
+def searched_student(run, search, flops_budget, tag) -> dict | None:
+    pick = select_under(search, flops_budget)
+    if pick is None:
+        return None
+    arch = pick["arch"] if "arch" in pick else {g: pick[g] for g in ("layers", "heads", "hidden", "mlp_ratio")}
+    model = export_arch(run, pick["subspace"], {g: arch[g] for g in ("layers", "heads", "hidden", "mlp_ratio")},
+                        WORK / "bench-students" / f"{tag}-{pick['id']}")
+    return {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], **_accuracy(model)}
+
+
+def _accuracy(model) -> dict:
+    acc = finetune_seeds(model)["test"]["accuracy"]
+    return {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
+
+
+def _cell(entry) -> str:
+    if entry is None:
+        return "no student"
+    return f"{entry['id']} ({entry['flops'] / 1e9:.3f} GFLOPs): {entry['accuracy_mean']:.3f} ± {entry['accuracy_std']:.3f}"
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=40, help="training steps, as the quickstart SuperLMs had")
+    parser.add_argument("--alone-steps", type=int, default=300, help="steps for a hand shape distilled alone (the bench recipe's)")
+    parser.add_argument("--layerwise", action=argparse.BooleanOptionalAction, default=True,
+                        help="also train and search the per-layer space at the bench budget")
     args = parser.parse_args()
-    run = ensure_run(WORK / "quickstart-run")
-    search = WORK / "k3-search"
-    cli("evolve", run, "--out", search, "--population", 12, "--generations", 4, "--resume")
+    run, search = ensure_bench_search()
+    searches = {"uniform": (run, search)}
+    if args.layerwise:
+        lw_run = ensure_run(WORK / "bench-layerwise-run", BENCH_RECIPE, extra=("--space", "spaces/minilm-l6-layerwise.yaml"))
+        lw_search = WORK / "bench-layerwise-search"
+        cli("evolve", lw_run, "--out", lw_search, "--population", BENCH_SEARCH_SIZE["population"],
+            "--generations", BENCH_SEARCH_SIZE["generations"], "--resume")
+        searches["per-layer"] = (lw_run, lw_search)
     space = load_space("spaces/minilm-l6.yaml")
     rows = []
     for index, (label, subspace, arch) in enumerate(HAND):
         flops = count_flops(Arch.from_dict(arch), space.dims(), space.seq_len)
-        picked = select_under(search, flops)
-        searched = export_arch(run, picked["subspace"], {g: picked[g] for g in arch}, WORK / "students" / f"searched-{picked['id']}")
-        from_superlm = export_arch(run, subspace, arch, WORK / "students" / f"hand-superlm-{index}")
-        alone_run = distil_alone(str(index), arch, args.steps)
-        alone = export_arch(alone_run, "hand", arch, WORK / "students" / f"hand-alone-{index}")
-        accuracy = {name: finetune_accuracy(path, BUDGET)["test_accuracy"]
-                    for name, path in (("searched", searched), ("superlm", from_superlm), ("alone", alone))}
-        print(label, accuracy, flush=True)
-        rows.append((f"{label}: {Arch.from_dict(arch).key()} ({flops / 1e9:.2f} GFLOPs)",
-                     f"{picked['id']} ({picked['flops'] / 1e9:.2f} GFLOPs): {accuracy['searched']:.3f}",
-                     f"{accuracy['superlm']:.3f}", f"{accuracy['alone']:.3f}"))
-    table = markdown_table(["hand-designed shape", "searched student (<= its FLOPs)", "hand shape from SuperLM",
-                            f"hand shape distilled alone ({args.steps} steps)"], rows)
+        alone = distil_alone(f"hand-{index}", arch, args.alone_steps)
+        hand_alone = export_arch(alone["run"], "alone", arch, WORK / "bench-students" / f"hand-alone-{index}")
+        hand_superlm = export_arch(run, subspace, arch, WORK / "bench-students" / f"hand-superlm-{index}")
+        hand_id = f"{subspace}-{Arch.from_dict(arch).key()}"
+        row = {
+            "label": label,
+            "flops_budget": flops,
+            "hand": {"id": hand_id, "flops": flops, "distilled": f"alone, {args.alone_steps} steps", **_accuracy(hand_alone)},
+            "hand_from_superlm": {"id": hand_id, "flops": flops, **_accuracy(hand_superlm)},
+        }
+        for name, (r, s) in searches.items():
+            row["searched" if name == "uniform" else "searched_per_layer"] = searched_student(r, s, flops, f"searched-{name}")
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
+    # The paper's headline: <= 1/3 of the teacher's FLOPs.
+    teacher_flops = json.loads((search / "pareto.json").read_text())["teacher"]["flops"]
+    teacher = finetune_seeds(TEACHER)["test"]["accuracy"]
+    headline = {"teacher": {"flops": teacher_flops, "accuracy_mean": teacher["mean"], "accuracy_std": teacher["std"],
+                            "accuracy_seeds": teacher["values"]}}
+    for name, (r, s) in searches.items():
+        student = searched_student(r, s, teacher_flops / 3, f"headline-{name}")
+        if student is not None:
+            student["gap_points"] = 100 * (teacher["mean"] - student["accuracy_mean"])
+            student["flops_ratio"] = teacher_flops / student["flops"]
+        headline[name] = student
+    write_results("vs_handpicked", {"finetune_budget": FINETUNE, "seeds": SEEDS, "alone_steps": args.alone_steps,
+                                    "rows": rows, "headline": headline})
+
+    header = ["hand-designed shape (FLOPs budget)", "hand shape distilled alone", "hand shape from the SuperLM",
+              "searched, uniform space"] + (["searched, per-layer space"] if args.layerwise else [])
+    table = markdown_table(header, [
+        (f"{r['label']}: {r['hand']['id']} ({r['flops_budget'] / 1e9:.3f} GFLOPs)",
+         f"{r['hand']['accuracy_mean']:.3f} ± {r['hand']['accuracy_std']:.3f}",
+         f"{r['hand_from_superlm']['accuracy_mean']:.3f} ± {r['hand_from_superlm']['accuracy_std']:.3f}",
+         _cell(r["searched"]), *([_cell(r["searched_per_layer"])] if args.layerwise else [])) for r in rows])
+    t = headline["teacher"]
+    head_rows = [("teacher all-MiniLM-L6-v2", f"{t['flops'] / 1e9:.3f}", "1.00x",
+                  f"{t['accuracy_mean']:.3f} ± {t['accuracy_std']:.3f}", "")]
+    for name in searches:
+        s = headline[name]
+        if s is not None:
+            head_rows.append((f"searched ({name}): {s['id']}", f"{s['flops'] / 1e9:.3f}", f"{1 / s['flops_ratio']:.2f}x",
+                              f"{s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f}", f"{s['gap_points']:.1f}"))
+    head_table = markdown_table(["model", "GFLOPs", "of teacher", f"test accuracy ({SEEDS} seeds)", "gap (points)"], head_rows)
     write_section(
         "vs_handpicked",
-        f"## Searched vs hand-designed students\n\nMachine: {machine()}. Quickstart SuperLMs and search; test accuracy "
-        f"after fine-tuning on the embedded fresh/rotten task with the same budget ({BUDGET}, seed 0).\n\n"
-        f"Command: `{command()}`\n\n{table}\n",
+        f"## Searched vs hand-designed students\n\nMachine: {machine()}. Bench run (`recipes/bench.yaml`) and its "
+        f"searches (population {BENCH_SEARCH_SIZE['population']} x {BENCH_SEARCH_SIZE['generations']} generations); "
+        f"test accuracy after fine-tuning on the embedded fresh/rotten task ({FINETUNE}), mean ± std over seeds "
+        f"0-{SEEDS - 1}.\n\nCommand: `{command()}`\n\n{table}\n\n"
+        f"### The paper's headline: <= 1/3 of the teacher's FLOPs\n\n{head_table}\n",
     )
 
 

@@ -183,11 +183,13 @@ def test_finetune_and_bench_on_a_student(tmp_path, search):
         lines = ["text,label"]
         for _ in range(n):
             label = int(rng.integers(2))
-            lines.append(f"the film was {words[label][rng.integers(4)]},{'pos' if label else 'neg'}")
+            lines.append(f"the film was {words[label][rng.integers(4)]} on day {rng.integers(30)},{'pos' if label else 'neg'}")
         (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
     result = json.loads(run_cli("finetune", out, "--train", tmp_path / "train.csv", "--eval", tmp_path / "eval.csv",
-                                "--epochs", 8, "--batch-size", 8, "--lr", 3e-4, "--json"))
-    assert result["train_examples"] == 120 and 0.0 <= result["test_accuracy"] <= 1.0
+                                "--epochs", 8, "--batch-size", 8, "--lr", 1e-3, "--json"))
+    # dev is carved from --train (by text hash), --eval is the test split
+    assert result["train_examples"] + result["dev_examples"] == 120 and result["test_examples"] == 40
+    assert 0.0 <= result["test_accuracy"] <= 1.0
     assert result["test_accuracy"] > 0.6  # a trivially separable task is learnt
     rows = json.loads(run_cli("bench", out, "--seq-len", 16, "--repeats", 3, "--json"))
     assert rows[0]["latency_ms"] > 0 and rows[0]["seq_len"] == 16 and rows[0]["threads"] >= 1

@@ -202,7 +202,14 @@ class StudentModel(StudentPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embeddings.word_embeddings = value
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
+                inputs_embeds=None, output_attentions=None, output_hidden_states=None, return_dict=None):
+        """`BertModel.forward`'s signature; what this encoder cannot do is refused, never ignored."""
+        _refuse_unsupported(position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
+                            output_attentions=output_attentions)
+        if input_ids is None:
+            raise ValueError("StudentModel needs input_ids")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
@@ -214,11 +221,17 @@ class StudentModel(StudentPreTrainedModel):
             hidden_states, _ = layer(hidden_states, additive_mask)
             if output_hidden_states:
                 all_hidden.append(hidden_states)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=hidden_states,
-            pooler_output=self.pooler(hidden_states) if self.pooler is not None else None,
-            hidden_states=tuple(all_hidden) if output_hidden_states else None,
-        )
+        pooled = self.pooler(hidden_states) if self.pooler is not None else None
+        all_hidden = tuple(all_hidden) if output_hidden_states else None
+        if not return_dict:
+            return tuple(v for v in (hidden_states, pooled, all_hidden) if v is not None)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled, hidden_states=all_hidden)
+
+
+def _refuse_unsupported(**arguments):
+    given = [name for name, value in arguments.items() if value is not None and value is not False]
+    if given:
+        raise ValueError(f"StudentModel does not support {', '.join(given)}")
 
 
 class StudentForSequenceClassification(StudentPreTrainedModel):
@@ -233,10 +246,34 @@ class StudentForSequenceClassification(StudentPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
-        pooled = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).pooler_output
-        logits = self.classifier(self.dropout(pooled))
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, head_mask=None,
+                inputs_embeds=None, labels=None, output_attentions=None, output_hidden_states=None, return_dict=None):
+        """As `BertForSequenceClassification.forward`: the loss follows `config.problem_type`, which is
+        inferred on first use from num_labels and the labels' dtype (regression: MSE, single-label:
+        cross-entropy, multi-label: BCE with logits)."""
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        outputs = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                            position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                            return_dict=True)
+        logits = self.classifier(self.dropout(outputs.pooler_output))
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+            if self.config.problem_type is None:
+                if self.num_labels == 1:
+                    self.config.problem_type = "regression"
+                elif labels.dtype in (torch.long, torch.int):
+                    self.config.problem_type = "single_label_classification"
+                else:
+                    self.config.problem_type = "multi_label_classification"
+            if self.config.problem_type == "regression":
+                loss = nn.functional.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype)) if self.num_labels == 1 \
+                    else nn.functional.mse_loss(logits, labels.to(logits.dtype))
+            elif self.config.problem_type == "single_label_classification":
+                loss = nn.functional.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1))
+            else:
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        if not return_dict:
+            rest = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
+            return ((loss,) + rest) if loss is not None else rest
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)

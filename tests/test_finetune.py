@@ -1,0 +1,163 @@
+"""finetune as a user evaluating students runs it: pair and regression tasks, files / dataset
+folders, an lr grid picked on dev, seeds as mean ± std, metrics, --save, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from helpers import run_cli
+
+from autodistil_evo.supernet.modeling_student import StudentConfig, StudentForSequenceClassification
+
+WORDS = {0: ["bad", "awful", "dull", "boring"], 1: ["good", "great", "fun", "lovely"]}
+# heads 3 x head_dim 16 = 48 != hidden 64: BertModel cannot express it, so it exports as StudentModel.
+STUDENT_ARCH = {"subspace": "big", "layers": 2, "heads": 3, "hidden": 64, "mlp_ratio": 2.0}
+BERT_ARCH = {"subspace": "big", "layers": 2, "heads": 4, "hidden": 64, "mlp_ratio": 2.0}
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_search, tmp_path_factory):
+    base = tmp_path_factory.mktemp("finetune-exports")
+    out = {}
+    for name, arch in (("student", STUDENT_ARCH), ("bert", BERT_ARCH)):
+        out[name] = base / name
+        run_cli("export", tiny_search / "run", "--arch", json.dumps(arch), "--out", out[name])
+    assert json.loads((out["student"] / "config.json").read_text())["model_type"] == "autodistil_student"
+    assert json.loads((out["bert"] / "config.json").read_text())["model_type"] == "bert"
+    return out
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def pair_rows(n, seed):
+    """The label is the sentiment of the *second* text: learnable only if the pair column is fed in."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        label, other = int(rng.integers(2)), int(rng.integers(2))
+        rows.append({"premise": f"the film was {WORDS[other][rng.integers(4)]}",
+                     "hypothesis": f"i found it {WORDS[label][rng.integers(4)]}", "label": ["no", "yes"][label]})
+    return rows
+
+
+def regression_rows(n, seed):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        label = int(rng.integers(2))
+        rows.append({"text": f"the film was {WORDS[label][rng.integers(4)]} , {rng.integers(40)} people came",
+                     "score": round(label * 4 + rng.random(), 2)})
+    return rows
+
+
+def test_pair_task_on_a_student_model_export(tmp_path, exports):
+    train = write_jsonl(tmp_path / "train.jsonl", pair_rows(240, 0))
+    test = write_jsonl(tmp_path / "test.jsonl", pair_rows(60, 1))
+    r = json.loads(run_cli("finetune", exports["student"], "--train", train, "--eval", test, "--text-column", "premise",
+                           "--text-pair-column", "hypothesis", "--epochs", 12, "--batch-size", 8, "--lr", 1e-3, "--json"))
+    assert r["problem"] == "classification" and set(r["test"]) == {"accuracy", "f1", "mcc"}
+    assert r["test"]["accuracy"]["mean"] > 0.8 and r["test"]["mcc"]["mean"] > 0.6
+
+
+@pytest.mark.parametrize("kind", ["student", "bert"])
+def test_regression_task_on_every_export(tmp_path, exports, kind):
+    train = write_jsonl(tmp_path / "train.jsonl", regression_rows(160, 0))
+    test = write_jsonl(tmp_path / "test.jsonl", regression_rows(60, 1))
+    save = tmp_path / "saved"
+    r = json.loads(run_cli("finetune", exports[kind], "--train", train, "--eval", test, "--label-column", "score",
+                           "--epochs", 12, "--batch-size", 8, "--lr", 1e-3, "--save", save, "--json"))
+    assert r["problem"] == "regression" and r["metric"] == "pearson"
+    assert r["test"]["pearson"]["mean"] > 0.8 and r["test"]["spearman"]["mean"] > 0.6
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(save, trust_remote_code=True).eval()
+    assert model.config.problem_type == "regression" and model.config.num_labels == 1
+    batch = AutoTokenizer.from_pretrained(save)(["the film was great", "the film was awful"], return_tensors="pt",
+                                                 padding=True)
+    with torch.no_grad():
+        good, bad = model(**batch).logits.squeeze(-1).tolist()
+    assert good > bad + 1.0
+
+
+def test_lr_grid_and_seeds(tmp_path, exports):
+    rows = [{"text": f"{r['premise']} , {r['hypothesis']} , {i % 13} stars", "label": r["label"]}
+            for i, r in enumerate(pair_rows(200, 2))]
+    train = write_jsonl(tmp_path / "train.jsonl", rows[:150])
+    test = write_jsonl(tmp_path / "test.jsonl", rows[150:])
+    r = json.loads(run_cli("finetune", exports["bert"], "--train", train, "--eval", test, "--epochs", 6, "--batch-size", 8,
+                           "--lr", "1e-6,1e-3", "--seeds", 2, "--seed", 5, "--json"))
+    assert set(r["lr_grid"]) == {"1e-06", "0.001"} and r["seeds"] == [5, 6], r
+    assert r["lr"] == 1e-3 and r["lr_grid"]["0.001"] > r["lr_grid"]["1e-06"], r  # picked by mean dev accuracy
+    accuracy = r["test"]["accuracy"]
+    assert len(accuracy["values"]) == 2 and accuracy["std"] == pytest.approx(float(np.std(accuracy["values"], ddof=1)))
+    assert r["test_accuracy"] == pytest.approx(np.mean(accuracy["values"]))
+
+
+def test_dataset_folder_task(tmp_path, exports):
+    folder = tmp_path / "my-task"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", regression_rows(80, 0))
+    write_jsonl(folder / "validation.jsonl", regression_rows(30, 1))
+    r = json.loads(run_cli("finetune", exports["bert"], "--task", folder, "--label-column", "score", "--problem",
+                           "classification", "--json"))
+    # --problem classification on fractional scores: every distinct score is a class; validation is the test split.
+    assert r["problem"] == "classification" and r["task"] == str(folder)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "missing column(s) label"),
+    ("one-label", "column 'label' has one value only in the training split"),
+    ("offline", "--task no-such-dataset-xyz: unknown task or dataset not available offline"),
+    ("bad-lr", "Invalid value for '--lr'"),
+    ("bad-metric", "--metric: pearson is not a classification metric"),
+])
+def test_bad_task_input(tmp_path, exports, monkeypatch, case, message):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"text": f"t {i}", "label": "a"} for i in range(20)])
+    args = ["--train", train, "--eval", train]
+    if case == "missing":
+        args = ["--train", write_jsonl(tmp_path / "x.jsonl", [{"text": "t", "y": 1}]), "--eval", train]
+    if case == "offline":
+        monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        args = ["--task", "no-such-dataset-xyz"]
+    if case in ("bad-lr", "bad-metric"):
+        write_jsonl(train, [{"text": f"t {i}", "label": i % 2} for i in range(20)])
+        args += ["--lr", "fast"] if case == "bad-lr" else ["--metric", "pearson"]
+    save = tmp_path / "kept"
+    out = run_cli("finetune", exports["bert"], *args, "--save", save, expect=2)
+    assert message in out and not save.exists()
+    if case != "bad-lr":
+        assert len([line for line in out.splitlines() if line.strip()]) == 1, out
+
+
+def test_student_head_follows_bert_problem_types():
+    torch.manual_seed(0)
+    config = StudentConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=3, head_dim=8,
+                           intermediate_size=64, max_position_embeddings=16, num_labels=3)
+    ids = torch.randint(1, 50, (4, 6))
+    model = StudentForSequenceClassification(config).eval()
+    logits = model(ids).logits
+    single = model(ids, labels=torch.tensor([0, 2, 1, 0])).loss
+    assert model.config.problem_type == "single_label_classification"
+    assert torch.allclose(single, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 2, 1, 0])))
+    multi_model = StudentForSequenceClassification(StudentConfig(**{**config.to_dict(), "problem_type": None})).eval()
+    multi_model.load_state_dict(model.state_dict())
+    targets = torch.tensor([[1.0, 0, 1], [0, 0, 1], [1, 1, 0], [0, 1, 0]])
+    assert torch.allclose(multi_model(ids, labels=targets).loss,
+                          torch.nn.functional.binary_cross_entropy_with_logits(logits, targets))
+    assert multi_model.config.problem_type == "multi_label_classification"
+    reg = StudentForSequenceClassification(StudentConfig(**{**config.to_dict(), "num_labels": 1, "problem_type": None})).eval()
+    y = torch.tensor([0.5, 1.5, 2.0, 3.0])
+    out = reg(ids, labels=y)
+    assert reg.config.problem_type == "regression"
+    assert torch.allclose(out.loss, torch.nn.functional.mse_loss(out.logits.squeeze(-1), y))
+    loss, logits_tuple = reg(ids, labels=y, return_dict=False)
+    assert torch.equal(loss, out.loss) and torch.equal(logits_tuple, out.logits)
+    with pytest.raises(TypeError):
+        model(ids, not_an_argument=1)  # unknown arguments are not swallowed
+    with pytest.raises(ValueError, match="position_ids"):
+        model(ids, position_ids=torch.arange(6)[None])
