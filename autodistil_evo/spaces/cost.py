@@ -1,6 +1,7 @@
 """Exact parameter and FLOP counts of a student, layer by layer, without building it.
 
-Params: every weight and bias of the student encoder (embeddings, layers, pooler);
+Params: every weight and bias of the student encoder (embeddings, layers, and the pooler and
+ELECTRA's embedding projection where the teacher's family has them);
 `include_embeddings=False` leaves out the word/position/token-type tables and their LayerNorm.
 
 FLOPs: one forward of one sequence of `seq_len` tokens, counting 2 FLOPs per multiply-add of
@@ -13,6 +14,7 @@ largest; and both are sums of per-layer terms linear in (Q/K/V width, FFN size),
 over gene-by-gene random archs is exact without enumerating them.
 """
 
+from autodistil_evo.spaces.families import FAMILIES
 from autodistil_evo.spaces.space import Arch, ModelDims, SubSpace
 
 
@@ -37,18 +39,25 @@ def _layers(arch: Arch, dims: ModelDims):
     return [(heads * dims.head_dim, ffn) for heads, ffn in zip(arch.layer_heads, arch.layer_ffn)]
 
 
+def _has_pooler(dims: ModelDims) -> bool:
+    return FAMILIES[dims.family].pooler
+
+
 def count_params(arch: Arch, dims: ModelDims, include_embeddings: bool = True) -> int:
     h = arch.hidden
-    pooler = h * h + h
-    total = sum(_layer_params(h, a, f) for a, f in _layers(arch, dims)) + pooler
+    total = sum(_layer_params(h, a, f) for a, f in _layers(arch, dims)) + (h * h + h) * _has_pooler(dims)
     if include_embeddings:
-        total += (dims.vocab_size + dims.max_position_embeddings + dims.type_vocab_size) * h + 2 * h
+        e = dims.embedding_size or h  # ELECTRA: tables and their LayerNorm at embedding_size, then a projection
+        total += (dims.vocab_size + dims.max_position_embeddings + dims.type_vocab_size) * e + 2 * e
+        total += (e * h + h) if dims.embedding_size else 0
     return total
 
 
 def count_flops(arch: Arch, dims: ModelDims, seq_len: int) -> int:
     h = arch.hidden
-    return sum(_layer_flops(seq_len, h, a, f) for a, f in _layers(arch, dims)) + 2 * h * h
+    projection = 2 * seq_len * dims.embedding_size * h  # zero unless ELECTRA's factorised embeddings
+    return (sum(_layer_flops(seq_len, h, a, f) for a, f in _layers(arch, dims)) + 2 * h * h * _has_pooler(dims)
+            + projection)
 
 
 def mean_flops(subspace: SubSpace, dims: ModelDims, seq_len: int) -> float:
@@ -60,7 +69,8 @@ def mean_flops(subspace: SubSpace, dims: ModelDims, seq_len: int) -> float:
                 _layer_flops(seq_len, h, heads * dims.head_dim, Arch(1, heads, h, r).ffn)
                 for heads in subspace.heads for r in subspace.mlp_ratio
             ]
-            total += depth * sum(per_layer) / len(per_layer) + 2 * h * h
+            total += (depth * sum(per_layer) / len(per_layer) + 2 * h * h * _has_pooler(dims)
+                      + 2 * seq_len * dims.embedding_size * h)
     return total / (len(subspace.layers) * len(subspace.hidden))
 
 

@@ -134,27 +134,36 @@ class TeacherShape:
     ffn: int
     vocab_size: int = BERT_VOCAB
     max_position_embeddings: int = BERT_POSITIONS
-    type_vocab_size: int = BERT_TOKEN_TYPES
+    type_vocab_size: int = BERT_TOKEN_TYPES  # 0: no token types (DistilBERT)
+    family: str = "bert"  # the teacher's model_type (spaces.families)
+    embedding_size: int = 0  # ELECTRA's factorised embeddings; 0: embeddings are hidden-wide
 
     @classmethod
     def from_config(cls, name, config) -> "TeacherShape":
+        from autodistil_evo.spaces.families import family
+
+        own = family(getattr(config, "model_type", "bert"), f"teacher {name}")
+        embedding_size = getattr(config, "embedding_size", config.hidden_size) if own.factorized_embeddings else config.hidden_size
         return cls(
             name=str(name),
             layers=config.num_hidden_layers,
             hidden=config.hidden_size,
             heads=config.num_attention_heads,
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
-            ffn=config.intermediate_size,
+            ffn=getattr(config, "intermediate_size", None) or config.hidden_dim,  # DistilBERT: hidden_dim
             vocab_size=config.vocab_size,
             max_position_embeddings=config.max_position_embeddings,
-            type_vocab_size=config.type_vocab_size,
+            type_vocab_size=config.type_vocab_size if own.token_types else 0,
+            family=own.model_type,
+            embedding_size=0 if embedding_size == config.hidden_size else embedding_size,
         )
 
     def arch(self) -> "Arch":
         return Arch(self.layers, self.heads, self.hidden, self.ffn / self.hidden)
 
     def dims(self) -> "ModelDims":
-        return ModelDims(self.head_dim, self.vocab_size, self.max_position_embeddings, self.type_vocab_size)
+        return ModelDims(self.head_dim, self.vocab_size, self.max_position_embeddings, self.type_vocab_size,
+                         self.family, self.embedding_size)
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,8 @@ class ModelDims:
     vocab_size: int = BERT_VOCAB
     max_position_embeddings: int = BERT_POSITIONS
     type_vocab_size: int = BERT_TOKEN_TYPES
+    family: str = "bert"
+    embedding_size: int = 0
 
 
 @dataclass
@@ -325,6 +336,8 @@ class SearchSpace:
                 self.max_position_embeddings, teacher and teacher.max_position_embeddings, BERT_POSITIONS
             ),
             type_vocab_size=pick(self.type_vocab_size, teacher and teacher.type_vocab_size, BERT_TOKEN_TYPES),
+            family=teacher.family if teacher is not None else "bert",
+            embedding_size=teacher.embedding_size if teacher is not None else 0,
         )
 
     def validate_against(self, teacher: TeacherShape):

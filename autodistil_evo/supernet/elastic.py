@@ -14,14 +14,15 @@ taken from the teacher's by the same rule when it is initialised from a teacher.
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import BertConfig, BertModel
+from transformers import AutoModel
 
-from autodistil_evo.spaces import Arch, ModelDims, SubSpace
+from autodistil_evo.spaces import FAMILIES, Arch, ModelDims, SubSpace
 from autodistil_evo.supernet.modeling_student import (
     StudentConfig,
     StudentModel,
     extended_attention_mask,
     multi_head_attention,
+    position_ids,
 )
 
 
@@ -36,8 +37,14 @@ def first_k_slice(source: torch.Tensor, shape) -> torch.Tensor:
 
 
 def student_config(arch: Arch, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.1, attention_dropout=None, pad_token_id=0):
-    """Config of a standalone student: a BertConfig where BERT can express it (uniform, Q/K/V width ==
-    hidden), else a StudentConfig, whose heads and FFN size are lists where they vary by layer."""
+    """Config of a standalone student: the teacher family's own config (BertConfig, RobertaConfig,
+    ...) where that class can express it (uniform, Q/K/V width == hidden, ELECTRA's projection
+    present), else a StudentConfig carrying the family's conventions, whose heads and FFN size are
+    lists where they vary by layer."""
+    import transformers
+
+    own = FAMILIES[dims.family]
+    attention_dropout = dropout if attention_dropout is None else attention_dropout
     common = dict(
         vocab_size=dims.vocab_size,
         hidden_size=arch.hidden,
@@ -46,21 +53,32 @@ def student_config(arch: Arch, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.
         intermediate_size=arch.ffn,
         hidden_act="gelu",
         hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout if attention_dropout is None else attention_dropout,
+        attention_probs_dropout_prob=attention_dropout,
         max_position_embeddings=dims.max_position_embeddings,
         type_vocab_size=dims.type_vocab_size,
         layer_norm_eps=layer_norm_eps,
         pad_token_id=pad_token_id,
     )
-    if arch.uniform and arch.heads * dims.head_dim == arch.hidden:
-        config = BertConfig(**common)
+    expressible = arch.uniform and arch.heads * dims.head_dim == arch.hidden and dims.embedding_size != arch.hidden
+    if expressible:
+        config_class = getattr(transformers, own.config_class)
+        if own.model_type == "distilbert":
+            config = config_class(vocab_size=dims.vocab_size, max_position_embeddings=dims.max_position_embeddings,
+                                  sinusoidal_pos_embds=False, n_layers=arch.layers, n_heads=arch.heads, dim=arch.hidden,
+                                  hidden_dim=arch.ffn, dropout=dropout, attention_dropout=attention_dropout,
+                                  activation="gelu", pad_token_id=pad_token_id)
+        elif own.factorized_embeddings:
+            config = config_class(embedding_size=dims.embedding_size or arch.hidden, **common)
+        else:
+            config = config_class(**common)
         config._attn_implementation = "eager"
         return config
-    return StudentConfig(head_dim=dims.head_dim, **common)
+    return StudentConfig(head_dim=dims.head_dim, roberta_positions=own.roberta_positions,
+                         embedding_size=dims.embedding_size or None, use_pooler=own.pooler, **common)
 
 
 def build_student(config) -> nn.Module:
-    return BertModel(config) if isinstance(config, BertConfig) else StudentModel(config)
+    return StudentModel(config) if isinstance(config, StudentConfig) else AutoModel.from_config(config)
 
 
 class ElasticLinear(nn.Linear):
@@ -78,22 +96,29 @@ class ElasticLayerNorm(nn.LayerNorm):
 
 
 class ElasticEmbeddings(nn.Module):
+    """Token, position and token-type tables in the teacher family's conventions. Hidden-wide
+    embeddings are sliced to the active hidden size; ELECTRA's factorised ones keep their width
+    and `SuperLM.embeddings_project` slices its output rows instead."""
+
     def __init__(self, config: StudentConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = ElasticLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        width = config.embedding_size or config.hidden_size
+        self.padding_idx, self.roberta_positions = config.pad_token_id, config.roberta_positions
+        self.factorised = bool(config.embedding_size)
+        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size else None
+        self.LayerNorm = ElasticLayerNorm(width, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids, hidden):
         # Look up full rows and slice the result: slicing the tables would copy them every step.
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
-        embeddings = (
-            self.word_embeddings(input_ids)[..., :hidden]
-            + self.token_type_embeddings(token_type_ids)[..., :hidden]
-            + self.position_embeddings(positions)[..., :hidden]
-        )
+        width = self.word_embeddings.embedding_dim if self.factorised else hidden
+        embeddings = self.word_embeddings(input_ids)[..., :width]
+        if self.token_type_embeddings is not None:
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)[..., :width]
+        positions = position_ids(input_ids, self.padding_idx, self.roberta_positions)
+        embeddings = embeddings + self.position_embeddings(positions)[..., :width]
         return self.dropout(self.LayerNorm(embeddings))
 
 
@@ -175,12 +200,19 @@ class SuperLM(nn.Module):
             type_vocab_size=dims.type_vocab_size,
             layer_norm_eps=layer_norm_eps,
             pad_token_id=pad_token_id,
+            roberta_positions=FAMILIES[dims.family].roberta_positions,
+            embedding_size=dims.embedding_size or None,
+            use_pooler=FAMILIES[dims.family].pooler,
         )
+        self.family = FAMILIES[dims.family]
         self.embeddings = ElasticEmbeddings(self.config)
+        if dims.embedding_size:
+            self.embeddings_project = ElasticLinear(dims.embedding_size, largest.hidden)
         self.encoder = nn.Module()
         self.encoder.layer = nn.ModuleList(ElasticLayer(self.config) for _ in range(largest.layers))
-        self.pooler = nn.Module()
-        self.pooler.dense = ElasticLinear(largest.hidden, largest.hidden)
+        if self.family.pooler:
+            self.pooler = nn.Module()
+            self.pooler.dense = ElasticLinear(largest.hidden, largest.hidden)
         self.reset_parameters()
         self.active = largest
 
@@ -215,6 +247,8 @@ class SuperLM(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         hidden_states = self.embeddings(input_ids, token_type_ids, arch.hidden)
+        if self.dims.embedding_size:
+            hidden_states = self.embeddings_project(hidden_states, arch.hidden)
         additive_mask = extended_attention_mask(attention_mask, hidden_states.dtype)
         layer_ids = self.active_layers()
         qkv = None
@@ -226,7 +260,7 @@ class SuperLM(nn.Module):
                 if stop_at_last_qkv:
                     return None, None, qkv
             hidden_states = layer(hidden_states, additive_mask, width, ffn, qkv=qkv)
-        pooled = torch.tanh(self.pooler.dense(hidden_states[:, 0], arch.hidden))
+        pooled = torch.tanh(self.pooler.dense(hidden_states[:, 0], arch.hidden)) if self.family.pooler else None
         return hidden_states, pooled, qkv
 
     def untrained_by_relations(self) -> set:
@@ -250,10 +284,11 @@ class SuperLM(nn.Module):
 
     @torch.no_grad()
     def init_from_teacher(self, teacher_state: dict, teacher_layers: int):
-        """Copy the leading slices of a BERT teacher's weights; SuperLM layers stride the teacher's."""
+        """Copy the leading slices of the teacher's weights (names through its family's mapping);
+        SuperLM layers stride the teacher's."""
         layer_map = stride_layers(len(self.encoder.layer), teacher_layers)
         for name, param in self.named_parameters():
-            teacher_name = self._remap_layer(name, layer_map)
+            teacher_name = self.family.own_name(self._remap_layer(name, layer_map))
             if teacher_name not in teacher_state:
                 raise KeyError(f"teacher has no parameter '{teacher_name}'")
             source = teacher_state[teacher_name]
@@ -263,7 +298,8 @@ class SuperLM(nn.Module):
 
     @torch.no_grad()
     def extract(self, arch: Arch) -> nn.Module:
-        """A standalone student (BertModel or StudentModel) holding copies of `arch`'s weights."""
+        """A standalone student (the teacher family's model class, or StudentModel) holding copies of
+        `arch`'s weights."""
         if not self.subspace.contains(arch):
             raise ValueError(f"{arch} is not in sub-space '{self.subspace.name}'")
         c = self.config
@@ -273,6 +309,8 @@ class SuperLM(nn.Module):
         student = build_student(config)
         layer_map = stride_layers(arch.layers, len(self.encoder.layer))
         own = dict(self.named_parameters())
+        family_class = not isinstance(student, StudentModel)
         for name, param in student.named_parameters():
-            param.copy_(first_k_slice(own[self._remap_layer(name, layer_map)], param.shape))
+            bert_name = self.family.bert_name(name) if family_class else name
+            param.copy_(first_k_slice(own[self._remap_layer(bert_name, layer_map)], param.shape))
         return student.eval()

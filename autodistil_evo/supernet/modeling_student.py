@@ -6,6 +6,11 @@ This file defines the smallest change to BERT that can: a `head_dim` field in th
 Parameter names follow `BertModel` exactly, so a student whose Q/K/V width equals its
 hidden size loads into `BertModel` unchanged.
 
+Students of other teacher families carry the family's embedding conventions in the config:
+`roberta_positions` (RoBERTa / XLM-R / CamemBERT position ids past the padding index),
+`type_vocab_size` 0 (DistilBERT: no token types), `embedding_size` (ELECTRA: embeddings of that
+width and a projection to hidden), `use_pooler` (ELECTRA and DistilBERT have none).
+
 Heterogeneous students (each layer with its own heads and FFN size, as OpenELM's per-layer head
 counts or Gemma3n's per-layer `intermediate_size`) keep `num_attention_heads` and
 `intermediate_size` as lists of one value per layer; an int means every layer.
@@ -41,6 +46,9 @@ class StudentConfig(PretrainedConfig):
         layer_norm_eps=1e-12,
         pad_token_id=0,
         classifier_dropout=None,
+        roberta_positions=False,
+        embedding_size=None,
+        use_pooler=True,
         **kwargs,
     ):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -58,6 +66,9 @@ class StudentConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.classifier_dropout = classifier_dropout
+        self.roberta_positions = roberta_positions
+        self.embedding_size = embedding_size  # None: embeddings are hidden_size wide, no projection
+        self.use_pooler = use_pooler
 
     def _of_layer(self, value, index):
         return value[index] if isinstance(value, (list, tuple)) else value
@@ -87,22 +98,30 @@ def multi_head_attention(q, k, v, additive_mask, head_dim, dropout_p, training):
     return torch.matmul(probs, v).transpose(1, 2).reshape(batch, seq, width)
 
 
+def position_ids(input_ids, padding_idx, roberta_positions: bool):
+    """0..seq-1 (BERT), or RoBERTa's: padding_idx + 1 + index among non-padding tokens, padding_idx on padding."""
+    if roberta_positions:
+        mask = input_ids.ne(padding_idx).int()
+        return (torch.cumsum(mask, dim=1) * mask).long() + padding_idx
+    return torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
+
+
 class StudentEmbeddings(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        width = config.embedding_size or config.hidden_size
+        self.padding_idx, self.roberta_positions = config.pad_token_id, config.roberta_positions
+        self.word_embeddings = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, width)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size else None
+        self.LayerNorm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids):
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
-        embeddings = (
-            self.word_embeddings(input_ids)
-            + self.token_type_embeddings(token_type_ids)
-            + self.position_embeddings(positions)
-        )
+        embeddings = self.word_embeddings(input_ids)
+        if self.token_type_embeddings is not None:
+            embeddings = embeddings + self.token_type_embeddings(token_type_ids)
+        embeddings = embeddings + self.position_embeddings(position_ids(input_ids, self.padding_idx, self.roberta_positions))
         return self.dropout(self.LayerNorm(embeddings))
 
 
@@ -191,9 +210,11 @@ class StudentModel(StudentPreTrainedModel):
     def __init__(self, config, add_pooling_layer=True):
         super().__init__(config)
         self.embeddings = StudentEmbeddings(config)
+        if config.embedding_size:  # ELECTRA's name and place for it
+            self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
         self.encoder = nn.Module()
         self.encoder.layer = nn.ModuleList(StudentLayer(config, i) for i in range(config.num_hidden_layers))
-        self.pooler = StudentPooler(config) if add_pooling_layer else None
+        self.pooler = StudentPooler(config) if add_pooling_layer and config.use_pooler else None
         self.post_init()
 
     def get_input_embeddings(self):
@@ -215,6 +236,8 @@ class StudentModel(StudentPreTrainedModel):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         hidden_states = self.embeddings(input_ids, token_type_ids)
+        if self.config.embedding_size:
+            hidden_states = self.embeddings_project(hidden_states)
         additive_mask = extended_attention_mask(attention_mask, hidden_states.dtype)
         all_hidden = [hidden_states] if output_hidden_states else None
         for layer in self.encoder.layer:
@@ -256,7 +279,9 @@ class StudentForSequenceClassification(StudentPreTrainedModel):
                             position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                             return_dict=True)
-        logits = self.classifier(self.dropout(outputs.pooler_output))
+        # Families without a pooler (ELECTRA, DistilBERT): the first token's hidden state.
+        pooled = outputs.pooler_output if outputs.pooler_output is not None else outputs.last_hidden_state[:, 0]
+        logits = self.classifier(self.dropout(pooled))
         loss = None
         if labels is not None:
             if self.config.problem_type is None:
