@@ -180,9 +180,13 @@ def _seed(ctx, local, fallback=0):
 @click.option("--save-every", type=click.IntRange(min=1), default=None, help="Checkpoint interval in steps.")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume", is_flag=True, help="Continue from the latest usable checkpoint.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+              help="Training precision [default: the recipe's, fp32]; bf16/fp16 keep fp32 master weights.")
+@click.option("--tf32/--no-tf32", default=None, help="TF32 matmuls on CUDA [default: the recipe's, on].")
 @click.option("--dry-run", is_flag=True, help="Print the plan (batch, steps, tokens, FLOPs) and exit.")
 @click.pass_context
-def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, steps, save_every, seed, resume, dry_run):
+def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, steps, save_every, seed, resume, precision, tf32,
+          dry_run):
     """Distil the teacher into one SuperLM per sub-space (MiniLMv2 relations, sandwich sampling, DeepSpeed)."""
     from dataclasses import replace
 
@@ -198,6 +202,10 @@ def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, step
         overrides["steps"] = steps
     if save_every is not None:
         overrides["save_every"] = save_every
+    if precision is not None:
+        overrides["precision"] = precision
+    if tf32 is not None:
+        overrides["tf32"] = tf32
     recipe = replace(recipe, **overrides)
     search_space = load_space(space_file or recipe.resolve(recipe.space))
     subspaces = search_space.select(subspace)
@@ -235,11 +243,13 @@ def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, step
 @click.option("--latency-runtime", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="Where a latency objective or bound is measured (median of 5 after warm-up, batch 1, per arch).")
 @click.option("--eval-samples", type=int, default=64, show_default=True, help="Held-out blocks in the proxy set.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="SuperLM and teacher dtype for the proxy (relations and KL in fp32); part of the search's identity.")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume", is_flag=True, help="Continue the search in --out.")
 @click.pass_context
 def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectives, constraints, algorithm, operators,
-           latency_runtime, eval_samples, seed, resume):
+           latency_runtime, eval_samples, precision, seed, resume):
     """Search the trained SuperLMs with NSGA-II for the Pareto set of proxy loss x cost."""
     from autodistil_evo.search.evolve import SearchSettings, run_search
 
@@ -247,7 +257,7 @@ def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectiv
         subspace=subspace, population=population, generations=generations,
         objectives=[o.strip() for o in objectives.split(",") if o.strip()], constraints=list(constraints),
         algorithm=algorithm, operators=operators, latency_runtime=latency_runtime, eval_samples=eval_samples,
-        seed=_seed(ctx, seed), resume=resume,
+        seed=_seed(ctx, seed), resume=resume, precision=precision,
     )
     result = run_search(run_dir, search_dir, settings, console)
     for s in result["summaries"]:
@@ -382,13 +392,15 @@ def finetune(ctx, model_dirs, task, train_file, eval_file, text_column, text_pai
 @click.option("--repeats", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--runtime", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="onnxruntime: MODEL_DIRs are folders written by `autodistil-evo onnx` (their int8 file too).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
+              help="dtype the model runs in (torch runtime).")
 @click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(model_dirs, batch, seq_len, repeats, runtime, trust_remote_code, as_json):
+def bench(model_dirs, batch, seq_len, repeats, runtime, precision, trust_remote_code, as_json):
     """Measured forward latency (p50 / p90 after warm-up) and throughput of model folders."""
     from autodistil_evo.export.bench import bench_models
 
-    rows = bench_models(model_dirs, batch, seq_len, repeats, trust_remote_code, runtime)
+    rows = bench_models(model_dirs, batch, seq_len, repeats, trust_remote_code, runtime, precision)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -17,7 +17,7 @@ from report import command, machine, markdown_table, write_results, write_sectio
 from autodistil_evo.data import build_corpus
 from autodistil_evo.distill.recipe import load_recipe
 from autodistil_evo.distill.trainer import distill_step, make_engine, sandwich, sandwich_size
-from autodistil_evo.distributed import init_distributed
+from autodistil_evo.distributed import device, init_distributed
 from autodistil_evo.spaces import load_space
 from autodistil_evo.supernet import SuperLM
 from autodistil_evo.teacher import RelationTap, load_teacher
@@ -28,10 +28,12 @@ def main():
     parser.add_argument("--recipe", default="recipes/quickstart.yaml")
     parser.add_argument("--subspace", default="base")
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    parser.add_argument("--section", default="train_throughput", help="BENCHMARKS.md section and results/<name>.json")
     args = parser.parse_args()
 
     init_distributed()
-    recipe = load_recipe(args.recipe)
+    recipe = replace(load_recipe(args.recipe), precision=args.precision)
     space = load_space(recipe.space)
     sub = space.subspace(args.subspace)
     largest = sub.largest()
@@ -47,13 +49,14 @@ def main():
         members = sandwich_size(subspace, recipe.sandwich_random)
         engine = make_engine(recipe, superlm, members, 1000)
         engine.train()
+        teacher.model.to(device(), dtype=recipe.dtype)
         times = []
         with RelationTap(teacher.model, recipe.teacher_layer) as tap:
             for step in range(args.steps + 2):
-                ids = blocks[step * recipe.micro_batch : (step + 1) * recipe.micro_batch]
+                ids = blocks[step * recipe.micro_batch : (step + 1) * recipe.micro_batch].to(device())
                 archs = sandwich(subspace, 0, step, recipe.sandwich_random)
                 start = time.perf_counter()
-                distill_step(engine, superlm, archs, [ids], teacher.model, tap, recipe.relation_heads).tolist()
+                distill_step(engine, superlm, archs, [ids], teacher.model, tap, recipe.relation_heads).tolist()  # syncs
                 if step >= 2:  # warm-up
                     times.append(time.perf_counter() - start)
         runs[name] = {"members": members, "step_s": statistics.median(times)}
@@ -66,15 +69,16 @@ def main():
         (f"standalone student {largest.key()}", f"{a * 1e3:.0f}", f"{tokens / a:.0f}", f"{tokens / a:.0f}"),
     ]
     table = markdown_table(["training", "optimizer step (ms)", "tokens/s", "subnet-tokens/s"], rows)
-    write_results("train_throughput", {
+    write_results(args.section, {
+        "precision": args.precision, "device": str(device()),
         "recipe": args.recipe, "subspace": args.subspace, "steps_timed": args.steps,
         "batch": [recipe.micro_batch, recipe.seq_len], "superlm_step_ms": s * 1e3, "standalone_step_ms": a * 1e3,
         "sandwich": members, "superlm_tokens_per_s": tokens / s, "standalone_tokens_per_s": tokens / a,
         "subnet_rate_vs_standalone": members * a / s,
     })
     write_section(
-        "train_throughput",
-        f"## Training throughput\n\nMachine: {machine()}. Sub-space `{args.subspace}` of `{recipe.space}`, teacher "
+        args.section,
+        f"## Training throughput ({args.precision}, {device().type})\n\nMachine: {machine()}. Sub-space `{args.subspace}` of `{recipe.space}`, teacher "
         f"{teacher.shape.name}, batch {recipe.micro_batch} x {recipe.seq_len}, median of {args.steps} steps after 2 "
         f"warm-up. Both rows time the trainer's own `distill_step` (teacher forward to its tapped layer included) "
         f"on the engine the trainer builds.\n\nCommand: `{command()}`\n\n{table}\n\n"

@@ -177,3 +177,19 @@ def test_strict_bound_at_equality_is_infeasible():
     assert strict.violation(100) > 0 and not strict.holds(100)
     assert loose.violation(100) == 0 and loose.holds(100)
     assert strict.violation(99) < 0 and parse_bound("flops>100", ("flops",)).violation(100) > 0
+
+
+def test_bf16_proxy_is_close_to_fp32_and_part_of_the_identity(tmp_path, run_dir, uninterrupted):
+    out = tmp_path / "bf16"
+    run_cli("evolve", run_dir, "--out", out, "--generations", 2, "--precision", "bf16", *SMALL)
+    fp32 = {(r["subspace"], r["key"]): r["loss"] for r in map(json.loads, (uninterrupted / "history.jsonl").read_text().splitlines())}
+    bf16 = {(r["subspace"], r["key"]): r["loss"] for r in map(json.loads, (out / "history.jsonl").read_text().splitlines())}
+    common = set(fp32) & set(bf16)
+    assert len(common) >= 6
+    scale = max(fp32.values())  # the loss of a subnet equal to the teacher is ~0: compare on the losses scale
+    assert max(abs(bf16[k] - fp32[k]) for k in common) < 0.05 * scale, sorted((fp32[k], bf16[k]) for k in common)
+    assert json.loads((out / "search.json").read_text())["precision"] == "bf16"
+    message = run_cli("evolve", run_dir, "--out", out, "--generations", 3, "--resume", *SMALL, expect=2)
+    assert "precision" in message
+    assert "--precision fp16 needs a CUDA GPU" in run_cli("evolve", run_dir, "--out", tmp_path / "x", "--precision", "fp16", expect=2)
+    assert not (tmp_path / "x").exists()

@@ -193,6 +193,9 @@ def test_finetune_and_bench_on_a_student(tmp_path, search):
     assert result["test_accuracy"] > 0.6  # a trivially separable task is learnt
     rows = json.loads(run_cli("bench", out, "--seq-len", 16, "--repeats", 3, "--json"))
     assert rows[0]["latency_ms"] > 0 and rows[0]["seq_len"] == 16 and rows[0]["threads"] >= 1
+    rows = json.loads(run_cli("bench", out, "--seq-len", 16, "--repeats", 3, "--precision", "bf16", "--json"))
+    assert rows[0]["precision"] == "bf16" and rows[0]["latency_ms"] > 0
+    assert "only with --runtime torch" in run_cli("bench", out, "--precision", "bf16", "--runtime", "onnxruntime", expect=2)
 
 
 def test_finetune_bad_csv(tmp_path, search):

@@ -163,6 +163,53 @@ def test_one_arch_subspace_is_standalone_distillation(tmp_path, tiny_teacher, co
     assert all(len(r["member_losses"]) == 1 and r["loss"] > 0 for r in rows)
 
 
+@pytest.fixture(scope="module")
+def bf16_run(tmp_path_factory, recipe_file):
+    run = tmp_path_factory.mktemp("runs") / "bf16"
+    train(run, recipe_file, "--subspace", "small", "--precision", "bf16")
+    return run
+
+
+def test_bf16_run_learns_like_fp32_and_ships_fp32_masters(bf16_run, uninterrupted):
+    bf16, fp32 = losses(bf16_run, "small"), losses(uninterrupted, "small")
+    assert bf16[-1]["loss"] < bf16[0]["loss"]
+    for x, y in zip(bf16, fp32):  # same batches, archs and dropout: bf16 rounding is all that differs
+        assert abs(x["loss"] - y["loss"]) <= 0.03 * y["loss"]
+    assert json.loads((bf16_run / "small" / "superlm.json").read_text())["precision"] == "bf16"
+    w, ref = weights(bf16_run, "small"), weights(uninterrupted, "small")
+    assert all(t.dtype == torch.float32 for t in w.values())
+    trained = "encoder.layer.0.attention.self.query.weight"
+    # fp32 masters, not bf16-rounded copies: not all values are representable in bf16
+    assert not torch.equal(w[trained], w[trained].bfloat16().float())
+    assert (w[trained] - ref[trained]).abs().max().item() < 1e-2
+    # weights outside the optimizer keep their exact fp32 teacher values through the bf16 cast
+    assert torch.equal(w["pooler.dense.weight"], ref["pooler.dense.weight"])
+    state = json.loads((bf16_run / "small" / "checkpoints" / "step-00000006" / "state.json").read_text())
+    assert "fp32_groups" in state["optimizer"]["wrapper"] and state["identity"]["precision"] == "bf16"
+
+
+def test_bf16_sigkill_then_resume_equals_uninterrupted(tmp_path, recipe_file, bf16_run):
+    run = tmp_path / "killed-bf16"
+    train(run, recipe_file, "--subspace", "small", "--precision", "bf16", fault="train-step:4", expect=-9)
+    train(run, recipe_file, "--subspace", "small", "--precision", "bf16", "--resume")
+    assert_same_run(run, bf16_run, "small")
+
+
+def test_precision_errors(tmp_path, recipe_file, bf16_run):
+    out = tmp_path / "fp16"
+    proc = train(out, recipe_file, "--subspace", "small", "--precision", "fp16", expect=2)
+    assert "precision fp16 needs a CUDA GPU" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    run = tmp_path / "other-precision"
+    shutil.copytree(bf16_run, run)
+    before = sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*"))
+    proc = train(run, recipe_file, "--subspace", "small", "--precision", "fp32", "--resume", "--steps", 8, expect=2)
+    assert "cannot resume, the run differs in: precision" in proc.stderr
+    assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+    bad = tiny_recipe(tmp_path / "bad.yaml", **_recipe_args(recipe_file), precision="fp8")
+    assert "precision: 'fp8' is not one of fp32, bf16, fp16" in train(tmp_path / "x", bad, expect=2).stderr
+
+
 def test_two_processes_equal_one(tmp_path, tiny_teacher, tiny_space_file, corpus_file):
     args = dict(teacher=tiny_teacher, space=tiny_space_file, corpus=corpus_file, dropout=0.0, steps=4, save_every=4)
     one = tiny_recipe(tmp_path / "one.yaml", micro_batch=2, accumulation=2, **args)

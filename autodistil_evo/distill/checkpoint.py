@@ -28,8 +28,33 @@ def sha256(path: Path) -> str:
     return file_sha256(path)
 
 
+WRAPPED = "optimizer_state_dict"  # DeepSpeed's mixed-precision optimizers wrap the torch one's state under it
+
+
 def optimizer_to_flat(optimizer_state: dict):
-    """torch optimizer state_dict -> ({name: tensor}, JSON-able rest)."""
+    """Optimizer state_dict -> ({name: tensor}, JSON-able rest). A DeepSpeed bf16 / fp16 wrapper's
+    own entries (fp32 master weights: tensors or lists of them; loss-scale numbers) are kept too."""
+    if WRAPPED in optimizer_state:
+        tensors, meta = optimizer_to_flat(optimizer_state[WRAPPED])
+        wrapper = {}
+        for key, value in optimizer_state.items():
+            if key == WRAPPED:
+                continue
+            if torch.is_tensor(value):
+                tensors[f"wrapper.{key}"] = value.detach().clone().contiguous()
+                wrapper[key] = {"tensor": True}
+            elif isinstance(value, (list, tuple)) and value and all(torch.is_tensor(t) for t in value):
+                for i, t in enumerate(value):
+                    tensors[f"wrapper.{key}.{i}"] = t.detach().clone().contiguous()
+                wrapper[key] = {"tensors": len(value)}
+            elif isinstance(value, (list, tuple)) and value and all(isinstance(g, (list, tuple)) for g in value):
+                for i, group in enumerate(value):
+                    for j, t in enumerate(group):
+                        tensors[f"wrapper.{key}.{i}.{j}"] = t.detach().clone().contiguous()
+                wrapper[key] = {"groups": [len(g) for g in value]}
+            else:
+                wrapper[key] = {"value": value.item() if hasattr(value, "item") else value}
+        return tensors, {**meta, "wrapper": wrapper}
     tensors, scalars = {}, {}
     for index, entry in optimizer_state["state"].items():
         for key, value in entry.items():
@@ -42,6 +67,20 @@ def optimizer_to_flat(optimizer_state: dict):
 
 
 def optimizer_from_flat(tensors: dict, meta: dict) -> dict:
+    if "wrapper" in meta:
+        inner = optimizer_from_flat({k: v for k, v in tensors.items() if not k.startswith("wrapper.")},
+                                    {k: v for k, v in meta.items() if k != "wrapper"})
+        out = {WRAPPED: inner}
+        for key, kind in meta["wrapper"].items():
+            if "tensor" in kind:
+                out[key] = tensors[f"wrapper.{key}"]
+            elif "tensors" in kind:
+                out[key] = [tensors[f"wrapper.{key}.{i}"] for i in range(kind["tensors"])]
+            elif "groups" in kind:
+                out[key] = [[tensors[f"wrapper.{key}.{i}.{j}"] for j in range(n)] for i, n in enumerate(kind["groups"])]
+            else:
+                out[key] = kind["value"]
+        return out
     state = {}
     for name, value in tensors.items():
         _, index, key = name.split(".", 2)

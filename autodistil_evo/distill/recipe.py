@@ -40,7 +40,15 @@ class Recipe:
     lr: float = None  # overrides the DeepSpeed optimizer's lr when set
     warmup_steps: int = None  # overrides the scheduler's warmup when set
     seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | fp16: DeepSpeed's bf16 / fp16 sections, the teacher in the same dtype
+    tf32: bool = True  # TF32 matmuls on CUDA (no effect on CPU)
     source: str = "<memory>"
+
+    @property
+    def dtype(self):
+        import torch
+
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[self.precision]
 
     @property
     def teacher_name(self) -> str:
@@ -86,6 +94,15 @@ class Recipe:
         config["gradient_accumulation_steps"] = self.accumulation * sandwich_size
         config.pop("train_batch_size", None)
         config.setdefault("steps_per_print", 10**9)
+        # The recipe's precision is the one place it is chosen; fp32 master weights are kept by
+        # DeepSpeed's mixed-precision optimizer in both modes, fp16 with dynamic loss scaling.
+        config.pop("bf16", None)
+        config.pop("fp16", None)
+        if self.precision == "bf16":
+            config["bf16"] = {"enabled": True}
+        elif self.precision == "fp16":
+            config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
+                              "hysteresis": 2, "min_loss_scale": 1}
         optimizer = config.setdefault("optimizer", {"type": "AdamW", "params": {}})
         params = optimizer.setdefault("params", {})
         params.setdefault("torch_adam", True)  # no C++ op build
@@ -110,6 +127,7 @@ class Recipe:
         return d
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
 POSITIVE_INTS = ("seq_len", "micro_batch", "accumulation", "world_size", "save_every", "keep_last", "relation_heads")
 
 
@@ -128,6 +146,10 @@ def parse_recipe(data, source="<memory>") -> Recipe:
         isinstance(data["heldout_fraction"], (int, float)) and 0 < data["heldout_fraction"] < 1
     ):
         raise UserError(f"{source}: heldout_fraction: {data['heldout_fraction']!r} is not in (0, 1)")
+    if "precision" in data and data["precision"] not in PRECISIONS:
+        raise UserError(f"{source}: precision: {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    if "tf32" in data and not isinstance(data["tf32"], bool):
+        raise UserError(f"{source}: tf32: {data['tf32']!r} is not true or false")
     if "corpus" in data:
         corpus = data["corpus"]
         data = {**data, "corpus": [corpus] if isinstance(corpus, str) else list(corpus)}

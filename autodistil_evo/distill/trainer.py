@@ -66,6 +66,35 @@ def make_engine(recipe: Recipe, superlm: SuperLM, members: int, total_steps: int
     return engine
 
 
+def fp32_state(engine, superlm: SuperLM, fallback: dict) -> dict:
+    """The SuperLM's weights in fp32. Under bf16 / fp16 the module holds rounded copies and the
+    optimizer the fp32 masters; parameters outside the optimizer never change, so `fallback` (their
+    fp32 values before the engine cast them) holds them exactly."""
+    masters = {}
+    optimizer = getattr(engine, "optimizer", None)
+    low_groups = getattr(optimizer, "fp16_groups", None) or getattr(optimizer, "bf16_groups", None) or []
+    if hasattr(optimizer, "fp32_groups"):
+        high_groups = optimizer.fp32_groups
+    elif hasattr(optimizer, "fp32_groups_flat"):  # DeepSpeed's fused fp16 optimizer keeps one flat master per group
+        from torch._utils import _unflatten_dense_tensors
+
+        high_groups = [_unflatten_dense_tensors(flat, group) for flat, group in zip(optimizer.fp32_groups_flat, low_groups)]
+    else:
+        high_groups = []
+    for low, high in zip(low_groups, high_groups):
+        for param, master in zip(low, high):
+            masters[id(param)] = master
+    state = {}
+    for name, param in superlm.named_parameters():
+        if id(param) in masters:
+            state[name] = masters[id(param)]
+        elif param.dtype == torch.float32:
+            state[name] = param
+        else:
+            state[name] = fallback[name]
+    return {name: value.detach().float().clone() for name, value in state.items()}
+
+
 def distill_step(engine, superlm: SuperLM, archs: list, micro_batches: list, teacher_model, tap: RelationTap,
                  relation_heads: int) -> torch.Tensor:
     """One optimizer step. Per micro-batch the teacher runs once (to its tapped Q/K/V) and its
@@ -148,6 +177,7 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "relation_heads": recipe.relation_heads,
         "teacher_layer": recipe.teacher_layer,
         "dropout": recipe.dropout,
+        "precision": recipe.precision,
         "layer_norm_eps": teacher.layer_norm_eps,
         "pad_token_id": teacher.model.config.pad_token_id or 0,
     }
@@ -156,6 +186,7 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
 def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint, untrained) -> dict:
     """What must not change between a run and its resume (the data too: its store's fingerprint)."""
     return {
+        "precision": recipe.precision,
         "optimizer_excludes": sorted(untrained),
         "corpus_fingerprint": corpus_fingerprint,
         "space": space.to_dict(),
@@ -218,6 +249,7 @@ def train_subspace(
             raise UserError(f"{checkpoint.path}: cannot resume, the run differs in: {', '.join(differs)}")
         superlm.load_state_dict(checkpoint.model_state())
         start_step, resumed_from = checkpoint.step, checkpoint.path
+    initial = {name: p.detach().clone() for name, p in superlm.named_parameters()}  # fp32, before any cast
 
     members = sandwich_size(subspace, recipe.sandwich_random)
     if settings.steps == 0 or start_step >= settings.steps:
@@ -237,7 +269,7 @@ def train_subspace(
     def save(step):
         if not is_main:
             return
-        state = superlm.state_dict()
+        state = fp32_state(engine, superlm, initial)
         extra = {
             "identity": identity,
             "scheduler": engine.lr_scheduler.state_dict() if engine else {},
@@ -266,7 +298,7 @@ def train_subspace(
                 metrics.append(event)
                 with open(metrics_file, "a") as f:
                     f.write(json.dumps(event) + "\n")
-    teacher.model.to(dev)
+    teacher.model.to(dev, dtype=recipe.dtype)  # the teacher runs in the training precision (no grad)
     n_blocks = len(train_blocks)
     if n_blocks == 0:
         raise UserError(f"corpus gives no training block of {recipe.seq_len} tokens; add text or lower --seq-len")
@@ -322,6 +354,9 @@ def train_subspace(
                 maybe_die("train-step", step)
     if interrupted:
         return {"subspace": subspace.name, "step": step, "interrupted": True}
+    if engine is not None and recipe.precision != "fp32":  # ship the fp32 masters, not the rounded copies
+        masters = fp32_state(engine, superlm, initial)  # before the cast: it tells rounded copies by dtype
+        superlm.float().load_state_dict(masters)
     if is_main:
         meta = superlm_meta(recipe, space, subspace, teacher, step, teacher_spec, packed.record())
         save_superlm(out_dir, superlm, meta)
@@ -365,6 +400,7 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
         "deepspeed_micro_steps_per_step": engine_config["gradient_accumulation_steps"],
         "optimizer": f"{engine_config['optimizer']['type']} lr {engine_config['optimizer']['params'].get('lr')}",
         "steps": steps,
+        "precision": recipe.precision,
         "seq_len": recipe.seq_len,
         "tokens_per_subspace": steps * global_batch * recipe.seq_len,
         "subspaces": per_subspace,
@@ -382,6 +418,12 @@ def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir
     subspaces = space.select(subspace_name)
     recipe.engine_config(2 + recipe.sandwich_random, settings.steps)
     check_output_dir(run_dir, "run directory")
+    if recipe.precision == "fp16" and not torch.cuda.is_available():
+        raise UserError(f"{recipe.source}: precision fp16 needs a CUDA GPU (DeepSpeed has no fp16 training on CPU); "
+                        "use bf16 or fp32")
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = recipe.tf32
+        torch.backends.cudnn.allow_tf32 = recipe.tf32
     rank, _ = init_distributed()
     teacher = load_teacher(teacher_spec)
     space.validate_against(teacher.shape)

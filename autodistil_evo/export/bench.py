@@ -14,14 +14,20 @@ from autodistil_evo.supernet.latency import measure_latency, require_onnx, sessi
 RUNTIMES = ("torch", "onnxruntime")
 
 
-def _torch_row(model_dir, batch, seq_len, repeats, trust_remote_code) -> dict:
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _torch_row(model_dir, batch, seq_len, repeats, trust_remote_code, precision="fp32") -> dict:
+    import torch
+
     path, remote_code = model_folder(model_dir, trust_remote_code)
     try:
         model = AutoModel.from_pretrained(path, trust_remote_code=remote_code)
     except (OSError, ValueError) as e:
         raise UserError(f"{model_dir}: cannot load ({str(e).splitlines()[0]})") from None
+    model = model.to(getattr(torch, PRECISIONS[precision]))
     result = measure_latency(model, batch=batch, seq_len=seq_len, repeats=repeats, vocab=model.config.vocab_size)
-    return {"model": str(model_dir), "runtime": "torch", "params": sum(p.numel() for p in model.parameters()), **result}
+    return {"model": str(model_dir), "runtime": "torch", "precision": precision, "params": sum(p.numel() for p in model.parameters()), **result}
 
 
 def _onnx_rows(model_dir, batch, seq_len, repeats) -> list:
@@ -41,13 +47,16 @@ def _onnx_rows(model_dir, batch, seq_len, repeats) -> list:
     return rows
 
 
-def bench_models(model_dirs, batch=1, seq_len=128, repeats=10, trust_remote_code=False, runtime="torch") -> list:
+def bench_models(model_dirs, batch=1, seq_len=128, repeats=10, trust_remote_code=False, runtime="torch",
+                 precision="fp32") -> list:
     if runtime not in RUNTIMES:
         raise UserError(f"--runtime: unknown '{runtime}' (known: {', '.join(RUNTIMES)})")
+    if precision != "fp32" and runtime != "torch":
+        raise UserError(f"--precision {precision}: only with --runtime torch (ONNX files carry their own dtype)")
     rows = []
     for model_dir in model_dirs:
         if runtime == "torch":
-            rows.append(_torch_row(model_dir, batch, seq_len, repeats, trust_remote_code))
+            rows.append(_torch_row(model_dir, batch, seq_len, repeats, trust_remote_code, precision))
         else:
             rows += _onnx_rows(model_dir, batch, seq_len, repeats)
     return rows

@@ -19,15 +19,15 @@ from autodistil_evo.teacher import RelationTap
 class ProxyEvaluator:
     def __init__(self, superlm: SuperLM, teacher_model, heldout: torch.Tensor, relation_heads: int,
                  teacher_layer: int = -1, batch_size: int = 32, measure_latency_too: bool = False, cache=None,
-                 latency_runtime: str = "torch", latency_repeats: int = 5):
-        self.superlm = superlm.eval().to(device())
+                 latency_runtime: str = "torch", latency_repeats: int = 5, dtype=torch.float32):
+        self.superlm = superlm.eval().to(device(), dtype=dtype)
         self.relation_heads = relation_heads
         self.measure_latency_too = measure_latency_too
         self.latency_runtime, self.latency_repeats = latency_runtime, latency_repeats
         self.cache = cache if cache is not None else {}  # arch key -> {"loss": .., "latency_ms": ..}
         self.hits = 0
         self.batches = []
-        teacher_model.to(device())
+        teacher_model.to(device(), dtype=dtype)
         with torch.inference_mode(), RelationTap(teacher_model, teacher_layer) as tap:
             for start in range(0, len(heldout), batch_size):
                 ids = heldout[start : start + batch_size].to(device())

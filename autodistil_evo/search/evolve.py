@@ -11,6 +11,8 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from autodistil_evo.bounds import parse_bound
 from autodistil_evo.distill.artifact import load_superlm, trained_subspaces
 from autodistil_evo.errors import UserError
@@ -26,6 +28,9 @@ from autodistil_evo.supernet.latency import require_onnx
 STATE_SCHEMA = 1
 
 
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class SearchSettings:
     subspace: str = "all"
@@ -39,6 +44,7 @@ class SearchSettings:
     eval_samples: int = 64
     seed: int = 0
     resume: bool = False
+    precision: str = "fp32"  # SuperLM and teacher in this dtype for the proxy (relations and KL stay fp32)
 
 
 def _validate(settings: SearchSettings):
@@ -55,6 +61,10 @@ def _validate(settings: SearchSettings):
         require_onnx()
     if settings.operators not in OPERATORS:
         raise UserError(f"--operators: unknown '{settings.operators}' (known: {', '.join(OPERATORS)})")
+    if settings.precision not in PRECISION_DTYPES:
+        raise UserError(f"--precision: unknown '{settings.precision}' (known: {', '.join(PRECISION_DTYPES)})")
+    if settings.precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("--precision fp16 needs a CUDA GPU; use bf16 or fp32")
     if settings.population < 2 or settings.generations < 1 or settings.eval_samples < 1:
         raise UserError("--population must be >= 2, --generations and --eval-samples >= 1")
     return [parse_bound(c, BOUND_NAMES, "--constraint") for c in settings.constraints]
@@ -79,6 +89,8 @@ def _identity(settings: SearchSettings, superlms: list) -> dict:
     d = asdict(settings)
     d.pop("generations")
     d.pop("resume")
+    if settings.precision == "fp32":  # searches written before --precision existed were fp32
+        d.pop("precision")
     if _measures_latency(settings):  # measured latencies from another machine or runtime do not mix
         d["latency_measured_on"] = latency_machine(settings.latency_runtime)
     else:
@@ -211,6 +223,7 @@ def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, al
         trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"],
         measure_latency_too=_measures_latency(settings),
         cache=dict(state["cache"]) if state else None, latency_runtime=settings.latency_runtime,
+        dtype=PRECISION_DTYPES[settings.precision],
     )
     dims = trained.space.dims(trained.teacher_shape)
     problem = SubspaceProblem(trained.subspace, dims, trained.space.seq_len, evaluator, settings.objectives, bounds)
