@@ -28,7 +28,7 @@ quickstart: install
 	  --id "$$($(BIN)/autodistil-evo select $(QUICKSTART_DIR)/search --pick knee --json | \
 	         $(BIN)/python -c 'import json, sys; print(next(r["id"] for r in json.load(sys.stdin) if r["picked"]))')"
 	$(BIN)/autodistil-evo bench $(QUICKSTART_DIR)/student embedded:all-MiniLM-L6-v2
-	$(BIN)/autodistil-evo finetune $(QUICKSTART_DIR)/student embedded:all-MiniLM-L6-v2 --max-train 2000
+	$(BIN)/autodistil-evo finetune $(QUICKSTART_DIR)/student embedded:all-MiniLM-L6-v2 --max-train 3000 --epochs 2 --lr 3e-4
 
 # The layered import contract (.importlinter) and ruff (ruff.toml); `make test` runs them first.
 lint: install

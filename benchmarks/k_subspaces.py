@@ -1,81 +1,114 @@
-"""AutoDistil's ablation at small scale: K=3 sub-spaces (three SuperLMs) vs K=1 (one SuperLM over the union).
+"""AutoDistil's ablation: K=3 sub-spaces (three SuperLMs) vs K=1 (one SuperLM over the union).
 
 Same teacher, data and total number of training steps (K=3: 3 x S, K=1: 3S); same search budget
-(distinct evaluations). Compares the global fronts (hypervolume with one reference point) and,
-at three matched FLOPs budgets, the fine-tuned accuracy of the best-proxy student under each.
+(K=1's population is 3x, so distinct evaluations match). Compares the global fronts
+(hypervolume with one reference point) and, at three matched FLOPs budgets, the fine-tuned
+accuracy (mean ± std over seeds) of the best-proxy student under each. `--budget bench` (default)
+uses recipes/bench.yaml; `--budget quickstart` the quickstart recipe, so the trend between the two
+budgets is measured by the same script; the section shows every budget measured so far.
 """
 
 import argparse
 import json
-import subprocess
-import sys
 
-from common import REPO, WORK, cli, ensure_run, export_arch, finetune_accuracy
-from report import command, machine, markdown_table, write_section
+from common import (
+    BENCH_RECIPE,
+    BENCH_RUN,
+    BENCH_SEARCH,
+    BENCH_SEARCH_SIZE,
+    FINETUNE,
+    SEEDS,
+    WORK,
+    cli,
+    ensure_run,
+    export_arch,
+    finetune_seeds,
+)
+from report import RESULTS, command, machine, markdown_table, write_results, write_section
+from vs_handpicked import select_under
 
 from autodistil_evo.search.pareto import hypervolume, objective_matrix
 
-BUDGET = {"max_train": 3000, "epochs": 1, "batch_size": 32, "lr": 1e-4, "max_len": 64}
 OBJECTIVES = ["loss", "flops"]
+BUDGETS = {
+    "quickstart": {"recipe": "recipes/quickstart.yaml", "steps": 40, "k3_run": WORK / "quickstart-run",
+                   "k3_search": WORK / "quickstart-k3-search", "population": 12, "generations": 4},
+    "bench": {"recipe": BENCH_RECIPE, "steps": 300, "k3_run": BENCH_RUN, "k3_search": BENCH_SEARCH, **BENCH_SEARCH_SIZE},
+}
+FRACTIONS = (0.05, 0.2, 0.6)
 
 
-def select_under(search_dir, flops_budget):
-    out = subprocess.run([sys.executable, "-m", "autodistil_evo.cli", "select", str(search_dir), "--where",
-                          f"flops<={flops_budget}", "--pick", "min-loss", "--json"], cwd=REPO, capture_output=True, text=True)
-    rows = json.loads(out.stdout) if out.returncode == 0 else []
-    return next((r for r in rows if r["picked"]), None)
-
-
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps-per-subspace", type=int, default=40)
-    parser.add_argument("--population", type=int, default=12)
-    parser.add_argument("--generations", type=int, default=4)
-    args = parser.parse_args()
-    k3_run = ensure_run(WORK / "quickstart-run")
-    k1_run = WORK / "k1-run"
+def measure(name: str) -> dict:
+    b = BUDGETS[name]
+    k3_run = ensure_run(b["k3_run"], b["recipe"])
+    k1_run = WORK / f"{name}-k1-run"
     if not (k1_run / "all-sizes" / "superlm.json").is_file():
-        cli("train", "--recipe", "recipes/quickstart.yaml", "--space", "spaces/minilm-l6-k1.yaml", "--out", k1_run,
-            "--steps", 3 * args.steps_per_subspace, "--save-every", args.steps_per_subspace, "--resume")
-    searches = {"K=3": WORK / "k3-search", "K=1": WORK / "k1-search"}
-    cli("evolve", k3_run, "--out", searches["K=3"], "--population", args.population, "--generations", args.generations, "--resume")
-    cli("evolve", k1_run, "--out", searches["K=1"], "--population", 3 * args.population, "--generations", args.generations, "--resume")
-
+        cli("train", "--recipe", b["recipe"], "--space", "spaces/minilm-l6-k1.yaml", "--out", k1_run,
+            "--steps", 3 * b["steps"], "--save-every", b["steps"], "--resume")
+    searches = {"K=3": b["k3_search"], "K=1": WORK / f"{name}-k1-search"}
+    cli("evolve", k3_run, "--out", searches["K=3"], "--population", b["population"], "--generations", b["generations"], "--resume")
+    cli("evolve", k1_run, "--out", searches["K=1"], "--population", 3 * b["population"], "--generations", b["generations"],
+        "--resume")
     fronts = {k: json.loads((d / "pareto.json").read_text()) for k, d in searches.items()}
     evaluated = {k: len({(r["subspace"], r["key"]) for r in map(json.loads, (d / "history.jsonl").read_text().splitlines())})
                  for k, d in searches.items()}
     union = fronts["K=3"]["front"] + fronts["K=1"]["front"]
     reference = list(1.1 * objective_matrix(union, OBJECTIVES).max(axis=0))
-    hv = {k: hypervolume(f["front"], OBJECTIVES, reference) for k, f in fronts.items()}
     teacher_flops = fronts["K=3"]["teacher"]["flops"]
-
     rows = []
-    for fraction in (0.05, 0.2, 0.6):
-        budget = fraction * teacher_flops
-        row = [f"{fraction:.0%} of teacher ({budget / 1e9:.2f} GFLOPs)"]
+    for fraction in FRACTIONS:
+        row = {"fraction_of_teacher": fraction, "flops_budget": fraction * teacher_flops}
         for k, run in (("K=3", k3_run), ("K=1", k1_run)):
-            pick = select_under(searches[k], budget)
+            pick = select_under(searches[k], fraction * teacher_flops)
             if pick is None:
-                row.append("no student")
+                row[k] = None
                 continue
             arch = {g: pick[g] for g in ("layers", "heads", "hidden", "mlp_ratio")}
-            model = export_arch(run, pick["subspace"], arch, WORK / "students" / f"{k}-{pick['id']}")
-            accuracy = finetune_accuracy(model, BUDGET)["test_accuracy"]
-            row.append(f"{pick['id']}: loss {pick['loss']:.3f}, acc {accuracy:.3f}")
-            print(k, fraction, pick["id"], accuracy, flush=True)
+            model = export_arch(run, pick["subspace"], arch, WORK / "bench-students" / f"{name}-{k[2]}-{pick['id']}")
+            acc = finetune_seeds(model)["test"]["accuracy"]
+            row[k] = {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], "accuracy_mean": acc["mean"],
+                      "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
+            print(name, k, fraction, pick["id"], acc["mean"], flush=True)
         rows.append(row)
-    front_table = markdown_table(
-        ["", "SuperLMs", "training steps", "distinct evaluations", "front size", "HV (shared reference)"],
-        [(k, 3 if k == "K=3" else 1, 3 * args.steps_per_subspace, evaluated[k], len(fronts[k]["front"]), f"{hv[k]:.4f}")
-         for k in ("K=3", "K=1")],
-    )
-    budget_table = markdown_table(["FLOPs budget", "K=3: best-proxy student", "K=1: best-proxy student"], rows)
+    return {
+        "recipe": b["recipe"], "steps_per_subspace": b["steps"], "k1_steps": 3 * b["steps"],
+        "fronts": {k: {"distinct_evaluations": evaluated[k], "front_size": len(fronts[k]["front"]),
+                       "hypervolume": hypervolume(fronts[k]["front"], OBJECTIVES, reference)} for k in searches},
+        "rows": rows,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budget", choices=list(BUDGETS), default="bench")
+    args = parser.parse_args()
+    measured = {}
+    kept = RESULTS / "k_subspaces.json"
+    if kept.is_file():
+        measured = json.loads(kept.read_text()).get("budgets", {})
+    measured[args.budget] = measure(args.budget)
+    write_results("k_subspaces", {"finetune_budget": FINETUNE, "seeds": SEEDS, "budgets": measured})
+
+    def cell(entry):
+        if entry is None:
+            return "no student"
+        return f"{entry['id']}: loss {entry['proxy_loss']:.3f}, acc {entry['accuracy_mean']:.3f} ± {entry['accuracy_std']:.3f}"
+
+    parts = []
+    for name, m in measured.items():
+        fronts = markdown_table(
+            ["", "SuperLMs", "training steps", "distinct evaluations", "front size", "HV (shared reference)"],
+            [(k, 3 if k == "K=3" else 1, m["k1_steps"], f["distinct_evaluations"], f["front_size"], f"{f['hypervolume']:.4f}")
+             for k, f in m["fronts"].items()])
+        rows = markdown_table(["FLOPs budget", "K=3: best-proxy student", "K=1: best-proxy student"],
+                              [(f"{r['fraction_of_teacher']:.0%} of teacher ({r['flops_budget'] / 1e9:.2f} GFLOPs)",
+                                cell(r["K=3"]), cell(r["K=1"])) for r in m["rows"]])
+        parts.append(f"### {name} budget ({m['recipe']}, {m['steps_per_subspace']} steps per K=3 SuperLM)\n\n{fronts}\n\n{rows}\n")
     write_section(
         "k_subspaces",
-        f"## K=3 sub-spaces vs K=1\n\nMachine: {machine()}. Embedded teacher and corpus, quickstart recipe; "
-        f"K=3 = `spaces/minilm-l6.yaml` ({args.steps_per_subspace} steps per SuperLM), K=1 = `spaces/minilm-l6-k1.yaml` "
-        f"(one SuperLM, {3 * args.steps_per_subspace} steps). Fine-tuning budget {BUDGET}, seed 0.\n\n"
-        f"Command: `{command()}`\n\n{front_table}\n\n{budget_table}\n",
+        f"## K=3 sub-spaces vs K=1\n\nMachine: {machine()}. Embedded teacher and corpus; K=3 = `spaces/minilm-l6.yaml`, "
+        f"K=1 = `spaces/minilm-l6-k1.yaml` (one SuperLM, 3x the steps). Fine-tuning {FINETUNE}, seeds 0-{SEEDS - 1}.\n\n"
+        f"Command: `{command()}`\n\n" + "\n".join(parts),
     )
 
 

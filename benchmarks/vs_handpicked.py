@@ -3,8 +3,7 @@
 At each hand-designed shape's FLOPs: (a) the searched student (`select --where flops<=<its FLOPs>
 --pick min-loss`) of the bench K=3 search over the uniform space and, with --layerwise, of a
 search over the per-layer space; (b) the hand shape distilled alone with the same per-arch budget
-(a one-arch space, the bench recipe's steps) — what a user would do by hand; (c) the hand shape
-taken from the SuperLM. All fine-tuned with the bench budget over 3 seeds (mean ± std).
+(a one-arch space, the bench recipe's steps) — what a user would do by hand. All fine-tuned with the bench budget over 3 seeds (mean ± std).
 Headline (AutoDistil: up to 3x less compute for a negligible accuracy loss): the best-proxy
 searched student at <= 1/3 of the teacher's FLOPs vs the teacher, same fine-tuning budget.
 """
@@ -88,13 +87,11 @@ def main():
         flops = count_flops(Arch.from_dict(arch), space.dims(), space.seq_len)
         alone = distil_alone(f"hand-{index}", arch, args.alone_steps)
         hand_alone = export_arch(alone["run"], "alone", arch, WORK / "bench-students" / f"hand-alone-{index}")
-        hand_superlm = export_arch(run, subspace, arch, WORK / "bench-students" / f"hand-superlm-{index}")
         hand_id = f"{subspace}-{Arch.from_dict(arch).key()}"
         row = {
             "label": label,
             "flops_budget": flops,
             "hand": {"id": hand_id, "flops": flops, "distilled": f"alone, {args.alone_steps} steps", **_accuracy(hand_alone)},
-            "hand_from_superlm": {"id": hand_id, "flops": flops, **_accuracy(hand_superlm)},
         }
         for name, (r, s) in searches.items():
             row["searched" if name == "uniform" else "searched_per_layer"] = searched_student(r, s, flops, f"searched-{name}")
@@ -115,12 +112,10 @@ def main():
     write_results("vs_handpicked", {"finetune_budget": FINETUNE, "seeds": SEEDS, "alone_steps": args.alone_steps,
                                     "rows": rows, "headline": headline})
 
-    header = ["hand-designed shape (FLOPs budget)", "hand shape distilled alone", "hand shape from the SuperLM",
-              "searched, uniform space"] + (["searched, per-layer space"] if args.layerwise else [])
+    header = ["hand-designed shape (FLOPs budget)", "hand shape distilled alone", "searched, uniform space"] + (["searched, per-layer space"] if args.layerwise else [])
     table = markdown_table(header, [
         (f"{r['label']}: {r['hand']['id']} ({r['flops_budget'] / 1e9:.3f} GFLOPs)",
          f"{r['hand']['accuracy_mean']:.3f} ± {r['hand']['accuracy_std']:.3f}",
-         f"{r['hand_from_superlm']['accuracy_mean']:.3f} ± {r['hand_from_superlm']['accuracy_std']:.3f}",
          _cell(r["searched"]), *([_cell(r["searched_per_layer"])] if args.layerwise else [])) for r in rows])
     t = headline["teacher"]
     head_rows = [("teacher all-MiniLM-L6-v2", f"{t['flops'] / 1e9:.3f}", "1.00x",
