@@ -11,6 +11,7 @@ run supernet_overhead.py
 run train_throughput.py
 run search_quality.py
 run proxy_correlation.py        # trains the bench SuperLMs (recipes/bench.yaml) and searches them
+run bench_superlms.py
 run vs_handpicked.py
 run k_subspaces.py --budget bench
 run k_subspaces.py --budget quickstart

@@ -24,6 +24,28 @@ sys.meta_path.insert(0, _Block())
 """
 
 
+def reload_without_package(tmp_path, model_dir, ids, mask, model_class, classifier=False):
+    """last_hidden_state of `model_dir` loaded with AutoModel in a process that cannot import autodistil_evo."""
+    save_file({"ids": ids, "mask": mask}, tmp_path / "inputs.safetensors")
+    script = BLOCK_PACKAGE + f"""
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, AutoModelForSequenceClassification
+x = load_file({str(tmp_path / "inputs.safetensors")!r})
+model = AutoModel.from_pretrained({str(model_dir)!r}, trust_remote_code=True).eval()
+assert type(model).__name__ == {model_class!r}, type(model).__name__
+with torch.no_grad():
+    hidden = model(input_ids=x["ids"], attention_mask=x["mask"]).last_hidden_state
+if {classifier!r}:
+    classifier = AutoModelForSequenceClassification.from_pretrained({str(model_dir)!r}, num_labels=2, trust_remote_code=True)
+    assert classifier(input_ids=x["ids"], attention_mask=x["mask"]).logits.shape == (x["ids"].shape[0], 2)
+save_file({{"hidden": hidden.contiguous()}}, {str(tmp_path / "hidden.safetensors")!r})
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return load_file(tmp_path / "hidden.safetensors")["hidden"]
+
+
 @pytest.fixture(scope="module")
 def search(tiny_search):
     return tiny_search
@@ -94,23 +116,7 @@ def test_export_loads_without_the_package(tmp_path, request, space, arch, model_
     ids = torch.randint(1000, 2000, (2, 12), generator=g)
     mask = torch.ones_like(ids)
     mask[1, 7:] = 0
-    save_file({"ids": ids, "mask": mask}, tmp_path / "inputs.safetensors")
-    script = BLOCK_PACKAGE + f"""
-import torch
-from safetensors.torch import load_file, save_file
-from transformers import AutoModel, AutoModelForSequenceClassification
-x = load_file({str(tmp_path / "inputs.safetensors")!r})
-model = AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True).eval()
-assert type(model).__name__ == {model_class!r}, type(model).__name__
-with torch.no_grad():
-    hidden = model(input_ids=x["ids"], attention_mask=x["mask"]).last_hidden_state
-classifier = AutoModelForSequenceClassification.from_pretrained({str(out)!r}, num_labels=2, trust_remote_code=True)
-assert classifier(input_ids=x["ids"], attention_mask=x["mask"]).logits.shape == (2, 2)
-save_file({{"hidden": hidden.contiguous()}}, {str(tmp_path / "hidden.safetensors")!r})
-"""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    hidden = load_file(tmp_path / "hidden.safetensors")["hidden"]
+    hidden = reload_without_package(tmp_path, out, ids, mask, model_class, classifier=True)
     expected = _reference_outputs(run_dir, arch, ids, mask)
     assert (hidden - expected)[mask.bool()].abs().max().item() <= 1e-5
 

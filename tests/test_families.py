@@ -2,15 +2,12 @@
 through train -> evolve -> export -> reload where the package cannot be imported -> finetune."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from conftest import tiny_recipe
 from helpers import run_cli
-from safetensors.torch import load_file, save_file
-from test_export import BLOCK_PACKAGE, _reference_outputs
+from test_export import _reference_outputs, reload_without_package
 
 SHAPE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's ids 0..4: pad 1, positions start at 2
@@ -89,7 +86,6 @@ def test_family_train_evolve_export_reload_finetune(tmp_path, model_type, corpus
 
     tokenizer = AutoTokenizer.from_pretrained(teacher)
     batch = tokenizer(["to be or not to be", "the rest is silence, my lord, and more"], padding=True, return_tensors="pt")
-    save_file({"ids": batch["input_ids"], "mask": batch["attention_mask"]}, tmp_path / "inputs.safetensors")
     archs = {
         FAMILY_CLASS[model_type]: {"subspace": "big", "layers": 2, "heads": 4, "hidden": 64, "mlp_ratio": 2.0},
         "StudentModel": {"subspace": "big", "layers": 2, "heads": 3, "hidden": 64, "mlp_ratio": 1.5},
@@ -97,20 +93,7 @@ def test_family_train_evolve_export_reload_finetune(tmp_path, model_type, corpus
     for model_class, arch in archs.items():
         out = tmp_path / model_class
         assert model_class in run_cli("export", run, "--arch", json.dumps(arch), "--out", out)
-        script = BLOCK_PACKAGE + f"""
-import torch
-from safetensors.torch import load_file, save_file
-from transformers import AutoModel
-x = load_file({str(tmp_path / "inputs.safetensors")!r})
-model = AutoModel.from_pretrained({str(out)!r}, trust_remote_code=True).eval()
-assert type(model).__name__ == {model_class!r}, type(model).__name__
-with torch.no_grad():
-    hidden = model(input_ids=x["ids"], attention_mask=x["mask"]).last_hidden_state
-save_file({{"hidden": hidden.contiguous()}}, {str(tmp_path / "hidden.safetensors")!r})
-"""
-        proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        hidden = load_file(tmp_path / "hidden.safetensors")["hidden"]
+        hidden = reload_without_package(tmp_path, out, batch["input_ids"], batch["attention_mask"], model_class, classifier=True)
         expected = _reference_outputs(run, arch, batch["input_ids"], batch["attention_mask"])
         assert (hidden - expected)[batch["attention_mask"].bool()].abs().max().item() <= 1e-5
         rows = [json.dumps({"text": f"the play is {w} act {i}", "label": int(w in ("good", "fine"))})

@@ -31,6 +31,16 @@ _DISTILBERT_LAYER = {
 }
 
 
+def _rename_layer(name: str, source: str, target: str, modules) -> str:
+    """`{source}.{i}.{module}.{param}` -> `{target}.{i}.{module'}.{param}` by the (module, module') pairs."""
+    index, rest = name[len(source) + 1 :].split(".", 1)
+    for old, new in modules:
+        if rest.startswith(old + "."):
+            rest = new + rest[len(old):]
+            break
+    return f"{target}.{index}.{rest}"
+
+
 @dataclass(frozen=True)
 class Family:
     model_type: str
@@ -51,23 +61,13 @@ class Family:
         if name.startswith("embeddings.token_type_embeddings.") and not self.token_types:
             return None
         if name.startswith("encoder.layer."):
-            _, _, index, rest = name.split(".", 3)
-            for bert, own in self.layer_names:
-                if rest.startswith(bert + "."):
-                    rest = own + rest[len(bert):]
-                    break
-            return f"{self.layers}.{index}.{rest}"
+            return _rename_layer(name, "encoder.layer", self.layers, self.layer_names)
         return name
 
     def bert_name(self, name: str) -> str:
         """This family's parameter name -> the BERT-style one (the inverse of `own_name`)."""
         if name.startswith(self.layers + "."):
-            index, rest = name[len(self.layers) + 1 :].split(".", 1)
-            for bert, own in self.layer_names:
-                if rest.startswith(own + "."):
-                    rest = bert + rest[len(own):]
-                    break
-            return f"encoder.layer.{index}.{rest}"
+            return _rename_layer(name, self.layers, "encoder.layer", [(own, bert) for bert, own in self.layer_names])
         return name
 
     def qkv_paths(self, layer: int) -> list:
