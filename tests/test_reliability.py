@@ -163,7 +163,7 @@ CASES = {
     "corpus: empty": (lambda t, c: ["info", "--teacher", c["teacher"], "--corpus", _write(t, "e.txt", "")], "corpus file is empty", None),
     "corpus: binary": (lambda t, c: ["info", "--teacher", c["teacher"], "--corpus", _write(t, "b.parquet", b"\x00\xff" * 50)],
                        "cannot read as parquet", None),
-    "teacher: not BERT": (lambda t, c: ["info", "--teacher", _gpt_folder(t)], "not a BERT-family model", None),
+    "teacher: unsupported family": (lambda t, c: ["info", "--teacher", _gpt_folder(t)], "is not supported; supported teacher families", None),
     # recipes and training
     "recipe: malformed YAML": (lambda t, c: ["train", "--recipe", _write(t, "r.yaml", "teacher: {\n"), "--out", t / "out"],
                                "malformed YAML", "out"),
