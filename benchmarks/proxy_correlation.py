@@ -66,11 +66,16 @@ def main():
     parser.add_argument("--alone", type=int, default=8, help="archs distilled standalone")
     parser.add_argument("--alone-steps", type=int, default=300, help="steps per standalone arch (the bench recipe's)")
     parser.add_argument("--bands", type=int, default=3)
+    parser.add_argument("--cached-only", action="store_true",
+                        help="report only the students and standalone runs already measured (an interrupted bench)")
     args = parser.parse_args()
     run_dir, search_dir = ensure_bench_search()
     rows = []
     for entry in pick_archs(search_dir, args.front, args.off):
-        model = export_arch(run_dir, entry["subspace"], entry["arch"], WORK / "bench-students" / entry["id"])
+        model = WORK / "bench-students" / entry["id"]
+        if args.cached_only and not (model / "finetune-seeds.json").is_file():
+            continue
+        model = export_arch(run_dir, entry["subspace"], entry["arch"], model)
         result = finetune_seeds(model)
         acc = result["test"]["accuracy"]
         rows.append({**entry, "accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]})
@@ -85,17 +90,23 @@ def main():
     alone_ids = [by_flops[i]["id"] for i in np.unique(np.linspace(0, len(rows) - 1, args.alone).round().astype(int))]
     for r in rows:
         if r["id"] in alone_ids:
+            if args.cached_only and not (WORK / "alone" / r["id"] / "result.json").is_file():
+                continue
             alone = distil_alone(r["id"], r["arch"], args.alone_steps)
             r["standalone_heldout_loss"] = alone["heldout_loss"]
             r["standalone_seconds"] = alone["seconds"]
             print(r["id"], "alone", alone["heldout_loss"], flush=True)
     with_alone = [r for r in rows if "standalone_heldout_loss" in r]
-    tau_alone, ci_alone = kendall_with_ci([r["proxy_loss"] for r in with_alone], [r["standalone_heldout_loss"] for r in with_alone])
+    tau_alone, ci_alone = kendall_with_ci([r["proxy_loss"] for r in with_alone], [r["standalone_heldout_loss"] for r in with_alone]) \
+        if len(with_alone) >= 3 else (float("nan"), [float("nan"), float("nan")])
+    partial = "" if len(rows) >= args.front + args.off and len(with_alone) >= args.alone else (
+        f"**Partial: the bench was stopped before every stage ran; {len(rows)} of {args.front + args.off} students "
+        f"fine-tuned, {len(with_alone)} of {args.alone} standalone distillations. Figures are over what was measured.** ")
 
     front_rows = [r for r in rows if r["on_front"]]
     cleared = sum(r["accuracy_mean"] >= majority + 0.05 for r in front_rows)
     write_results("proxy_correlation", {
-        "run": str(run_dir.relative_to(WORK.parent.parent)), "finetune_budget": FINETUNE, "seeds": SEEDS,
+        "run": str(run_dir.relative_to(WORK.parent.parent)), "complete": not partial, "finetune_budget": FINETUNE, "seeds": SEEDS,
         "kendall_tau": tau, "ci95": ci, "kendall_tau_flops": tau_flops, "ci95_flops": ci_flops,
         "bands": per_band, "kendall_tau_within_bands": pooled,
         "standalone": {"archs": len(with_alone), "steps": args.alone_steps, "kendall_tau": tau_alone, "ci95": ci_alone},
@@ -120,7 +131,7 @@ def main():
     ])
     write_section(
         "proxy_correlation",
-        f"## Proxy trustworthiness\n\nMachine: {machine()}. Bench run (`recipes/bench.yaml`) and its K=3 search; "
+        f"## Proxy trustworthiness\n\n{partial}Machine: {machine()}. Bench run (`recipes/bench.yaml`) and its K=3 search; "
         f"{len(rows)} students ({len(front_rows)} spread over the global front's FLOPs range, the rest off it), each "
         f"exported and fine-tuned on the embedded fresh/rotten task ({FINETUNE}, seeds 0-{SEEDS - 1}); accuracy on its "
         f"test split, majority class {majority:.3f}. {cleared} of {len(front_rows)} front students clear the majority "
