@@ -69,7 +69,7 @@ def make_engine(recipe: Recipe, superlm: SuperLM, members: int, total_steps: int
 def fp32_state(engine, superlm: SuperLM, fallback: dict) -> dict:
     """The SuperLM's weights in fp32. Under bf16 / fp16 the module holds rounded copies and the
     optimizer the fp32 masters; parameters outside the optimizer never change, so `fallback` (their
-    fp32 values before the engine cast them) holds them exactly."""
+    fp32 values before the engine cast them, by name) holds them exactly."""
     masters = {}
     optimizer = getattr(engine, "optimizer", None)
     low_groups = getattr(optimizer, "fp16_groups", None) or getattr(optimizer, "bf16_groups", None) or []
@@ -249,7 +249,9 @@ def train_subspace(
             raise UserError(f"{checkpoint.path}: cannot resume, the run differs in: {', '.join(differs)}")
         superlm.load_state_dict(checkpoint.model_state())
         start_step, resumed_from = checkpoint.step, checkpoint.path
-    initial = {name: p.detach().clone() for name, p in superlm.named_parameters()}  # fp32, before any cast
+    # fp32 values of the weights outside the optimizer: under bf16 / fp16 no master copy holds them
+    untrained = superlm.untrained_by_relations()
+    initial = {name: p.detach().clone() for name, p in superlm.named_parameters() if name in untrained}
 
     members = sandwich_size(subspace, recipe.sandwich_random)
     if settings.steps == 0 or start_step >= settings.steps:
