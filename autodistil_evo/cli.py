@@ -435,8 +435,8 @@ def _print_plan(p):
     console.print(
         _table(
             "per sub-space",
-            ["subspace", "candidates", "est. FLOPs"],
-            [(s["subspace"], s["candidates"], f"{s['flops']:.3e}") for s in p["subspaces"]],
+            ["subspace", "candidates", "sandwich", "est. FLOPs"],
+            [(s["subspace"], s["candidates"], s["sandwich"], f"{s['flops']:.3e}") for s in p["subspaces"]],
         )
     )
 

@@ -262,3 +262,23 @@ def test_resume_with_other_steps_warns_and_records_it(tmp_path, recipe_file):
     assert [r["step"] for r in rows] == [1, 2, 2, 3, 4]
     assert rows[2] == {"step": 2, "event": "steps_changed", "old_total": 2, "new_total": 4}
     assert (run / "small" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dry_run_plan_trains_a_one_arch_subspace_alone():
+    from autodistil_evo.distill.recipe import load_recipe
+    from autodistil_evo.distill.trainer import plan
+    from autodistil_evo.spaces import count_flops
+    from autodistil_evo.spaces.space import parse_space
+
+    recipe = load_recipe(REPO / "recipes" / "quickstart.yaml")
+    space = parse_space({"name": "mixed", "head_dim": 32, "subspaces": {
+        "one": {"layers": [2], "heads": [4], "hidden": [64], "mlp_ratio": [2.0]},
+        "many": {"layers": [1, 2], "heads": [2, 4], "hidden": [64], "mlp_ratio": [2.0]}}})
+    p = plan(recipe, space, space.select("all"), steps=10, world_size=1)
+    sandwich = {s["subspace"]: s["sandwich"] for s in p["subspaces"]}
+    assert sandwich == {"one": 1, "many": 2 + recipe.sandwich_random} and p["sandwich"] == 2 + recipe.sandwich_random
+    teacher = recipe.teacher_shape()
+    arch = space.select("one")[0].largest()
+    expected = 10 * recipe.micro_batch * recipe.accumulation * (
+        count_flops(teacher.arch(), teacher.dims(), recipe.seq_len) + 3 * count_flops(arch, space.dims(teacher), recipe.seq_len))
+    assert next(s["flops"] for s in p["subspaces"] if s["subspace"] == "one") == expected

@@ -377,7 +377,8 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
     """What a run would do, from the recipe alone (no weights, no data): for --dry-run."""
     teacher = recipe.teacher_shape()
     space.validate_against(teacher)
-    engine_config = recipe.engine_config(max(sandwich_size(sub, recipe.sandwich_random) for sub in subspaces), steps)
+    members = {sub.name: sandwich_size(sub, recipe.sandwich_random) for sub in subspaces}
+    engine_config = recipe.engine_config(max(members.values()), steps)
     dims = space.dims(teacher)
     global_batch = recipe.micro_batch * recipe.accumulation * world_size
     teacher_flops = count_flops(teacher.arch(), teacher.dims(), recipe.seq_len)
@@ -385,11 +386,12 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
     for sub in subspaces:
         # forward + backward ~ 3x forward for each sandwich member; the teacher only runs forward.
         member_flops = 3 * count_flops(sub.largest(), dims, recipe.seq_len)
-        if sandwich_size(sub, recipe.sandwich_random) > 1:
+        if members[sub.name] > 1:
             member_flops += 3 * (count_flops(sub.smallest(), dims, recipe.seq_len)
                                  + recipe.sandwich_random * mean_flops(sub, dims, recipe.seq_len))
         per_subspace.append(
-            {"subspace": sub.name, "candidates": sub.candidate_count(), "flops": steps * global_batch * (teacher_flops + member_flops)}
+            {"subspace": sub.name, "candidates": sub.candidate_count(), "sandwich": members[sub.name],
+             "flops": steps * global_batch * (teacher_flops + member_flops)}
         )
     return {
         "recipe": recipe.source,
@@ -398,7 +400,7 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
         "micro_batch": recipe.micro_batch,
         "accumulation": recipe.accumulation,
         "global_batch": global_batch,
-        "sandwich": 2 + recipe.sandwich_random,
+        "sandwich": max(members.values()),  # the largest sub-space's; one-arch sub-spaces train alone
         "deepspeed_micro_steps_per_step": engine_config["gradient_accumulation_steps"],
         "optimizer": f"{engine_config['optimizer']['type']} lr {engine_config['optimizer']['params'].get('lr')}",
         "steps": steps,
