@@ -78,6 +78,23 @@ def measure(name: str) -> dict:
     }
 
 
+def _hv_gap(m: dict) -> float:
+    return m["fronts"]["K=3"]["hypervolume"] - m["fronts"]["K=1"]["hypervolume"]
+
+
+def _acc_gaps(m: dict) -> list:
+    """K=3 minus K=1 mean test accuracy (points) at each FLOPs budget, with the std of the difference."""
+    gaps = []
+    for r in m["rows"]:
+        if r["K=3"] is None or r["K=1"] is None:
+            gaps.append(f"{r['fraction_of_teacher']:.0%}: -")
+            continue
+        spread = (r["K=3"]["accuracy_std"] ** 2 + r["K=1"]["accuracy_std"] ** 2) ** 0.5
+        gaps.append(f"{r['fraction_of_teacher']:.0%}: {100 * (r['K=3']['accuracy_mean'] - r['K=1']['accuracy_mean']):+.1f} "
+                    f"± {100 * spread:.1f}")
+    return gaps
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", choices=list(BUDGETS), default="bench")
@@ -104,6 +121,10 @@ def main():
                               [(f"{r['fraction_of_teacher']:.0%} of teacher ({r['flops_budget'] / 1e9:.2f} GFLOPs)",
                                 cell(r["K=3"]), cell(r["K=1"])) for r in m["rows"]])
         parts.append(f"### {name} budget ({m['recipe']}, {m['steps_per_subspace']} steps per K=3 SuperLM)\n\n{fronts}\n\n{rows}\n")
+    trend = markdown_table(
+        ["budget", "HV: K=3 minus K=1", "accuracy points, K=3 minus K=1, per FLOPs budget"],
+        [(name, f"{_hv_gap(m):+.4f}", ", ".join(_acc_gaps(m))) for name, m in measured.items()])
+    parts.append(f"### Trend between the budgets\n\nPositive = K=3 ahead (AutoDistil's claim).\n\n{trend}\n")
     write_section(
         "k_subspaces",
         f"## K=3 sub-spaces vs K=1\n\nMachine: {machine()}. Embedded teacher and corpus; K=3 = `spaces/minilm-l6.yaml`, "
