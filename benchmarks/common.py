@@ -147,3 +147,15 @@ def kendall_with_ci(x, y, resamples: int = 2000, seed: int = 0) -> tuple:
             draws.append(kendalltau(x[i], y[i])[0])
     low, high = np.percentile(draws, [2.5, 97.5])
     return tau, [float(low), float(high)]
+
+
+def difference(a: dict | None, b: dict | None) -> dict | None:
+    """a minus b mean accuracy in points, with the two seed spreads combined; None where either is missing."""
+    if a is None or b is None:
+        return None
+    return {"points": 100 * (a["accuracy_mean"] - b["accuracy_mean"]),
+            "spread": 100 * (a["accuracy_std"] ** 2 + b["accuracy_std"] ** 2) ** 0.5}
+
+
+def format_difference(d: dict | None) -> str:
+    return "-" if d is None else f"{d['points']:+.1f} ± {d['spread']:.1f}"

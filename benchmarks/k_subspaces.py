@@ -20,9 +20,11 @@ from common import (
     SEEDS,
     WORK,
     cli,
+    difference,
     ensure_run,
     export_arch,
     finetune_seeds,
+    format_difference,
 )
 from report import RESULTS, command, machine, markdown_table, write_results, write_section
 from vs_handpicked import select_under
@@ -83,16 +85,8 @@ def _hv_gap(m: dict) -> float:
 
 
 def _acc_gaps(m: dict) -> list:
-    """K=3 minus K=1 mean test accuracy (points) at each FLOPs budget, with the std of the difference."""
-    gaps = []
-    for r in m["rows"]:
-        if r["K=3"] is None or r["K=1"] is None:
-            gaps.append(f"{r['fraction_of_teacher']:.0%}: -")
-            continue
-        spread = (r["K=3"]["accuracy_std"] ** 2 + r["K=1"]["accuracy_std"] ** 2) ** 0.5
-        gaps.append(f"{r['fraction_of_teacher']:.0%}: {100 * (r['K=3']['accuracy_mean'] - r['K=1']['accuracy_mean']):+.1f} "
-                    f"± {100 * spread:.1f}")
-    return gaps
+    """K=3 minus K=1 mean test accuracy (points) at each FLOPs budget, with the seed spreads combined."""
+    return [f"{r['fraction_of_teacher']:.0%}: {format_difference(difference(r['K=3'], r['K=1']))}" for r in m["rows"]]
 
 
 def main():

@@ -21,11 +21,13 @@ from common import (
     SEEDS,
     WORK,
     cli,
+    difference,
     distil_alone,
     ensure_bench_search,
     ensure_run,
     export_arch,
     finetune_seeds,
+    format_difference,
 )
 from report import command, machine, markdown_table, write_results, write_section
 
@@ -59,18 +61,6 @@ def searched_student(run, search, flops_budget, tag) -> dict | None:
 def _accuracy(model) -> dict:
     acc = finetune_seeds(model)["test"]["accuracy"]
     return {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
-
-
-def _difference(a, b) -> dict | None:
-    """a minus b in accuracy points, with the two std's combined."""
-    if a is None or b is None:
-        return None
-    return {"points": 100 * (a["accuracy_mean"] - b["accuracy_mean"]),
-            "spread": 100 * (a["accuracy_std"] ** 2 + b["accuracy_std"] ** 2) ** 0.5}
-
-
-def _points(d) -> str:
-    return "-" if d is None else f"{d['points']:+.1f} ± {d['spread']:.1f}"
 
 
 def _students(rows, headline) -> list:
@@ -134,7 +124,7 @@ def main():
             student["flops_ratio"] = teacher_flops / student["flops"]
         headline[name] = student
     for row in rows:
-        row["searched_minus_hand"] = {name: _difference(row.get(key), row["hand"]) for name, key in
+        row["searched_minus_hand"] = {name: difference(row.get(key), row["hand"]) for name, key in
                                       (("uniform", "searched"), ("per-layer", "searched_per_layer")) if key in row}
     headline["within_1_point"] = _cheapest_within(rows, headline, 1.0)
     write_results("vs_handpicked", {"finetune_budget": FINETUNE, "seeds": SEEDS, "alone_steps": args.alone_steps,
@@ -154,7 +144,7 @@ def main():
             head_rows.append((f"searched ({name}): {s['id']}", f"{s['flops'] / 1e9:.3f}", f"{1 / s['flops_ratio']:.2f}x",
                               f"{s['accuracy_mean']:.3f} ± {s['accuracy_std']:.3f}", f"{s['gap_points']:.1f}"))
     differences = markdown_table(["FLOPs budget", *(f"searched ({n}) minus hand, points" for n in searches)], [
-        (f"{r['flops_budget'] / 1e9:.3f} GFLOPs", *(_points(r["searched_minus_hand"].get(n)) for n in searches)) for r in rows])
+        (f"{r['flops_budget'] / 1e9:.3f} GFLOPs", *(format_difference(r["searched_minus_hand"].get(n)) for n in searches)) for r in rows])
     cheapest = headline["within_1_point"]
     best = max(_students(rows, headline), key=lambda e: e["accuracy_mean"])
     closing = (f"The cheapest student measured here within 1 point of the teacher: {cheapest['id']} at "
