@@ -63,16 +63,15 @@ def _accuracy(model) -> dict:
     return {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
 
 
-def _students(rows, headline) -> list:
+def _students(rows, headline, searches) -> list:
+    """Every student measured: each row's columns and each search's headline pick."""
     students = [e for r in rows for e in (r["hand"], r.get("searched"), r.get("searched_per_layer")) if e]
-    return students + [e for k, e in headline.items() if k not in ("teacher", "within_1_point") and e]
+    return students + [headline[name] for name in searches if headline[name]]
 
 
-def _cheapest_within(rows, headline, points) -> dict | None:
-    """The lowest-FLOPs student of any column whose mean is within `points` of the teacher's."""
-    teacher = headline["teacher"]["accuracy_mean"]
-    close = [e for e in _students(rows, headline) if 100 * (teacher - e["accuracy_mean"]) <= points]
-    return min(close, key=lambda e: e["flops"]) if close else None
+def _gap(teacher, student) -> float:
+    """Points the student is below the teacher."""
+    return difference(teacher, student)["points"]
 
 
 def _cell(entry) -> str:
@@ -120,13 +119,15 @@ def main():
     for name, (r, s) in searches.items():
         student = searched_student(r, s, teacher_flops / 3, f"headline-{name}")
         if student is not None:
-            student["gap_points"] = 100 * (teacher["mean"] - student["accuracy_mean"])
+            student["gap_points"] = _gap(headline["teacher"], student)
             student["flops_ratio"] = teacher_flops / student["flops"]
         headline[name] = student
     for row in rows:
         row["searched_minus_hand"] = {name: difference(row.get(key), row["hand"]) for name, key in
                                       (("uniform", "searched"), ("per-layer", "searched_per_layer")) if key in row}
-    headline["within_1_point"] = _cheapest_within(rows, headline, 1.0)
+    students = _students(rows, headline, searches)
+    close = [e for e in students if _gap(headline["teacher"], e) <= 1.0]
+    headline["within_1_point"] = min(close, key=lambda e: e["flops"]) if close else None
     write_results("vs_handpicked", {"finetune_budget": FINETUNE, "seeds": SEEDS, "alone_steps": args.alone_steps,
                                     "rows": rows, "headline": headline})
 
@@ -146,11 +147,11 @@ def main():
     differences = markdown_table(["FLOPs budget", *(f"searched ({n}) minus hand, points" for n in searches)], [
         (f"{r['flops_budget'] / 1e9:.3f} GFLOPs", *(format_difference(r["searched_minus_hand"].get(n)) for n in searches)) for r in rows])
     cheapest = headline["within_1_point"]
-    best = max(_students(rows, headline), key=lambda e: e["accuracy_mean"])
+    best = max(students, key=lambda e: e["accuracy_mean"])
     closing = (f"The cheapest student measured here within 1 point of the teacher: {cheapest['id']} at "
                f"{cheapest['flops'] / t['flops']:.0%} of its FLOPs ({cheapest['accuracy_mean']:.3f})." if cheapest else
                f"No student measured here is within 1 point of the teacher; the closest, {best['id']} at "
-               f"{best['flops'] / t['flops']:.0%} of its FLOPs, is {100 * (t['accuracy_mean'] - best['accuracy_mean']):.1f} "
+               f"{best['flops'] / t['flops']:.0%} of its FLOPs, is {_gap(t, best):.1f} "
                f"points below.")
     head_table = markdown_table(["model", "GFLOPs", "of teacher", f"test accuracy ({SEEDS} seeds)", "gap (points)"], head_rows)
     write_section(
