@@ -41,7 +41,7 @@ test: lint
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: install
-	bash benchmarks/run_all.sh $(BIN)
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(QUICKSTART_DIR)

@@ -25,36 +25,33 @@ def cli(*args):
     subprocess.run([sys.executable, "-m", "autodistil_evo.cli", *map(str, args)], cwd=REPO, check=True)
 
 
-def finetune_accuracy(model_dir, budget: dict, seed: int = 0) -> dict:
-    """Fine-tune on the embedded sentiment task with a fixed budget; the result JSON (kept beside the model)."""
+def budget_flags(budget: dict) -> list:
+    """A fine-tuning budget as `finetune` options: {"max_train": 3000} -> ["--max-train=3000"]."""
+    return [f"--{k.replace('_', '-')}={v}" for k, v in budget.items()]
+
+
+def student_dir(run_dir, subspace: str, arch: dict) -> Path:
+    """One folder per (run, sub-space, arch): a student two benchmarks pick is exported and fine-tuned once."""
+    from autodistil_evo.spaces.space import Arch
+
+    run = Path(run_dir).resolve()
+    tag = str(run.relative_to(WORK.resolve())).replace("/", "-") if run.is_relative_to(WORK.resolve()) else run.name
+    return WORK / "students" / tag / f"{subspace}-{Arch.from_dict(arch).key()}"
+
+
+def export_arch(run_dir, subspace: str, arch: dict) -> Path:
+    """The student exported from `run_dir` into its `student_dir`, unless it is there from the same SuperLM."""
     import json
 
-    cache = Path(model_dir) / "finetune-result.json"
-    if cache.is_file():
-        kept = json.loads(cache.read_text())
-        if kept.get("budget") == budget and kept.get("seed") == seed:
-            return kept["result"]
-    out = subprocess.run(
-        [sys.executable, "-m", "autodistil_evo.cli", "finetune", str(model_dir), "--json", "--seed", str(seed),
-         *(f"--{k.replace('_', '-')}={v}" for k, v in budget.items())],
-        cwd=REPO, check=True, capture_output=True, text=True,
-    ).stdout
-    result = json.loads(out)
-    cache.write_text(json.dumps({"budget": budget, "seed": seed, "result": result}))
-    return result
-
-
-def export_arch(run_dir, subspace: str, arch: dict, out_dir) -> Path:
-    import json
-
-    provenance = Path(out_dir) / "autodistil_provenance.json"
+    out_dir = student_dir(run_dir, subspace, arch)
+    provenance = out_dir / "autodistil_provenance.json"
     if provenance.is_file():  # exported by an earlier run of a benchmark: same SuperLM and arch?
         kept = json.loads(provenance.read_text())
         superlm = json.loads((Path(run_dir) / subspace / "superlm.json").read_text())
         if kept["arch"] == arch and kept["subspace"] == subspace and kept["superlm_sha256"] == superlm["sha256"]:
-            return Path(out_dir)
+            return out_dir
     cli("export", run_dir, "--arch", json.dumps({"subspace": subspace, **arch}), "--out", out_dir, "--force")
-    return Path(out_dir)
+    return out_dir
 
 
 # The bench budget (recipes/bench.yaml SuperLMs; fine-tuning where students learn): one place.
@@ -89,7 +86,7 @@ def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> di
             return kept["result"]
     out = subprocess.run(
         [sys.executable, "-m", "autodistil_evo.cli", "finetune", str(model_dir), "--json", "--seed", "0",
-         "--seeds", str(seeds), *(f"--{k.replace('_', '-')}={v}" for k, v in budget.items())],
+         "--seeds", str(seeds), *budget_flags(budget)],
         cwd=REPO, check=True, capture_output=True, text=True,
     ).stdout
     result = json.loads(out)

@@ -2,7 +2,7 @@
 what int8 quantisation costs in accuracy on the embedded task.
 
 For up to `--students` students spread over the FLOPs of the quickstart run's Pareto front: export,
-fine-tune on the embedded task (`finetune --save`, the quickstart budget), export to ONNX with
+fine-tune on the embedded task (`finetune --save`, the quickstart's and the benchmarks' budget, one seed), export to ONNX with
 `--quantize int8`; then, with nothing else measured at the same time, latency at batch 1 x 128
 (p50 of 20 after warm-up; onnxruntime: the median of three such runs, whose spread is the noise)
 in PyTorch, onnxruntime fp32 and onnxruntime int8, and test accuracy of the fp32 and int8 ONNX
@@ -15,10 +15,8 @@ import subprocess
 import sys
 
 import numpy as np
-from common import REPO, WORK, cli, ensure_run, export_arch
+from common import FINETUNE, REPO, WORK, budget_flags, cli, ensure_run, export_arch
 from report import command, machine, markdown_table, write_results, write_section
-
-BUDGET = ["--max-train", "2000", "--epochs", "1"]  # the quickstart's fine-tuning budget
 
 
 def spearman(a, b) -> float:
@@ -65,11 +63,11 @@ def main():
     students = []
     for row in picks:  # everything that is not timed first
         arch = {g: row[g] for g in ("layers", "heads", "hidden", "mlp_ratio")}
-        encoder = export_arch(run, row["subspace"], arch, WORK / "students" / f"deploy-{row['id']}")
+        encoder = export_arch(run, row["subspace"], arch)
         classifier = WORK / "deploy" / f"{row['id']}-classifier"
         onnx_dir = WORK / "deploy" / f"{row['id']}-onnx"
         if not (classifier / "config.json").is_file():
-            cli("finetune", encoder, *BUDGET, "--save", classifier)
+            cli("finetune", encoder, *budget_flags(FINETUNE), "--save", classifier)
         if not (onnx_dir / "model.int8.onnx").is_file():
             cli("onnx", classifier, "--out", onnx_dir, "--quantize", "int8", "--force")
         students.append((row, encoder, onnx_dir))
@@ -115,7 +113,7 @@ def main():
         "deploy",
         f"## Serving the quickstart front\n\nMachine: {machine()}. {len(results)} students spread over the FLOPs of the "
         "quickstart run's Pareto front (`evolve` population 12 x 4 generations), each fine-tuned on the embedded task "
-        "(2,000 examples, 1 epoch) and exported with `onnx --quantize int8`. Latency: batch 1 x 128, p50 of 20 after "
+        f"({FINETUNE}, seed 0) and exported with `onnx --quantize int8`. Latency: batch 1 x 128, p50 of 20 after "
         "warm-up, CPU execution provider; accuracy: the ONNX classifiers on the test split.\n\n"
         f"Command: `{command()}`\n\n{table}\n\n"
         f"Spearman rank correlation with FLOPs: onnxruntime latency {summary['spearman_onnxruntime_latency_vs_flops']:.3f}, "

@@ -66,7 +66,7 @@ def measure(name: str) -> dict:
                 row[k] = None
                 continue
             arch = {g: pick[g] for g in ("layers", "heads", "hidden", "mlp_ratio")}
-            model = export_arch(run, pick["subspace"], arch, WORK / "bench-students" / f"{name}-{k[2]}-{pick['id']}")
+            model = export_arch(run, pick["subspace"], arch)
             acc = finetune_seeds(model)["test"]["accuracy"]
             row[k] = {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], "accuracy_mean": acc["mean"],
                       "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}

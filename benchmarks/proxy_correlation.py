@@ -13,7 +13,17 @@ import argparse
 import json
 
 import numpy as np
-from common import FINETUNE, SEEDS, WORK, distil_alone, ensure_bench_search, export_arch, finetune_seeds, kendall_with_ci
+from common import (
+    FINETUNE,
+    SEEDS,
+    WORK,
+    distil_alone,
+    ensure_bench_search,
+    export_arch,
+    finetune_seeds,
+    kendall_with_ci,
+    student_dir,
+)
 from report import command, machine, markdown_table, write_results, write_section
 from scipy.stats import kendalltau
 
@@ -72,10 +82,9 @@ def main():
     run_dir, search_dir = ensure_bench_search()
     rows = []
     for entry in pick_archs(search_dir, args.front, args.off):
-        model = WORK / "bench-students" / entry["id"]
-        if args.cached_only and not (model / "finetune-seeds.json").is_file():
+        if args.cached_only and not (student_dir(run_dir, entry["subspace"], entry["arch"]) / "finetune-seeds.json").is_file():
             continue
-        model = export_arch(run_dir, entry["subspace"], entry["arch"], model)
+        model = export_arch(run_dir, entry["subspace"], entry["arch"])
         result = finetune_seeds(model)
         acc = result["test"]["accuracy"]
         rows.append({**entry, "accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]})

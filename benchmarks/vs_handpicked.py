@@ -48,13 +48,12 @@ def select_under(search_dir, flops_budget):
     return next((r for r in rows if r["picked"]), None)
 
 
-def searched_student(run, search, flops_budget, tag) -> dict | None:
+def searched_student(run, search, flops_budget) -> dict | None:
     pick = select_under(search, flops_budget)
     if pick is None:
         return None
     arch = pick["arch"] if "arch" in pick else {g: pick[g] for g in ("layers", "heads", "hidden", "mlp_ratio")}
-    model = export_arch(run, pick["subspace"], {g: arch[g] for g in ("layers", "heads", "hidden", "mlp_ratio")},
-                        WORK / "bench-students" / f"{tag}-{pick['id']}")
+    model = export_arch(run, pick["subspace"], {g: arch[g] for g in ("layers", "heads", "hidden", "mlp_ratio")})
     return {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], **_accuracy(model)}
 
 
@@ -99,7 +98,7 @@ def main():
     for index, (label, subspace, arch) in enumerate(HAND):
         flops = count_flops(Arch.from_dict(arch), space.dims(), space.seq_len)
         alone = distil_alone(f"hand-{index}", arch, args.alone_steps)
-        hand_alone = export_arch(alone["run"], "alone", arch, WORK / "bench-students" / f"hand-alone-{index}")
+        hand_alone = export_arch(alone["run"], "alone", arch)
         hand_id = f"{subspace}-{Arch.from_dict(arch).key()}"
         row = {
             "label": label,
@@ -107,7 +106,7 @@ def main():
             "hand": {"id": hand_id, "flops": flops, "distilled": f"alone, {args.alone_steps} steps", **_accuracy(hand_alone)},
         }
         for name, (r, s) in searches.items():
-            row["searched" if name == "uniform" else "searched_per_layer"] = searched_student(r, s, flops, f"searched-{name}")
+            row["searched" if name == "uniform" else "searched_per_layer"] = searched_student(r, s, flops)
         print(json.dumps(row), flush=True)
         rows.append(row)
 
@@ -117,7 +116,7 @@ def main():
     headline = {"teacher": {"flops": teacher_flops, "accuracy_mean": teacher["mean"], "accuracy_std": teacher["std"],
                             "accuracy_seeds": teacher["values"]}}
     for name, (r, s) in searches.items():
-        student = searched_student(r, s, teacher_flops / 3, f"headline-{name}")
+        student = searched_student(r, s, teacher_flops / 3)
         if student is not None:
             student["gap_points"] = _gap(headline["teacher"], student)
             student["flops_ratio"] = teacher_flops / student["flops"]

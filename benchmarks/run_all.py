@@ -1,0 +1,92 @@
+"""`make bench`: every benchmark in turn, each writing its section of BENCHMARKS.md and its
+benchmarks/results/<name>.json; then the time each stage took (section "make bench").
+
+Resumable at two levels: inside a stage, every run, search, export and fine-tune is cached under
+benchmarks/work/; across stages, a finished stage leaves a stamp (benchmarks/work/stages/) naming
+the commit it ran on, so an interrupted `make bench` starts again at the stage it stopped in.
+`--fresh` ignores the stamps (the caches inside stages still count).
+"""
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from common import REPO, WORK
+from report import machine, markdown_table, write_results, write_section
+
+# Cheap, independent stages first; then the bench SuperLMs and everything measured on them.
+STAGES = [
+    ["supernet_overhead.py"],
+    ["train_throughput.py"],
+    ["search_quality.py"],
+    ["deploy.py"],
+    ["data_scale.py"],
+    ["proxy_correlation.py"],  # trains the bench SuperLMs (recipes/bench.yaml) and searches them
+    ["bench_superlms.py"],
+    ["vs_handpicked.py"],
+    ["k_subspaces.py", "--budget", "bench"],
+    ["k_subspaces.py", "--budget", "quickstart"],
+]
+STAMPS = WORK / "stages"
+
+
+def commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def stage_name(stage: list) -> str:
+    return " ".join(stage).replace(".py", "")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fresh", action="store_true", help="run every stage, even those stamped as finished")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` stops the stage and keeps its time
+    head = commit()
+    STAMPS.mkdir(parents=True, exist_ok=True)
+    done = []
+    for stage in STAGES:
+        stamp = STAMPS / (stage_name(stage).replace(" ", "_") + ".json")
+        kept = json.loads(stamp.read_text()) if stamp.is_file() else None
+        if kept and kept["commit"] == head and kept.get("finished") and not args.fresh:
+            print(f"== benchmarks/{' '.join(stage)}: finished earlier ({kept['seconds'] / 60:.1f} min), skipped", flush=True)
+            done.append({**kept, "this_invocation": False})
+            continue
+        print(f"== benchmarks/{' '.join(stage)}", flush=True)
+        earlier = kept.get("interrupted_seconds", 0.0) if kept and kept["commit"] == head and not kept.get("finished") else 0.0
+        start = time.perf_counter()
+        child = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / stage[0]), *stage[1:]], cwd=REPO)
+        try:
+            if child.wait():
+                raise SystemExit(f"benchmarks/{' '.join(stage)} failed (exit {child.returncode})")
+            kept = {"stage": stage_name(stage), "commit": head, "seconds": earlier + time.perf_counter() - start,
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        except BaseException:  # interrupted or failed: keep the time spent, so the resumed stage counts it
+            child.terminate()
+            child.wait()
+            kept = {"stage": stage_name(stage), "commit": head, "finished": None,
+                    "interrupted_seconds": earlier + time.perf_counter() - start}
+            raise
+        finally:
+            tmp = stamp.with_suffix(".tmp")
+            tmp.write_text(json.dumps(kept))
+            tmp.replace(stamp)
+        done.append({**kept, "this_invocation": True})
+    total = sum(s["seconds"] for s in done)
+    write_results("make_bench", {"commit": head, "total_seconds": total, "stages": done})
+    table = markdown_table(["stage", "minutes", "finished"],
+                           [(s["stage"], f"{s['seconds'] / 60:.1f}", s["finished"]) for s in done] +
+                           [("**total**", f"**{total / 60:.1f}**", "")])
+    write_section("make_bench", f"## `make bench`: time per stage\n\nMachine: {machine()}. Commit {head[:10]}; "
+                  "each stage's wall time, summed over its attempts where `make bench` was interrupted and "
+                  "resumed (the total leaves out the pause). "
+                  f"Caches under `benchmarks/work/` start empty in a fresh clone.\n\nCommand: `make bench`\n\n{table}\n")
+
+
+if __name__ == "__main__":
+    main()
