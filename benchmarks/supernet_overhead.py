@@ -11,7 +11,7 @@ import statistics
 import time
 
 import torch
-from report import command, machine, markdown_table, write_section
+from report import command, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.spaces import Arch, load_space
 from autodistil_evo.supernet import SuperLM
@@ -46,7 +46,7 @@ def main():
         (layerwise, "small", Arch(6, [10, 9, 8, 8, 7, 7], 160, [4.0, 3.5, 3.0, 3.0, 2.5, 2.5])),
     ]
     ids = torch.randint(0, dims.vocab_size, (args.batch, args.seq_len))
-    rows = []
+    rows, results = [], []
     for case_space, subspace, arch in cases:
         superlm = SuperLM(case_space.subspace(subspace), case_space.dims(), dropout=0.0).train()
         superlm.set_active(arch)
@@ -61,6 +61,9 @@ def main():
             t_alone.append(step_time(student, ids, alone))
         s, a = statistics.median(t_super), statistics.median(t_alone)
         rows.append((subspace, arch.key(), type(student).__name__, f"{s * 1e3:.1f}", f"{a * 1e3:.1f}", f"{s / a:.3f}"))
+        results.append({"subspace": subspace, "arch": arch.key(), "standalone_class": type(student).__name__,
+                        "superlm_ms": s * 1e3, "standalone_ms": a * 1e3, "ratio": s / a})
+    write_results("supernet_overhead", {"batch": args.batch, "seq_len": args.seq_len, "repeats": args.repeats, "rows": results})
     table = markdown_table(["sub-space", "arch", "standalone", "in SuperLM (ms)", "standalone (ms)", "ratio"], rows)
     write_section(
         "supernet_overhead",
