@@ -3,16 +3,20 @@ benchmarks/results/<name>.json; then the time each stage took (section "make ben
 
 Resumable at two levels: inside a stage, every run, search, export and fine-tune is cached under
 benchmarks/work/; across stages, a finished stage leaves a stamp (benchmarks/work/stages/) naming
-the commit it ran on, so an interrupted `make bench` starts again at the stage it stopped in.
+the commit it ran on, and is skipped while its inputs (its script, the benchmark modules it
+imports, the package, recipes and spaces) are unchanged since, so an interrupted `make bench`
+starts again at the stage it stopped in, and a change re-runs only the stages it touches.
 `--fresh` ignores the stamps (the caches inside stages still count).
 """
 
 import argparse
 import json
+import re
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from common import REPO, WORK
 from report import machine, markdown_table, write_results, write_section
@@ -29,6 +33,7 @@ STAGES = [
     ["vs_handpicked.py"],
     ["k_subspaces.py", "--budget", "bench"],
     ["k_subspaces.py", "--budget", "quickstart"],
+    ["closing_gap.py"],
 ]
 STAMPS = WORK / "stages"
 
@@ -36,6 +41,25 @@ STAMPS = WORK / "stages"
 def commit() -> str:
     out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
     return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def inputs(stage: list) -> list:
+    """What a stage's numbers depend on: its script and the benchmark modules it imports (transitively),
+    the package, the recipes and the spaces."""
+    local, todo, seen = {p.stem for p in (REPO / "benchmarks").glob("*.py")}, [Path(stage[0]).stem], set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += set(re.findall(r"^(?:from|import) (\w+)", (REPO / "benchmarks" / f"{name}.py").read_text(), re.M)) & local
+    return [*(f"benchmarks/{m}.py" for m in sorted(seen)), "autodistil_evo", "recipes", "spaces", "setup.py"]
+
+
+def unchanged(stamp: dict | None, stage: list) -> bool:
+    """The stamp is from a commit whose inputs of the stage equal the working tree's."""
+    if not stamp or stamp.get("commit", "unknown") == "unknown":
+        return False
+    return subprocess.run(["git", "diff", "--quiet", stamp["commit"], "--", *inputs(stage)], cwd=REPO).returncode == 0
 
 
 def stage_name(stage: list) -> str:
@@ -52,13 +76,13 @@ def main():
     done = []
     for stage in STAGES:
         stamp = STAMPS / (stage_name(stage).replace(" ", "_") + ".json")
-        kept = json.loads(stamp.read_text()) if stamp.is_file() else None
-        if kept and kept["commit"] == head and kept.get("finished") and not args.fresh:
+        kept = json.loads(stamp.read_text()) if stamp.is_file() and not args.fresh else None
+        if kept and kept.get("finished") and unchanged(kept, stage):
             print(f"== benchmarks/{' '.join(stage)}: finished earlier ({kept['seconds'] / 60:.1f} min), skipped", flush=True)
             done.append({**kept, "this_invocation": False})
             continue
         print(f"== benchmarks/{' '.join(stage)}", flush=True)
-        earlier = kept.get("interrupted_seconds", 0.0) if kept and kept["commit"] == head and not kept.get("finished") else 0.0
+        earlier = kept.get("interrupted_seconds", 0.0) if kept and not kept.get("finished") and unchanged(kept, stage) else 0.0
         start = time.perf_counter()
         child = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / stage[0]), *stage[1:]], cwd=REPO)
         try:
@@ -79,12 +103,13 @@ def main():
         done.append({**kept, "this_invocation": True})
     total = sum(s["seconds"] for s in done)
     write_results("make_bench", {"commit": head, "total_seconds": total, "stages": done})
-    table = markdown_table(["stage", "minutes", "finished"],
-                           [(s["stage"], f"{s['seconds'] / 60:.1f}", s["finished"]) for s in done] +
-                           [("**total**", f"**{total / 60:.1f}**", "")])
-    write_section("make_bench", f"## `make bench`: time per stage\n\nMachine: {machine()}. Commit {head[:10]}; "
-                  "each stage's wall time, summed over its attempts where `make bench` was interrupted and "
-                  "resumed (the total leaves out the pause). "
+    table = markdown_table(["stage", "minutes", "finished", "commit"],
+                           [(s["stage"], f"{s['seconds'] / 60:.1f}", s["finished"], s["commit"][:10]) for s in done] +
+                           [("**total**", f"**{total / 60:.1f}**", "", "")])
+    write_section("make_bench", f"## `make bench`: time per stage\n\nMachine: {machine()}. "
+                  "Each stage's wall time, summed over its attempts where `make bench` was interrupted and "
+                  "resumed (the total leaves out the pause); a stage re-run because its inputs changed counts "
+                  "that re-run only, with the caches of its earlier run. "
                   f"Caches under `benchmarks/work/` start empty in a fresh clone.\n\nCommand: `make bench`\n\n{table}\n")
 
 
