@@ -120,8 +120,9 @@ def main():
         f"torch latency {summary['spearman_torch_latency_vs_flops']:.3f}. Median onnxruntime / torch latency "
         f"{summary['median_onnxruntime_over_torch']:.2f}; median int8 / fp32 onnxruntime latency "
         f"{summary['median_int8_over_onnxruntime']:.2f}. Accuracy: {len(learned)} of {len(results)} students rise above "
-        f"the majority class ({majority:.3f}) with this fine-tuning budget (the others predict one class, so int8 cannot "
-        "change them); over those, int8 changes test accuracy by "
+        f"the majority class ({majority:.3f}) with this fine-tuning budget"
+        + ("" if len(learned) == len(results) else " (the others predict one class, so int8 cannot change them)")
+        + "; over those, int8 changes test accuracy by "
         + (f"{summary['mean_int8_accuracy_change_above_majority']:+.3f} on average" if learned else "nothing measurable")
         + ". Noise: three separate `bench --runtime onnxruntime` runs of each "
         f"student differ by {summary['median_onnxruntime_spread']:.1%} of the median (median over students; max "
