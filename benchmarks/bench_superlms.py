@@ -71,7 +71,7 @@ def main():
         "bench_superlms",
         f"## Bench SuperLMs\n\nMachine: {machine()}. `recipes/bench.yaml` (batch 16 x 64, lr 2e-4 decaying to 0); "
         f"held-out proxy loss on the search's proxy set (64 held-out blocks, seed 0). Wall time is the sum of the "
-        f"trainer's own step times (other jobs shared the 2 cores while it ran).\n\nCommand: `{command()}`\n\n{table}\n\n"
+        f"trainer's own step times.\n\nCommand: `{command()}`\n\n{table}\n\n"
         f"![bench SuperLM loss curves](benchmarks/bench_superlms.png)\n",
     )
 
