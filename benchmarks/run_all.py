@@ -11,6 +11,7 @@ starts again at the stage it stopped in, and a change re-runs only the stages it
 
 import argparse
 import json
+import os
 import re
 import signal
 import subprocess
@@ -84,15 +85,18 @@ def main():
         print(f"== benchmarks/{' '.join(stage)}", flush=True)
         earlier = kept.get("interrupted_seconds", 0.0) if kept and not kept.get("finished") and unchanged(kept, stage) else 0.0
         start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / stage[0]), *stage[1:]], cwd=REPO)
+        # Its own process group, so an interruption stops the stage's subprocesses (train, finetune) too.
+        child = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / stage[0]), *stage[1:]], cwd=REPO,
+                                 start_new_session=True)
         try:
             if child.wait():
                 raise SystemExit(f"benchmarks/{' '.join(stage)} failed (exit {child.returncode})")
             kept = {"stage": stage_name(stage), "commit": head, "seconds": earlier + time.perf_counter() - start,
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         except BaseException:  # interrupted or failed: keep the time spent, so the resumed stage counts it
-            child.terminate()
-            child.wait()
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+                child.wait()
             kept = {"stage": stage_name(stage), "commit": head, "finished": None,
                     "interrupted_seconds": earlier + time.perf_counter() - start}
             raise
