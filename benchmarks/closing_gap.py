@@ -10,11 +10,9 @@ fine-tuned test accuracy and the gap to the teacher under the same fine-tuning b
 import argparse
 import json
 
-from common import BENCH_SEARCH, FINETUNE, SEEDS, difference, distil_alone, ensure_bench_search, export_arch, finetune_seeds
+from common import BENCH_SEARCH, FINETUNE, SEEDS, difference, distil_alone, ensure_bench_search, export_arch
 from report import command, machine, markdown_table, write_results, write_section
-from vs_handpicked import TEACHER, select_under
-
-GENES = ("layers", "heads", "hidden", "mlp_ratio")
+from vs_handpicked import GENES, TEACHER, accuracy, select_under
 
 
 def main():
@@ -26,14 +24,12 @@ def main():
     teacher_flops = json.loads((BENCH_SEARCH / "pareto.json").read_text())["teacher"]["flops"]
     pick = select_under(BENCH_SEARCH, teacher_flops / 3)
     arch = {g: pick[g] for g in GENES}
-    acc = finetune_seeds(TEACHER)["test"]["accuracy"]
-    teacher = {"flops": teacher_flops, "accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
+    teacher = {"flops": teacher_flops, **accuracy(TEACHER)}
     rows = []
     for n in steps:
         alone = distil_alone(f"headline-{n}", arch, n)
-        acc = finetune_seeds(export_arch(alone["run"], "alone", arch))["test"]["accuracy"]
         row = {"steps": n, "distil_seconds": alone["seconds"], "heldout_loss": alone["heldout_loss"],
-               "accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
+               **accuracy(export_arch(alone["run"], "alone", arch))}
         row["gap"] = difference(teacher, row)
         rows.append(row)
         print(json.dumps(row), flush=True)

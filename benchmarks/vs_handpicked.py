@@ -39,6 +39,7 @@ HAND = [
     ("uniformly scaled down", "small", {"layers": 6, "heads": 8, "hidden": 160, "mlp_ratio": 4.0}),
 ]
 TEACHER = "embedded:all-MiniLM-L6-v2"
+GENES = ("layers", "heads", "hidden", "mlp_ratio")
 
 
 def select_under(search_dir, flops_budget):
@@ -52,12 +53,13 @@ def searched_student(run, search, flops_budget) -> dict | None:
     pick = select_under(search, flops_budget)
     if pick is None:
         return None
-    arch = pick["arch"] if "arch" in pick else {g: pick[g] for g in ("layers", "heads", "hidden", "mlp_ratio")}
-    model = export_arch(run, pick["subspace"], {g: arch[g] for g in ("layers", "heads", "hidden", "mlp_ratio")})
-    return {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], **_accuracy(model)}
+    arch = pick["arch"] if "arch" in pick else {g: pick[g] for g in GENES}
+    model = export_arch(run, pick["subspace"], {g: arch[g] for g in GENES})
+    return {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], **accuracy(model)}
 
 
-def _accuracy(model) -> dict:
+def accuracy(model) -> dict:
+    """Test accuracy over the bench fine-tuning seeds (a student folder or the teacher's spec)."""
     acc = finetune_seeds(model)["test"]["accuracy"]
     return {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
 
@@ -103,7 +105,7 @@ def main():
         row = {
             "label": label,
             "flops_budget": flops,
-            "hand": {"id": hand_id, "flops": flops, "distilled": f"alone, {args.alone_steps} steps", **_accuracy(hand_alone)},
+            "hand": {"id": hand_id, "flops": flops, "distilled": f"alone, {args.alone_steps} steps", **accuracy(hand_alone)},
         }
         for name, (r, s) in searches.items():
             row["searched" if name == "uniform" else "searched_per_layer"] = searched_student(r, s, flops)
@@ -112,9 +114,7 @@ def main():
 
     # The paper's headline: <= 1/3 of the teacher's FLOPs.
     teacher_flops = json.loads((search / "pareto.json").read_text())["teacher"]["flops"]
-    teacher = finetune_seeds(TEACHER)["test"]["accuracy"]
-    headline = {"teacher": {"flops": teacher_flops, "accuracy_mean": teacher["mean"], "accuracy_std": teacher["std"],
-                            "accuracy_seeds": teacher["values"]}}
+    headline = {"teacher": {"flops": teacher_flops, **accuracy(TEACHER)}}
     for name, (r, s) in searches.items():
         student = searched_student(r, s, teacher_flops / 3)
         if student is not None:
