@@ -27,7 +27,7 @@ def main():
     teacher = {"flops": teacher_flops, **accuracy(TEACHER)}
     rows = []
     for n in steps:
-        alone = distil_alone(f"headline-{n}", arch, n)
+        alone = distil_alone(arch, n)
         row = {"steps": n, "distil_seconds": alone["seconds"], "heldout_loss": alone["heldout_loss"],
                **accuracy(export_arch(alone["run"], "alone", arch))}
         row["gap"] = difference(teacher, row)

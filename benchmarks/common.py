@@ -95,7 +95,14 @@ def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> di
     return result
 
 
-def distil_alone(name: str, arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> dict:
+def alone_dir(arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> Path:
+    """One folder per (recipe, arch, steps): an arch two benchmarks distil alone is distilled once."""
+    from autodistil_evo.spaces.space import Arch
+
+    return WORK / "alone" / f"{Path(recipe).stem}-{Arch.from_dict(arch).key()}-{steps}"
+
+
+def distil_alone(arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> dict:
     """Distil one arch by itself (a one-arch space: its sandwich is the arch alone) with the recipe's
     data and schedule, then its held-out distillation loss on the recipe's proxy set (a one-arch
     `evolve`). Returns {"run", "heldout_loss", "seconds"}."""
@@ -104,7 +111,7 @@ def distil_alone(name: str, arch: dict, steps: int, recipe: str = BENCH_RECIPE) 
 
     import yaml
 
-    folder = WORK / "alone" / name
+    folder = alone_dir(arch, steps, recipe)
     run, search = folder / "run", folder / "search"
     result_file = folder / "result.json"
     if result_file.is_file():
@@ -114,7 +121,7 @@ def distil_alone(name: str, arch: dict, steps: int, recipe: str = BENCH_RECIPE) 
     folder.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load(open(REPO / recipe))
     space = yaml.safe_load(open(REPO / base["space"]))
-    space["name"] = f"alone-{name}"
+    space["name"] = f"alone-{folder.name}"
     space["subspaces"] = {"alone": {k: [v] for k, v in arch.items()}}
     (folder / "space.yaml").write_text(yaml.safe_dump(space))
     base.update(space=str(folder / "space.yaml"), steps=steps)

@@ -17,6 +17,7 @@ from common import (
     FINETUNE,
     SEEDS,
     WORK,
+    alone_dir,
     distil_alone,
     ensure_bench_search,
     export_arch,
@@ -99,9 +100,9 @@ def main():
     alone_ids = [by_flops[i]["id"] for i in np.unique(np.linspace(0, len(rows) - 1, args.alone).round().astype(int))]
     for r in rows:
         if r["id"] in alone_ids:
-            if args.cached_only and not (WORK / "alone" / r["id"] / "result.json").is_file():
+            if args.cached_only and not (alone_dir(r["arch"], args.alone_steps) / "result.json").is_file():
                 continue
-            alone = distil_alone(r["id"], r["arch"], args.alone_steps)
+            alone = distil_alone(r["arch"], args.alone_steps)
             r["standalone_heldout_loss"] = alone["heldout_loss"]
             r["standalone_seconds"] = alone["seconds"]
             print(r["id"], "alone", alone["heldout_loss"], flush=True)

@@ -97,9 +97,9 @@ def main():
         searches["per-layer"] = (lw_run, lw_search)
     space = load_space("spaces/minilm-l6.yaml")
     rows = []
-    for index, (label, subspace, arch) in enumerate(HAND):
+    for label, subspace, arch in HAND:
         flops = count_flops(Arch.from_dict(arch), space.dims(), space.seq_len)
-        alone = distil_alone(f"hand-{index}", arch, args.alone_steps)
+        alone = distil_alone(arch, args.alone_steps)
         hand_alone = export_arch(alone["run"], "alone", arch)
         hand_id = f"{subspace}-{Arch.from_dict(arch).key()}"
         row = {
