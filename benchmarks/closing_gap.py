@@ -12,7 +12,9 @@ import json
 
 from common import BENCH_SEARCH, FINETUNE, SEEDS, difference, distil_alone, ensure_bench_search, export_arch
 from report import command, machine, markdown_table, write_results, write_section
-from vs_handpicked import GENES, TEACHER, accuracy, select_under
+from vs_handpicked import TEACHER, accuracy, select_under
+
+from autodistil_evo.spaces.space import GENES
 
 
 def main():

@@ -18,6 +18,8 @@ import numpy as np
 from common import FINETUNE, REPO, WORK, budget_flags, cli, ensure_run, export_arch
 from report import command, machine, markdown_table, write_results, write_section
 
+from autodistil_evo.spaces.space import GENES
+
 
 def spearman(a, b) -> float:
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
@@ -62,7 +64,7 @@ def main():
     picks = [front[i] for i in sorted(set(np.linspace(0, len(front) - 1, min(args.students, len(front))).round().astype(int)))]
     students = []
     for row in picks:  # everything that is not timed first
-        arch = {g: row[g] for g in ("layers", "heads", "hidden", "mlp_ratio")}
+        arch = {g: row[g] for g in GENES}
         encoder = export_arch(run, row["subspace"], arch)
         classifier = WORK / "deploy" / f"{row['id']}-classifier"
         onnx_dir = WORK / "deploy" / f"{row['id']}-onnx"

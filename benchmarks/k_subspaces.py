@@ -30,6 +30,7 @@ from report import RESULTS, command, machine, markdown_table, write_results, wri
 from vs_handpicked import select_under
 
 from autodistil_evo.search.pareto import hypervolume, objective_matrix
+from autodistil_evo.spaces.space import GENES
 
 OBJECTIVES = ["loss", "flops"]
 BUDGETS = {
@@ -65,7 +66,7 @@ def measure(name: str) -> dict:
             if pick is None:
                 row[k] = None
                 continue
-            arch = {g: pick[g] for g in ("layers", "heads", "hidden", "mlp_ratio")}
+            arch = {g: pick[g] for g in GENES}
             model = export_arch(run, pick["subspace"], arch)
             acc = finetune_seeds(model)["test"]["accuracy"]
             row[k] = {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], "accuracy_mean": acc["mean"],

@@ -28,7 +28,7 @@ from common import (
 from report import command, machine, markdown_table, write_results, write_section
 from scipy.stats import kendalltau
 
-GENES = ("layers", "heads", "hidden", "mlp_ratio")
+from autodistil_evo.spaces.space import GENES
 
 
 def pick_archs(search_dir, n_front: int, n_off: int) -> list:

@@ -32,6 +32,7 @@ from common import (
 from report import command, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.spaces import Arch, count_flops, load_space
+from autodistil_evo.spaces.space import GENES
 
 HAND = [
     ("BERT proportions, 5/6 width", "base", {"layers": 6, "heads": 10, "hidden": 320, "mlp_ratio": 4.0}),
@@ -39,7 +40,6 @@ HAND = [
     ("uniformly scaled down", "small", {"layers": 6, "heads": 8, "hidden": 160, "mlp_ratio": 4.0}),
 ]
 TEACHER = "embedded:all-MiniLM-L6-v2"
-GENES = ("layers", "heads", "hidden", "mlp_ratio")
 
 
 def select_under(search_dir, flops_budget):
