@@ -77,8 +77,10 @@ def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> di
     """`finetune --seeds N` on the embedded task; the result JSON, cached beside the model."""
     import json
 
-    cache = Path(model_dir) / "finetune-seeds.json" if Path(model_dir).is_dir() else \
-        WORK / "teacher-finetune" / f"{str(model_dir).replace(':', '_')}.json"
+    # Another budget than the default gets a file of its own (the default's name is kept, so its caches stay valid).
+    suffix = "" if budget == FINETUNE else "-" + "-".join(f"{k}{v}" for k, v in sorted(budget.items()))
+    cache = Path(model_dir) / f"finetune-seeds{suffix}.json" if Path(model_dir).is_dir() else \
+        WORK / "teacher-finetune" / f"{str(model_dir).replace(':', '_')}{suffix}.json"
     key = {"budget": budget, "seeds": seeds}
     if cache.is_file():
         kept = json.loads(cache.read_text())

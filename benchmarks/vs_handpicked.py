@@ -58,9 +58,9 @@ def searched_student(run, search, flops_budget) -> dict | None:
     return {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], **accuracy(model)}
 
 
-def accuracy(model) -> dict:
+def accuracy(model, budget: dict = FINETUNE) -> dict:
     """Test accuracy over the bench fine-tuning seeds (a student folder or the teacher's spec)."""
-    acc = finetune_seeds(model)["test"]["accuracy"]
+    acc = finetune_seeds(model, budget)["test"]["accuracy"]
     return {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
 
 
