@@ -12,9 +12,9 @@ task instead of the bench budget's 3,000 (same epochs, lr and seeds).
 import argparse
 import json
 
-from common import BENCH_SEARCH, FINETUNE, SEEDS, difference, distil_alone, ensure_bench_search, export_arch
+from common import BENCH_SEARCH, FINETUNE, SEEDS, accuracy, difference, distil_alone, ensure_bench_search, export_arch
 from report import command, machine, markdown_table, write_results, write_section
-from vs_handpicked import TEACHER, accuracy, select_under
+from vs_handpicked import TEACHER, select_under
 
 from autodistil_evo.spaces.space import GENES
 

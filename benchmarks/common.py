@@ -97,6 +97,12 @@ def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> di
     return result
 
 
+def accuracy(model, budget: dict = FINETUNE) -> dict:
+    """Test accuracy over the bench fine-tuning seeds (a student folder or the teacher's spec)."""
+    acc = finetune_seeds(model, budget)["test"]["accuracy"]
+    return {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
+
+
 def alone_dir(arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> Path:
     """One folder per (recipe, arch, steps): an arch two benchmarks distil alone is distilled once."""
     from autodistil_evo.spaces.space import Arch

@@ -22,15 +22,12 @@ from common import (
     cli,
     difference,
     ensure_run,
-    export_arch,
-    finetune_seeds,
     format_difference,
 )
 from report import RESULTS, command, machine, markdown_table, write_results, write_section
-from vs_handpicked import select_under
+from vs_handpicked import searched_student
 
 from autodistil_evo.search.pareto import hypervolume, objective_matrix
-from autodistil_evo.spaces.space import GENES
 
 OBJECTIVES = ["loss", "flops"]
 BUDGETS = {
@@ -62,16 +59,9 @@ def measure(name: str) -> dict:
     for fraction in FRACTIONS:
         row = {"fraction_of_teacher": fraction, "flops_budget": fraction * teacher_flops}
         for k, run in (("K=3", k3_run), ("K=1", k1_run)):
-            pick = select_under(searches[k], fraction * teacher_flops)
-            if pick is None:
-                row[k] = None
-                continue
-            arch = {g: pick[g] for g in GENES}
-            model = export_arch(run, pick["subspace"], arch)
-            acc = finetune_seeds(model)["test"]["accuracy"]
-            row[k] = {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], "accuracy_mean": acc["mean"],
-                      "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
-            print(name, k, fraction, pick["id"], acc["mean"], flush=True)
+            row[k] = searched_student(run, searches[k], fraction * teacher_flops)
+            if row[k] is not None:
+                print(name, k, fraction, row[k]["id"], row[k]["accuracy_mean"], flush=True)
         rows.append(row)
     return {
         "recipe": b["recipe"], "steps_per_subspace": b["steps"], "k1_steps": 3 * b["steps"],

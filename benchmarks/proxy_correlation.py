@@ -17,11 +17,11 @@ from common import (
     FINETUNE,
     SEEDS,
     WORK,
+    accuracy,
     alone_dir,
     distil_alone,
     ensure_bench_search,
     export_arch,
-    finetune_seeds,
     kendall_with_ci,
     student_dir,
 )
@@ -86,10 +86,8 @@ def main():
         if args.cached_only and not (student_dir(run_dir, entry["subspace"], entry["arch"]) / "finetune-seeds.json").is_file():
             continue
         model = export_arch(run_dir, entry["subspace"], entry["arch"])
-        result = finetune_seeds(model)
-        acc = result["test"]["accuracy"]
-        rows.append({**entry, "accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]})
-        print(entry["id"], f"{acc['mean']:.3f} ± {acc['std']:.3f}", flush=True)
+        rows.append({**entry, **accuracy(model)})
+        print(entry["id"], f"{rows[-1]['accuracy_mean']:.3f} ± {rows[-1]['accuracy_std']:.3f}", flush=True)
     majority = _majority()
     tau, ci = kendall_with_ci([-r["proxy_loss"] for r in rows], [r["accuracy_mean"] for r in rows])
     tau_flops, ci_flops = kendall_with_ci([r["flops"] for r in rows], [r["accuracy_mean"] for r in rows])

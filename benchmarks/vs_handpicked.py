@@ -20,13 +20,13 @@ from common import (
     REPO,
     SEEDS,
     WORK,
+    accuracy,
     cli,
     difference,
     distil_alone,
     ensure_bench_search,
     ensure_run,
     export_arch,
-    finetune_seeds,
     format_difference,
 )
 from report import command, machine, markdown_table, write_results, write_section
@@ -56,12 +56,6 @@ def searched_student(run, search, flops_budget) -> dict | None:
     arch = pick["arch"] if "arch" in pick else {g: pick[g] for g in GENES}
     model = export_arch(run, pick["subspace"], {g: arch[g] for g in GENES})
     return {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], **accuracy(model)}
-
-
-def accuracy(model, budget: dict = FINETUNE) -> dict:
-    """Test accuracy over the bench fine-tuning seeds (a student folder or the teacher's spec)."""
-    acc = finetune_seeds(model, budget)["test"]["accuracy"]
-    return {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
 
 
 def _students(rows, headline, searches) -> list:
