@@ -346,13 +346,15 @@ def _lr_grid(_ctx, _param, value):
               help="Runs per lr (seeds SEED..SEED+N-1); test metrics are mean and std over them.")
 @click.option("--max-len", type=click.IntRange(min=8), default=64, show_default=True)
 @click.option("--max-train", type=click.IntRange(min=1), default=None, help="Use at most this many training examples.")
+@click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
+              help="Batch texts of similar length together (as HF Trainer's group_by_length): less padding, faster.")
 @click.option("--seed", type=int, default=None)
 @click.option("--save", "save_dir", default=None, type=click.Path(), help="Keep the fine-tuned model (picked lr, first seed) as an HF folder (one MODEL_DIR).")
 @click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (one object per model).")
 @click.pass_context
 def finetune(ctx, model_dirs, task, train_file, eval_file, text_column, text_pair_column, label_column, problem, metric,
-             epochs, batch_size, lrs, seeds, max_len, max_train, seed, save_dir, trust_remote_code, as_json):
+             epochs, batch_size, lrs, seeds, max_len, max_train, group_by_length, seed, save_dir, trust_remote_code, as_json):
     """Fine-tune model folders (students, teacher) for classification or regression; compare them.
 
     MODEL_DIRS are Hugging Face encoder folders, or embedded:all-MiniLM-L6-v2 for the teacher.
@@ -370,7 +372,7 @@ def finetune(ctx, model_dirs, task, train_file, eval_file, text_column, text_pai
                   console=err_console, disable=as_json) as progress:
         for model_dir in model_dirs:
             results.append(run_finetune(model_dir, labelled, epochs, batch_size, lrs, max_len, max_train, _seed(ctx, seed),
-                                        seeds, metric, progress, trust_remote_code, save_dir))
+                                        seeds, metric, progress, trust_remote_code, save_dir, group_by_length))
     if as_json:
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
         return

@@ -161,3 +161,37 @@ def test_student_head_follows_bert_problem_types():
         model(ids, not_an_argument=1)  # unknown arguments are not swallowed
     with pytest.raises(ValueError, match="position_ids"):
         model(ids, position_ids=torch.arange(6)[None])
+
+
+def test_length_grouped_batches_cover_every_row_once_with_less_padding():
+    import random
+
+    from autodistil_evo.export.finetune import _batches
+
+    lengths = [random.Random(i).randint(4, 64) for i in range(2000)]
+    padded = lambda batches: sum(max(lengths[i] for i in b) * len(b) for b in batches)  # noqa: E731
+    grouped = _batches(lengths, 32, random.Random(0), group_by_length=True)
+    plain = _batches(lengths, 32, random.Random(0), group_by_length=False)
+    for batches in (grouped, plain):
+        assert sorted(i for b in batches for i in b) == list(range(2000))
+        assert sum(len(b) < 32 for b in batches) <= 2  # at most one short batch per mega-batch of 1,600 rows
+    assert padded(grouped) < 0.6 * padded(plain), (padded(grouped), padded(plain))
+    assert grouped == _batches(lengths, 32, random.Random(0), group_by_length=True)  # the seed fixes the order
+    assert grouped != _batches(lengths, 32, random.Random(1), group_by_length=True)
+    starts = [b[0] for b in grouped]
+    assert sorted(starts, key=lengths.__getitem__) != starts  # batches are shuffled, not served shortest first
+
+
+def test_evaluation_does_not_depend_on_row_order(exports):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from autodistil_evo.export.finetune import Task, evaluate
+
+    rows = [(f"the film was {WORDS[r['label'] == 'yes'][i % 4]} " + "and long " * (i % 9), None, int(r["label"] == "yes"))
+            for i, r in enumerate(pair_rows(90, 3))]
+    task = Task("t", rows, rows, rows, ["no", "yes"])
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(exports["bert"], num_labels=2)
+    tokenizer = AutoTokenizer.from_pretrained(exports["bert"])
+    forward, backward = evaluate(model, tokenizer, task, rows, 64), evaluate(model, tokenizer, task, rows[::-1], 64)
+    assert forward == backward and 0 < forward["accuracy"] < 1
