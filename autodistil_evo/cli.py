@@ -346,8 +346,9 @@ def _lr_grid(_ctx, _param, value):
               help="Runs per lr (seeds SEED..SEED+N-1); test metrics are mean and std over them.")
 @click.option("--max-len", type=click.IntRange(min=8), default=64, show_default=True)
 @click.option("--max-train", type=click.IntRange(min=1), default=None, help="Use at most this many training examples.")
-@click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
-              help="Batch texts of similar length together (as HF Trainer's group_by_length): less padding, faster.")
+@click.option("--group-by-length", is_flag=True,
+              help="Batch texts of similar length together (HF Trainer's group_by_length): less padding, faster, "
+                   "but it can cost accuracy (README).")
 @click.option("--seed", type=int, default=None)
 @click.option("--save", "save_dir", default=None, type=click.Path(), help="Keep the fine-tuned model (picked lr, first seed) as an HF folder (one MODEL_DIR).")
 @click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")

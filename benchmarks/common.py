@@ -26,11 +26,8 @@ def cli(*args):
 
 
 def budget_flags(budget: dict) -> list:
-    """A fine-tuning budget as `finetune` options: {"max_train": 3000, "group_by_length": False} ->
-    ["--max-train=3000", "--no-group-by-length"]."""
-    flag = lambda k: k.replace("_", "-")  # noqa: E731
-    return [(f"--{flag(k)}" if v else f"--no-{flag(k)}") if isinstance(v, bool) else f"--{flag(k)}={v}"
-            for k, v in budget.items()]
+    """A fine-tuning budget as `finetune` options: {"max_train": 3000} -> ["--max-train=3000"]."""
+    return [f"--{k.replace('_', '-')}={v}" for k, v in budget.items()]
 
 
 def student_dir(run_dir, subspace: str, arch: dict) -> Path:
@@ -62,9 +59,8 @@ BENCH_RECIPE = "recipes/bench.yaml"
 BENCH_RUN = WORK / "bench-run"
 BENCH_SEARCH = WORK / "bench-k3-search"
 BENCH_SEARCH_SIZE = {"population": 16, "generations": 8}
-# Picked from a grid (1e-4, 3e-4, 1e-3) on dev over quickstart students; see BENCHMARKS.md. Length-grouped
-# batches (finetune's default) are named, so results cached before that default are not reused.
-FINETUNE = {"max_train": 3000, "epochs": 2, "batch_size": 32, "lr": 3e-4, "max_len": 64, "group_by_length": True}
+# Picked from a grid (1e-4, 3e-4, 1e-3) on dev over quickstart students; see BENCHMARKS.md.
+FINETUNE = {"max_train": 3000, "epochs": 2, "batch_size": 32, "lr": 3e-4, "max_len": 64}
 SEEDS = 3
 
 

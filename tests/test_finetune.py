@@ -90,7 +90,7 @@ def test_lr_grid_and_seeds(tmp_path, exports):
     test = write_jsonl(tmp_path / "test.jsonl", rows[150:])
     r = json.loads(run_cli("finetune", exports["bert"], "--train", train, "--eval", test, "--epochs", 6, "--batch-size", 8,
                            "--lr", "1e-6,1e-3", "--seeds", 2, "--seed", 5, "--json"))
-    assert set(r["lr_grid"]) == {"1e-06", "0.001"} and r["seeds"] == [5, 6], r
+    assert set(r["lr_grid"]) == {"1e-06", "0.001"} and r["seeds"] == [5, 6] and r["group_by_length"] is False, r
     assert r["lr"] == 1e-3 and r["lr_grid"]["0.001"] > r["lr_grid"]["1e-06"], r  # picked by mean dev accuracy
     accuracy = r["test"]["accuracy"]
     assert len(accuracy["values"]) == 2 and accuracy["std"] == pytest.approx(float(np.std(accuracy["values"], ddof=1)))
@@ -103,9 +103,9 @@ def test_dataset_folder_task(tmp_path, exports):
     write_jsonl(folder / "train.jsonl", regression_rows(80, 0))
     write_jsonl(folder / "validation.jsonl", regression_rows(30, 1))
     r = json.loads(run_cli("finetune", exports["bert"], "--task", folder, "--label-column", "score", "--problem",
-                           "classification", "--json"))
+                           "classification", "--group-by-length", "--json"))
     # --problem classification on fractional scores: every distinct score is a class; validation is the test split.
-    assert r["problem"] == "classification" and r["task"] == str(folder)
+    assert r["problem"] == "classification" and r["task"] == str(folder) and r["group_by_length"] is True
 
 
 @pytest.mark.parametrize("case, message", [
@@ -176,22 +176,11 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
         assert sorted(i for b in batches for i in b) == list(range(2000))
         assert sum(len(b) < 32 for b in batches) <= 2  # at most one short batch per mega-batch of 1,600 rows
     assert padded(grouped) < 0.6 * padded(plain), (padded(grouped), padded(plain))
+    order = list(range(2000))
+    random.Random(0).shuffle(order)
+    assert plain == [order[i : i + 32] for i in range(0, 2000, 32)]  # the default: one shuffle, as before the option
     assert grouped == _batches(lengths, 32, random.Random(0), group_by_length=True)  # the seed fixes the order
     assert grouped != _batches(lengths, 32, random.Random(1), group_by_length=True)
     starts = [b[0] for b in grouped]
     assert sorted(starts, key=lengths.__getitem__) != starts  # batches are shuffled, not served shortest first
 
-
-def test_evaluation_does_not_depend_on_row_order(exports):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from autodistil_evo.export.finetune import Task, evaluate
-
-    rows = [(f"the film was {WORDS[r['label'] == 'yes'][i % 4]} " + "and long " * (i % 9), None, int(r["label"] == "yes"))
-            for i, r in enumerate(pair_rows(90, 3))]
-    task = Task("t", rows, rows, rows, ["no", "yes"])
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(exports["bert"], num_labels=2)
-    tokenizer = AutoTokenizer.from_pretrained(exports["bert"])
-    forward, backward = evaluate(model, tokenizer, task, rows, 64), evaluate(model, tokenizer, task, rows[::-1], 64)
-    assert forward == backward and 0 < forward["accuracy"] < 1
