@@ -170,8 +170,8 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
 
     lengths = [random.Random(i).randint(4, 64) for i in range(2000)]
     padded = lambda batches: sum(max(lengths[i] for i in b) * len(b) for b in batches)  # noqa: E731
-    grouped = _batches(lengths, 32, random.Random(0), group_by_length=True)
-    plain = _batches(lengths, 32, random.Random(0), group_by_length=False)
+    grouped = _batches(2000, 32, random.Random(0), lengths)
+    plain = _batches(2000, 32, random.Random(0))
     for batches in (grouped, plain):
         assert sorted(i for b in batches for i in b) == list(range(2000))
         assert sum(len(b) < 32 for b in batches) <= 2  # at most one short batch per mega-batch of 1,600 rows
@@ -179,8 +179,8 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
     order = list(range(2000))
     random.Random(0).shuffle(order)
     assert plain == [order[i : i + 32] for i in range(0, 2000, 32)]  # the default: one shuffle, as before the option
-    assert grouped == _batches(lengths, 32, random.Random(0), group_by_length=True)  # the seed fixes the order
-    assert grouped != _batches(lengths, 32, random.Random(1), group_by_length=True)
+    assert grouped == _batches(2000, 32, random.Random(0), lengths)  # the seed fixes the order
+    assert grouped != _batches(2000, 32, random.Random(1), lengths)
     starts = [b[0] for b in grouped]
     assert sorted(starts, key=lengths.__getitem__) != starts  # batches are shuffled, not served shortest first
 

@@ -194,26 +194,20 @@ def metrics(problem: str, predictions: list, labels: list, n_classes: int = 2) -
             "mcc": float(matthews_corrcoef(labels, predictions))}
 
 
-def _encode(tokenizer, rows, max_len):
+def _encode(tokenizer, rows, max_len, **kwargs):
     texts = [t for t, _, _ in rows]
     pairs = [p for _, p, _ in rows] if rows and rows[0][1] is not None else None
-    return tokenizer(texts, pairs, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+    return tokenizer(texts, pairs, truncation=True, max_length=max_len, **{"padding": True, "return_tensors": "pt", **kwargs})
 
 
-def _lengths(tokenizer, rows, max_len) -> list:
-    texts = [t for t, _, _ in rows]
-    pairs = [p for _, p, _ in rows] if rows and rows[0][1] is not None else None
-    return [len(ids) for ids in tokenizer(texts, pairs, truncation=True, max_length=max_len)["input_ids"]]
-
-
-def _batches(lengths, batch_size, rng, group_by_length) -> list:
-    """One epoch's batches of row indices: shuffled, or grouped by length as HF Trainer's
-    `group_by_length` (shuffle, cut into mega-batches of 50 batches, sort each by length, then
-    shuffle the batches), so a batch pads to about its own texts' length. Off by default, as in HF:
-    on the embedded task it halves a fine-tune but costs about 1 accuracy point (README)."""
-    order = list(range(len(lengths)))
+def _batches(count, batch_size, rng, lengths=None) -> list:
+    """One epoch's batches of row indices: shuffled, or with `lengths` grouped by length as HF
+    Trainer's `group_by_length` (shuffle, cut into mega-batches of 50 batches, sort each by length,
+    then shuffle the batches), so a batch pads to about its own texts' length. Off by default, as in
+    HF: on the embedded task it halves a fine-tune but costs about 1 accuracy point (README)."""
+    order = list(range(count))
     rng.shuffle(order)
-    if not group_by_length:
+    if lengths is None:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     batches, mega = [], 50 * batch_size
     for first in range(0, len(order), mega):
@@ -256,7 +250,8 @@ def train_once(model, tokenizer, task: Task, train_rows, epochs, batch_size, lr,
     torch.manual_seed(seed)
     steps = epochs * math.ceil(len(train_rows) / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    lengths = _lengths(tokenizer, train_rows, max_len) if group_by_length else [0] * len(train_rows)
+    lengths = ([len(ids) for ids in _encode(tokenizer, train_rows, max_len, padding=False, return_tensors=None)["input_ids"]]
+               if group_by_length else None)
     warmup = max(steps // 10, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(steps - s, 0) / max(steps - warmup, 1))
@@ -265,7 +260,7 @@ def train_once(model, tokenizer, task: Task, train_rows, epochs, batch_size, lr,
     bar = progress.add_task(f"fine-tune lr {lr:g} seed {seed}", total=steps) if progress else None
     for epoch in range(epochs):
         model.train()
-        for batch in _batches(lengths, batch_size, random.Random(seed * 1000 + epoch), group_by_length):
+        for batch in _batches(len(train_rows), batch_size, random.Random(seed * 1000 + epoch), lengths):
             chunk = [train_rows[i] for i in batch]
             labels = torch.tensor([y for *_, y in chunk], dtype=label_dtype)
             loss = model(**_encode(tokenizer, chunk, max_len), labels=labels).loss
