@@ -81,7 +81,10 @@ def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> di
     suffix = "" if budget == FINETUNE else "-" + "-".join(f"{k}{v}" for k, v in sorted(budget.items()))
     cache = Path(model_dir) / f"finetune-seeds{suffix}.json" if Path(model_dir).is_dir() else \
         WORK / "teacher-finetune" / f"{str(model_dir).replace(':', '_')}{suffix}.json"
-    key = {"budget": budget, "seeds": seeds}
+    # The fine-tuning code is part of the key: a result from older code (an unseeded head) is not reused.
+    from autodistil_evo.fileio import file_sha256
+
+    key = {"budget": budget, "seeds": seeds, "code": file_sha256(REPO / "autodistil_evo" / "export" / "finetune.py")}
     if cache.is_file():
         kept = json.loads(cache.read_text())
         if kept.get("key") == key:

@@ -184,3 +184,20 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
     starts = [b[0] for b in grouped]
     assert sorted(starts, key=lengths.__getitem__) != starts  # batches are shuffled, not served shortest first
 
+
+
+
+def test_a_run_does_not_depend_on_the_process_random_state(exports):
+    """The new head is initialised under each run's seed. Before, it drew from whatever state the
+    process's torch RNG was in, so the same `finetune` on the embedded task gave other numbers."""
+    from autodistil_evo.export.finetune import Task, _load, finetune
+
+    rows = [(r["text"], None, r["score"]) for r in regression_rows(120, 4)]  # MSE moves with any weight
+    task = Task("t", rows[:80], rows[80:100], rows[100:], None)
+    results = []
+    for draws in (0, 7):
+        torch.rand(draws)  # other work in the process moved the global RNG
+        results.append(finetune(exports["student"], task, epochs=2, batch_size=8, lrs=(1e-3,), seeds=2))
+    assert results[0]["test"] == results[1]["test"] and results[0]["dev"] == results[1]["dev"]
+    heads = [_load(exports["student"], task, False, s)[0].classifier.weight for s in (0, 0, 1)]
+    assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])

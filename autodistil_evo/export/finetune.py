@@ -13,7 +13,6 @@ from scikit-learn and scipy: accuracy, F1 (binary, or macro over classes) and Ma
 correlation for classification; Pearson, Spearman and MSE for regression.
 """
 
-import copy
 import math
 import random
 import statistics
@@ -227,9 +226,13 @@ def evaluate(model, tokenizer, task: Task, rows, max_len, batch_size=64) -> dict
     return metrics(task.problem, predictions, [y for *_, y in rows], len(task.labels or ()))
 
 
-def _load(model_dir, task: Task, trust_remote_code):
+def _load(model_dir, task: Task, trust_remote_code, seed):
+    """The model with a new task head, initialised under `seed` (as a script that calls `set_seed`
+    before `from_pretrained`): the same command gives the same numbers, and the spread over seeds
+    includes the head's initialisation. Unseeded, the head changed with every invocation."""
     path, remote_code = model_folder(model_dir, trust_remote_code)
     problem_type = "regression" if task.labels is None else "single_label_classification"
+    torch.manual_seed(seed)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote_code)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -292,14 +295,15 @@ def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_le
     train_rows = list(task.train)
     random.Random(seed).shuffle(train_rows)
     train_rows = train_rows[:max_train] if max_train else train_rows
-    base, tokenizer = _load(model_dir, task, trust_remote_code)
+    params = None
     start = time.perf_counter()
     sign = -1 if metric in LOWER_IS_BETTER else 1
     grid, best = {}, None
     for lr in lrs:
         runs = []
         for s in range(seed, seed + seeds):
-            model = copy.deepcopy(base)
+            model, tokenizer = _load(model_dir, task, trust_remote_code, s)
+            params = params or sum(p.numel() for p in model.parameters())
             train_once(model, tokenizer, task, train_rows, epochs, batch_size, lr, max_len, s, progress, group_by_length)
             runs.append({"seed": s, "dev": evaluate(model, tokenizer, task, task.dev, max_len),
                          "test": evaluate(model, tokenizer, task, task.test, max_len)})
@@ -319,7 +323,7 @@ def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_le
         "model": str(model_dir),
         "task": task.name,
         "problem": task.problem,
-        "params": sum(p.numel() for p in base.parameters()),
+        "params": params,
         "train_examples": len(train_rows),
         "dev_examples": len(task.dev),
         "test_examples": len(task.test),
