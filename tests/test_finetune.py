@@ -185,8 +185,6 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
     assert sorted(starts, key=lengths.__getitem__) != starts  # batches are shuffled, not served shortest first
 
 
-
-
 def test_a_run_does_not_depend_on_the_process_random_state(exports):
     """The new head is initialised under each run's seed. Before, it drew from whatever state the
     process's torch RNG was in, so the same `finetune` on the embedded task gave other numbers."""

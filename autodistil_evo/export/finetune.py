@@ -248,13 +248,12 @@ def _load(model_dir, task: Task, trust_remote_code, seed):
 
 
 def train_once(model, tokenizer, task: Task, train_rows, epochs, batch_size, lr, max_len, seed, progress=None,
-               group_by_length=False):
-    """AdamW with linear warm-up (10%) and decay, gradient clipping 1.0: BERT's fine-tuning recipe."""
+               lengths=None):
+    """AdamW with linear warm-up (10%) and decay, gradient clipping 1.0: BERT's fine-tuning recipe.
+    `lengths` (token counts of `train_rows`) groups the batches by length."""
     torch.manual_seed(seed)
     steps = epochs * math.ceil(len(train_rows) / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    lengths = ([len(ids) for ids in _encode(tokenizer, train_rows, max_len, padding=False, return_tensors=None)["input_ids"]]
-               if group_by_length else None)
     warmup = max(steps // 10, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(steps - s, 0) / max(steps - warmup, 1))
@@ -295,7 +294,7 @@ def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_le
     train_rows = list(task.train)
     random.Random(seed).shuffle(train_rows)
     train_rows = train_rows[:max_train] if max_train else train_rows
-    params = None
+    params = lengths = None
     start = time.perf_counter()
     sign = -1 if metric in LOWER_IS_BETTER else 1
     grid, best = {}, None
@@ -304,7 +303,9 @@ def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_le
         for s in range(seed, seed + seeds):
             model, tokenizer = _load(model_dir, task, trust_remote_code, s)
             params = params or sum(p.numel() for p in model.parameters())
-            train_once(model, tokenizer, task, train_rows, epochs, batch_size, lr, max_len, s, progress, group_by_length)
+            if group_by_length and lengths is None:  # the same rows every run: counted once
+                lengths = [len(ids) for ids in _encode(tokenizer, train_rows, max_len, padding=False, return_tensors=None)["input_ids"]]
+            train_once(model, tokenizer, task, train_rows, epochs, batch_size, lr, max_len, s, progress, lengths)
             runs.append({"seed": s, "dev": evaluate(model, tokenizer, task, task.dev, max_len),
                          "test": evaluate(model, tokenizer, task, task.test, max_len)})
             if s == seed:
