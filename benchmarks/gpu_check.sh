@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check, prepared for a session that is lent a CUDA GPU (tests never need one):
-# train (fp32 and bf16), evolve (bf16 proxy) and export on CUDA, and the trainer's own step
-# timed in both precisions (tokens/s, SuperLM sandwich step vs a standalone student), written to
-# BENCHMARKS.md sections train_throughput_cuda_{fp32,bf16} and benchmarks/results/*.json.
+# train (fp32 and bf16) and evolve (bf16 proxy) on CUDA, then select, export and bench (these run
+# on the CPU), and the trainer's own step timed in both precisions (tokens/s, SuperLM sandwich step
+# vs a standalone student), written to BENCHMARKS.md sections train_throughput_cuda_{fp32,bf16} and
+# benchmarks/results/*.json.
 # Needs a CUDA build of torch in $BIN's environment. Usage: bash benchmarks/gpu_check.sh [BIN]
 set -euo pipefail
 BIN=${1:-.venv/bin}

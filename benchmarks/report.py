@@ -12,7 +12,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()}"
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{platform.machine()}{gpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()}"
 
 
 def command() -> str:
