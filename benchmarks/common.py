@@ -73,6 +73,14 @@ def ensure_bench_search() -> tuple:
     return run, BENCH_SEARCH
 
 
+def finetune_key(budget: dict, seeds: int) -> dict:
+    """What a cached fine-tune must match to be reused. The fine-tuning code is part of it: a result
+    from older code (an unseeded head) is not reused."""
+    from autodistil_evo.fileio import file_sha256
+
+    return {"budget": budget, "seeds": seeds, "code": file_sha256(REPO / "autodistil_evo" / "export" / "finetune.py")}
+
+
 def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> dict:
     """`finetune --seeds N` on the embedded task; the result JSON, cached beside the model."""
     import json
@@ -81,10 +89,7 @@ def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> di
     suffix = "" if budget == FINETUNE else "-" + "-".join(f"{k}{v}" for k, v in sorted(budget.items()))
     cache = Path(model_dir) / f"finetune-seeds{suffix}.json" if Path(model_dir).is_dir() else \
         WORK / "teacher-finetune" / f"{str(model_dir).replace(':', '_')}{suffix}.json"
-    # The fine-tuning code is part of the key: a result from older code (an unseeded head) is not reused.
-    from autodistil_evo.fileio import file_sha256
-
-    key = {"budget": budget, "seeds": seeds, "code": file_sha256(REPO / "autodistil_evo" / "export" / "finetune.py")}
+    key = finetune_key(budget, seeds)
     if cache.is_file():
         kept = json.loads(cache.read_text())
         if kept.get("key") == key:

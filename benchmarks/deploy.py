@@ -11,11 +11,12 @@ classifiers.
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
-from common import FINETUNE, REPO, WORK, budget_flags, cli, ensure_run, export_arch
+from common import FINETUNE, REPO, WORK, budget_flags, cli, ensure_run, export_arch, finetune_key
 from report import command, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.spaces.space import GENES
@@ -68,8 +69,13 @@ def main():
         encoder = export_arch(run, row["subspace"], arch)
         classifier = WORK / "deploy" / f"{row['id']}-classifier"
         onnx_dir = WORK / "deploy" / f"{row['id']}-onnx"
-        if not (classifier / "config.json").is_file():
+        # A classifier from another budget or older fine-tuning code is re-made, and its ONNX with it.
+        key, key_file = finetune_key(FINETUNE, 1), classifier / "bench-key.json"
+        if not key_file.is_file() or json.loads(key_file.read_text()) != key:
+            shutil.rmtree(classifier, ignore_errors=True)
+            shutil.rmtree(onnx_dir, ignore_errors=True)
             cli("finetune", encoder, *budget_flags(FINETUNE), "--save", classifier)
+            key_file.write_text(json.dumps(key))
         if not (onnx_dir / "model.int8.onnx").is_file():
             cli("onnx", classifier, "--out", onnx_dir, "--quantize", "int8", "--force")
         students.append((row, encoder, onnx_dir))
