@@ -19,6 +19,7 @@ import numpy as np
 from common import FINETUNE, REPO, WORK, budget_flags, cli, ensure_run, export_arch, finetune_key
 from report import command, machine, markdown_table, write_results, write_section
 
+from autodistil_evo.fileio import write_json
 from autodistil_evo.spaces.space import GENES
 
 
@@ -75,7 +76,7 @@ def main():
             shutil.rmtree(classifier, ignore_errors=True)
             shutil.rmtree(onnx_dir, ignore_errors=True)
             cli("finetune", encoder, *budget_flags(FINETUNE), "--save", classifier)
-            key_file.write_text(json.dumps(key))
+            write_json(key_file, key)  # atomic: a half-written key would stop the next run
         if not (onnx_dir / "model.int8.onnx").is_file():
             cli("onnx", classifier, "--out", onnx_dir, "--quantize", "int8", "--force")
         students.append((row, encoder, onnx_dir))
