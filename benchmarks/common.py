@@ -101,7 +101,9 @@ def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> di
     ).stdout
     result = json.loads(out)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"key": key, "result": result}))
+    from autodistil_evo.fileio import write_json
+
+    write_json(cache, {"key": key, "result": result})  # atomic, as Serving's key file
     return result
 
 
