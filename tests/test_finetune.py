@@ -199,3 +199,32 @@ def test_a_run_does_not_depend_on_the_process_random_state(exports):
     assert results[0]["test"] == results[1]["test"] and results[0]["dev"] == results[1]["dev"]
     heads = [_load(exports["student"], task, False, s)[0].classifier.weight for s in (0, 0, 1)]
     assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
+
+
+def test_micro_batches_give_the_plain_batch_update(tiny_teacher, monkeypatch):
+    """Each batch is cut into micro-batches of similar length (less padding); with dropout off the
+    weights after training equal those of whole batches, so only the time changes."""
+    import autodistil_evo.export.finetune as ft
+
+    rng = np.random.default_rng(0)
+    # lengths from 1 to 40 words: the micro-batches pad to very different lengths
+    rows = [(" ".join(rng.choice(WORDS[y % 2], size=1 + i % 40)), None, y % 2) for i, y in enumerate(range(96))]
+    task = ft.Task("t", rows, rows[:8], rows[:8], ["neg", "pos"])
+    lengths = ft._lengths(ft.AutoTokenizer.from_pretrained(tiny_teacher), rows, 64)
+    parts = ft._micro_batches(list(range(32)), lengths, parts=2)
+    assert sorted(parts[0] + parts[1]) == list(range(32)) and len(parts[0]) == len(parts[1]) == 16
+    assert max(lengths[i] for i in parts[0]) <= min(lengths[i] for i in parts[1])
+    weights = {}
+    for micro in (1, 2, 4):
+        monkeypatch.setattr(ft, "MICRO_BATCHES", micro)
+        model, tokenizer = ft._load(tiny_teacher, task, False, 0)
+        model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        ft.train_once(model, tokenizer, task, rows, 1, 32, 1e-3, 64, seed=0)
+        weights[micro] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    start = torch.cat([p.detach().flatten() for p in ft._load(tiny_teacher, task, False, 0)[0].parameters()])
+    assert (weights[1] - start).abs().max() > 1e-3  # training moved the weights
+    for micro in (2, 4):
+        assert torch.allclose(weights[micro], weights[1], atol=2e-5), (weights[micro] - weights[1]).abs().max()

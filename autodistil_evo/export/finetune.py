@@ -199,6 +199,11 @@ def _encode(tokenizer, rows, max_len, **kwargs):
     return tokenizer(texts, pairs, truncation=True, max_length=max_len, **{"padding": True, "return_tensors": "pt", **kwargs})
 
 
+# Micro-batches per batch (see _micro_batches): on 2 CPU cores at batch 32 two cut a BERT-small
+# fine-tuning step by about a fifth on the embedded task; more, smaller ones lose it to smaller matmuls.
+MICRO_BATCHES = 2
+
+
 def _batches(count, batch_size, rng, lengths=None) -> list:
     """One epoch's batches of row indices: shuffled, or with `lengths` grouped by length as HF
     Trainer's `group_by_length` (shuffle, cut into mega-batches of 50 batches, sort each by length,
@@ -216,14 +221,32 @@ def _batches(count, batch_size, rng, lengths=None) -> list:
     return batches
 
 
+def _lengths(tokenizer, rows, max_len) -> list:
+    return [len(ids) for ids in _encode(tokenizer, rows, max_len, padding=False, return_tensors=None)["input_ids"]]
+
+
 @torch.inference_mode()
 def evaluate(model, tokenizer, task: Task, rows, max_len, batch_size=64) -> dict:
+    """Predictions in batches of similar length (less padding; the metric does not depend on the order)."""
     model.eval()
-    predictions = []
+    order = sorted(range(len(rows)), key=_lengths(tokenizer, rows, max_len).__getitem__)
+    predictions = [None] * len(rows)
     for start in range(0, len(rows), batch_size):
-        logits = model(**_encode(tokenizer, rows[start : start + batch_size], max_len)).logits
-        predictions += logits.squeeze(-1).tolist() if task.labels is None else logits.argmax(-1).tolist()
+        part = order[start : start + batch_size]
+        logits = model(**_encode(tokenizer, [rows[i] for i in part], max_len)).logits
+        for i, p in zip(part, logits.squeeze(-1).tolist() if task.labels is None else logits.argmax(-1).tolist()):
+            predictions[i] = p
     return metrics(task.problem, predictions, [y for *_, y in rows], len(task.labels or ()))
+
+
+def _micro_batches(batch, lengths, parts=None) -> list:
+    """A batch's rows sorted by length and cut into `parts` micro-batches, each padded to its own
+    longest text: the gradient is the batch's (loss weighted by micro-batch size, one optimizer step)
+    at less padding, so the optimisation is the one of plain batches, unlike `group_by_length`."""
+    parts = parts or MICRO_BATCHES
+    ranked = sorted(batch, key=lengths.__getitem__)
+    cuts = [round(i * len(ranked) / parts) for i in range(parts + 1)]
+    return [ranked[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
 
 
 def _load(model_dir, task: Task, trust_remote_code, seed):
@@ -248,12 +271,15 @@ def _load(model_dir, task: Task, trust_remote_code, seed):
 
 
 def train_once(model, tokenizer, task: Task, train_rows, epochs, batch_size, lr, max_len, seed, progress=None,
-               lengths=None):
+               lengths=None, group_by_length=False):
     """AdamW with linear warm-up (10%) and decay, gradient clipping 1.0: BERT's fine-tuning recipe.
-    `lengths` (token counts of `train_rows`) groups the batches by length."""
+    `lengths` (token counts of `train_rows`) cut each batch into micro-batches of similar length;
+    `group_by_length` also groups the batches by length."""
     torch.manual_seed(seed)
+    lengths = lengths or _lengths(tokenizer, train_rows, max_len)
     steps = epochs * math.ceil(len(train_rows) / batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    # fused: one kernel for all tensors; on CPU 10x cheaper than the per-tensor default for a 22M BERT.
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True)
     warmup = max(steps // 10, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(steps - s, 0) / max(steps - warmup, 1))
@@ -262,11 +288,13 @@ def train_once(model, tokenizer, task: Task, train_rows, epochs, batch_size, lr,
     bar = progress.add_task(f"fine-tune lr {lr:g} seed {seed}", total=steps) if progress else None
     for epoch in range(epochs):
         model.train()
-        for batch in _batches(len(train_rows), batch_size, random.Random(seed * 1000 + epoch), lengths):
-            chunk = [train_rows[i] for i in batch]
-            labels = torch.tensor([y for *_, y in chunk], dtype=label_dtype)
-            loss = model(**_encode(tokenizer, chunk, max_len), labels=labels).loss
-            loss.backward()
+        for batch in _batches(len(train_rows), batch_size, random.Random(seed * 1000 + epoch),
+                              lengths if group_by_length else None):
+            for part in _micro_batches(batch, lengths):
+                chunk = [train_rows[i] for i in part]
+                labels = torch.tensor([y for *_, y in chunk], dtype=label_dtype)
+                loss = model(**_encode(tokenizer, chunk, max_len), labels=labels).loss
+                (loss * len(part) / len(batch)).backward()  # the batch mean: losses are means over their rows
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
@@ -303,9 +331,9 @@ def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_le
         for s in range(seed, seed + seeds):
             model, tokenizer = _load(model_dir, task, trust_remote_code, s)
             params = params or sum(p.numel() for p in model.parameters())
-            if group_by_length and lengths is None:  # the same rows every run: counted once
-                lengths = [len(ids) for ids in _encode(tokenizer, train_rows, max_len, padding=False, return_tensors=None)["input_ids"]]
-            train_once(model, tokenizer, task, train_rows, epochs, batch_size, lr, max_len, s, progress, lengths)
+            lengths = lengths or _lengths(tokenizer, train_rows, max_len)  # the same rows every run: counted once
+            train_once(model, tokenizer, task, train_rows, epochs, batch_size, lr, max_len, s, progress, lengths,
+                       group_by_length)
             runs.append({"seed": s, "dev": evaluate(model, tokenizer, task, task.dev, max_len),
                          "test": evaluate(model, tokenizer, task, task.test, max_len)})
             if s == seed:
