@@ -6,9 +6,9 @@ schedule (warm-up, decay to zero) stretched to each number of steps. Each is fin
 bench budget over 3 seeds; reported: held-out distillation loss, wall time of the distillation,
 fine-tuned test accuracy and the gap to the teacher under the same fine-tuning budget. The second
 lever: the longest-distilled student and the teacher fine-tuned on every training example of the
-task instead of the bench budget's 3,000 (same epochs, lr and seeds). The third: the same two
-fine-tuned with the bench budget, but each with its own learning rate, picked on dev from a grid
-(`finetune --lr 1e-4,3e-4,1e-3`) instead of the bench's one lr for every model.
+task instead of the bench budget's 3,000 (same epochs, lr and seeds). A third lever, an lr per
+model picked on dev from 1e-4 / 3e-4 / 1e-3, did not help (CHANGELOG) and is no longer re-measured:
+it cost 18 one-seed fine-tunes, 9 of them of the teacher, the most expensive model here.
 """
 
 import argparse
@@ -23,22 +23,18 @@ from common import (
     distil_alone,
     ensure_bench_search,
     export_arch,
-    finetune_seeds,
 )
 from report import command, machine, markdown_table, write_results, write_section
 from vs_handpicked import TEACHER, select_under
 
 from autodistil_evo.spaces.space import GENES
 
-LR_GRID = "1e-4,3e-4,1e-3"
-
 
 def lever(budget: dict, student, steps: int) -> dict:
-    """The teacher and `student` fine-tuned with `budget`: accuracy, the lr each picked, the gap."""
+    """The teacher and `student` fine-tuned with `budget`: accuracy and the gap."""
     out = {"finetune_budget": budget, "steps": steps}
     for name, model in (("teacher", TEACHER), ("student", student)):
-        picked = finetune_seeds(model, budget)
-        out[name] = {**accuracy(model, budget), "lr": picked["lr"], "dev_accuracy_by_lr": picked["lr_grid"]}
+        out[name] = accuracy(model, budget)
     out["gap"] = difference(out["teacher"], out["student"])
     print(json.dumps(out), flush=True)
     return out
@@ -64,10 +60,8 @@ def main():
         print(json.dumps(row), flush=True)
     full_budget = {k: v for k, v in FINETUNE.items() if k != "max_train"}
     full = lever(full_budget, student, rows[-1]["steps"])  # the longest-distilled student
-    grid = lever({**FINETUNE, "lr": LR_GRID}, student, rows[-1]["steps"])
     write_results("closing_gap", {"student": {"id": pick["id"], "flops": pick["flops"], "arch": arch}, "teacher": teacher,
-                                  "finetune_budget": FINETUNE, "seeds": SEEDS, "rows": rows, "full_finetune": full,
-                                  "lr_per_model": grid})
+                                  "finetune_budget": FINETUNE, "seeds": SEEDS, "rows": rows, "full_finetune": full})
     table = markdown_table(
         ["distillation steps (alone)", "wall min", "held-out distillation loss", "test accuracy", "gap to teacher, points"],
         [(r["steps"], f"{r['distil_seconds'] / 60:.1f}", f"{r['heldout_loss']:.4f}",
@@ -79,11 +73,6 @@ def main():
         [(f"{budget.get('max_train', 'all')}", spread(t), spread(st), f"{g['points']:.1f} ± {g['spread']:.1f}")
          for budget, t, st, g in ((FINETUNE, teacher, rows[-1], rows[-1]["gap"]),
                                   (full_budget, full["teacher"], full["student"], full["gap"]))])
-    dev = lambda a: ", ".join(f"{lr}: {acc:.3f}" for lr, acc in a["dev_accuracy_by_lr"].items())  # noqa: E731
-    grid_table = markdown_table(
-        ["model", "dev accuracy by lr (mean of seeds)", "lr picked", "test accuracy"],
-        [(name, dev(grid[key]), f"{grid[key]['lr']:g}", spread(grid[key]))
-         for name, key in (("teacher", "teacher"), (f"student ({grid['steps']} steps alone)", "student"))])
     first, last = rows[0], rows[-1]
     write_section(
         "closing_gap",
@@ -96,11 +85,7 @@ def main():
         f"{last['distil_seconds'] / 60:.0f} min here) the gap moves from {first['gap']['points']:.1f} to "
         f"{last['gap']['points']:.1f} points.\n\n### Second lever: fine-tuning on the whole training set\n\n"
         f"The {last['steps']}-step student and the teacher fine-tuned on every training example of the task "
-        f"({full_budget}), seeds 0-{SEEDS - 1}:\n\n{full_table}\n\n### Third lever: a learning rate per model\n\n"
-        f"The same two with the bench budget, each with the lr its mean dev accuracy picks from `--lr {LR_GRID}` "
-        f"(3 seeds per lr) instead of 3e-4 for every model:\n\n{grid_table}\n\nGap to the teacher: "
-        f"{grid['gap']['points']:.1f} ± {grid['gap']['spread']:.1f} points (one lr for both: "
-        f"{last['gap']['points']:.1f} ± {last['gap']['spread']:.1f}).\n",
+        f"({full_budget}), seeds 0-{SEEDS - 1}:\n\n{full_table}\n",
     )
 
 

@@ -150,7 +150,9 @@ def distil_alone(arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> dict:
     cli("evolve", run, "--out", search, "--population", 2, "--generations", 1, "--resume")
     loss = json.loads((search / "history.jsonl").read_text().splitlines()[0])["loss"]
     kept = {"arch": arch, "steps": steps, "run": str(run), "heldout_loss": loss, "seconds": seconds}
-    result_file.write_text(json.dumps(kept))
+    from autodistil_evo.fileio import write_json
+
+    write_json(result_file, kept)  # atomic: it is the marker that the distillation is done
     return kept
 
 
