@@ -349,13 +349,24 @@ def _lr_grid(_ctx, _param, value):
 @click.option("--group-by-length", is_flag=True,
               help="Batch texts of similar length together (HF Trainer's group_by_length): less padding, faster, "
                    "but it can cost accuracy (README).")
+@click.option("--micro-batches", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Cut each batch into N length-sorted parts, each padded to its own longest text, gradients "
+                   "summed before the one optimizer step (gradient accumulation): less padding and memory (README).")
+@click.option("--teacher", default=None, type=click.Path(),
+              help="A model fine-tuned on this task (e.g. kept with --save): its predictions on the training rows "
+                   "join the labels as soft targets (task-specific distillation).")
+@click.option("--kd-alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="With --teacher: weight of the soft targets in the loss (1 - alpha on the labels).")
+@click.option("--kd-temperature", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="With --teacher: softmax temperature of both models' logits in the distillation term.")
 @click.option("--seed", type=int, default=None)
 @click.option("--save", "save_dir", default=None, type=click.Path(), help="Keep the fine-tuned model (picked lr, first seed) as an HF folder (one MODEL_DIR).")
 @click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (one object per model).")
 @click.pass_context
 def finetune(ctx, model_dirs, task, train_file, eval_file, text_column, text_pair_column, label_column, problem, metric,
-             epochs, batch_size, lrs, seeds, max_len, max_train, group_by_length, seed, save_dir, trust_remote_code, as_json):
+             epochs, batch_size, lrs, seeds, max_len, max_train, group_by_length, micro_batches, teacher, kd_alpha,
+             kd_temperature, seed, save_dir, trust_remote_code, as_json):
     """Fine-tune model folders (students, teacher) for classification or regression; compare them.
 
     MODEL_DIRS are Hugging Face encoder folders, or embedded:all-MiniLM-L6-v2 for the teacher.
@@ -373,7 +384,8 @@ def finetune(ctx, model_dirs, task, train_file, eval_file, text_column, text_pai
                   console=err_console, disable=as_json) as progress:
         for model_dir in model_dirs:
             results.append(run_finetune(model_dir, labelled, epochs, batch_size, lrs, max_len, max_train, _seed(ctx, seed),
-                                        seeds, metric, progress, trust_remote_code, save_dir, group_by_length))
+                                        seeds, metric, progress, trust_remote_code, save_dir, group_by_length,
+                                        teacher, kd_alpha, kd_temperature, micro_batches))
     if as_json:
         click.echo(json.dumps(results if len(results) > 1 else results[0], indent=2))
         return
@@ -381,7 +393,8 @@ def finetune(ctx, model_dirs, task, train_file, eval_file, text_column, text_pai
     spread = lambda m: f"{m['mean']:.3f} ± {m['std']:.3f}" if len(m["values"]) > 1 else f"{m['mean']:.3f}"  # noqa: E731
     console.print(_table(
         f"fine-tuned on {labelled.name} ({results[0]['train_examples']} training examples, {epochs} epoch(s), "
-        f"{seeds} seed(s) per lr, lr picked by dev {results[0]['metric']})",
+        f"{seeds} seed(s) per lr, lr picked by dev {results[0]['metric']}"
+        f"{f', distilled from {teacher}' if teacher else ''})",
         ["name", "params", "lr", f"dev {results[0]['metric']}", *(f"test {n}" for n in names), "train s"],
         [(r["model"], f"{r['params']:,}", f"{r['lr']:g}", spread(r["dev"][r["metric"]]), *(spread(r["test"][n]) for n in names),
           f"{r['train_seconds']:.0f}") for r in results],

@@ -1,6 +1,7 @@
 """Shared by the benchmarks: the runs and searches they measure on, made once if missing (every
 stage is cached on disk, so an interrupted `make bench` continues where it stopped)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +87,7 @@ def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> di
     import json
 
     # Another budget than the default gets a file of its own (the default's name is kept, so its caches stay valid).
-    suffix = "" if budget == FINETUNE else "-" + "-".join(f"{k}{v}" for k, v in sorted(budget.items()))
+    suffix = "" if budget == FINETUNE else "-" + re.sub(r"[^\w.=-]", "_", "-".join(f"{k}{v}" for k, v in sorted(budget.items())))
     cache = Path(model_dir) / f"finetune-seeds{suffix}.json" if Path(model_dir).is_dir() else \
         WORK / "teacher-finetune" / f"{str(model_dir).replace(':', '_')}{suffix}.json"
     key = finetune_key(budget, seeds)
@@ -105,6 +106,24 @@ def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> di
 
     write_json(cache, {"key": key, "result": result})  # atomic, as Serving's key file
     return result
+
+
+def saved_finetune(model_dir, out_dir: Path, budget: dict = FINETUNE) -> tuple:
+    """`model_dir` fine-tuned on the embedded task once (seed 0) with `budget` and kept as an HF folder
+    (`finetune --save`): a classifier to serve, or the teacher of task distillation. Re-made when the
+    budget or the fine-tuning code changed. Returns (folder, whether it was made now)."""
+    import json
+    import shutil
+
+    from autodistil_evo.fileio import write_json
+
+    key, key_file = finetune_key(budget, 1), Path(out_dir) / "bench-key.json"
+    if key_file.is_file() and json.loads(key_file.read_text()) == key:
+        return Path(out_dir), False
+    shutil.rmtree(out_dir, ignore_errors=True)
+    cli("finetune", model_dir, *budget_flags(budget), "--seed", 0, "--save", out_dir)
+    write_json(key_file, key)  # atomic: a half-written key would stop the next run
+    return Path(out_dir), True
 
 
 def accuracy(model, budget: dict = FINETUNE) -> dict:

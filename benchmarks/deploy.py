@@ -16,10 +16,9 @@ import subprocess
 import sys
 
 import numpy as np
-from common import FINETUNE, REPO, WORK, budget_flags, cli, ensure_run, export_arch, finetune_key
+from common import FINETUNE, REPO, WORK, cli, ensure_run, export_arch, saved_finetune
 from report import command, machine, markdown_table, write_results, write_section
 
-from autodistil_evo.fileio import write_json
 from autodistil_evo.spaces.space import GENES
 
 
@@ -70,13 +69,8 @@ def main():
         encoder = export_arch(run, row["subspace"], arch)
         classifier = WORK / "deploy" / f"{row['id']}-classifier"
         onnx_dir = WORK / "deploy" / f"{row['id']}-onnx"
-        # A classifier from another budget or older fine-tuning code is re-made, and its ONNX with it.
-        key, key_file = finetune_key(FINETUNE, 1), classifier / "bench-key.json"
-        if not key_file.is_file() or json.loads(key_file.read_text()) != key:
-            shutil.rmtree(classifier, ignore_errors=True)
+        if saved_finetune(encoder, classifier)[1]:  # re-made (other budget or fine-tuning code): so is its ONNX
             shutil.rmtree(onnx_dir, ignore_errors=True)
-            cli("finetune", encoder, *budget_flags(FINETUNE), "--save", classifier)
-            write_json(key_file, key)  # atomic: a half-written key would stop the next run
         if not (onnx_dir / "model.int8.onnx").is_file():
             cli("onnx", classifier, "--out", onnx_dir, "--quantize", "int8", "--force")
         students.append((row, encoder, onnx_dir))

@@ -91,6 +91,7 @@ def test_lr_grid_and_seeds(tmp_path, exports):
     r = json.loads(run_cli("finetune", exports["bert"], "--train", train, "--eval", test, "--epochs", 6, "--batch-size", 8,
                            "--lr", "1e-6,1e-3", "--seeds", 2, "--seed", 5, "--json"))
     assert set(r["lr_grid"]) == {"1e-06", "0.001"} and r["seeds"] == [5, 6] and r["group_by_length"] is False, r
+    assert r["micro_batches"] == 1
     assert r["lr"] == 1e-3 and r["lr_grid"]["0.001"] > r["lr_grid"]["1e-06"], r  # picked by mean dev accuracy
     accuracy = r["test"]["accuracy"]
     assert len(accuracy["values"]) == 2 and accuracy["std"] == pytest.approx(float(np.std(accuracy["values"], ddof=1)))
@@ -103,9 +104,10 @@ def test_dataset_folder_task(tmp_path, exports):
     write_jsonl(folder / "train.jsonl", regression_rows(80, 0))
     write_jsonl(folder / "validation.jsonl", regression_rows(30, 1))
     r = json.loads(run_cli("finetune", exports["bert"], "--task", folder, "--label-column", "score", "--problem",
-                           "classification", "--group-by-length", "--json"))
+                           "classification", "--group-by-length", "--micro-batches", 2, "--json"))
     # --problem classification on fractional scores: every distinct score is a class; validation is the test split.
     assert r["problem"] == "classification" and r["task"] == str(folder) and r["group_by_length"] is True
+    assert r["micro_batches"] == 2
 
 
 @pytest.mark.parametrize("case, message", [
@@ -201,9 +203,9 @@ def test_a_run_does_not_depend_on_the_process_random_state(exports):
     assert torch.equal(heads[0], heads[1]) and not torch.equal(heads[0], heads[2])
 
 
-def test_micro_batches_give_the_plain_batch_update(tiny_teacher, monkeypatch):
-    """Each batch is cut into micro-batches of similar length (less padding); with dropout off the
-    weights after training equal those of whole batches, so only the time changes."""
+def test_micro_batches_give_the_plain_batch_update(tiny_teacher):
+    """--micro-batches: each batch is cut into parts of similar length (less padding); with dropout
+    off the weights after training equal those of whole batches, so only the time changes."""
     import autodistil_evo.export.finetune as ft
 
     rng = np.random.default_rng(0)
@@ -216,15 +218,74 @@ def test_micro_batches_give_the_plain_batch_update(tiny_teacher, monkeypatch):
     assert max(lengths[i] for i in parts[0]) <= min(lengths[i] for i in parts[1])
     weights = {}
     for micro in (1, 2, 4):
-        monkeypatch.setattr(ft, "MICRO_BATCHES", micro)
         model, tokenizer = ft._load(tiny_teacher, task, False, 0)
         model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = 0.0
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
-        ft.train_once(model, tokenizer, task, rows, 1, 32, 1e-3, 64, seed=0)
+        ft.train_once(model, tokenizer, task, rows, 1, 32, 1e-3, 64, seed=0, micro_batches=micro)
         weights[micro] = torch.cat([p.detach().flatten() for p in model.parameters()])
     start = torch.cat([p.detach().flatten() for p in ft._load(tiny_teacher, task, False, 0)[0].parameters()])
     assert (weights[1] - start).abs().max() > 1e-3  # training moved the weights
     for micro in (2, 4):
         assert torch.allclose(weights[micro], weights[1], atol=2e-5), (weights[micro] - weights[1]).abs().max()
+
+
+def test_task_distillation_learns_from_the_teacher_not_the_labels(tmp_path, exports):
+    """--teacher: a model fine-tuned on the task (kept with --save) labels the training rows softly.
+    With --kd-alpha 1 a student trained on *shuffled* labels still learns the task from the teacher;
+    without the teacher the same labels teach it nothing."""
+    rows = pair_rows(240, 0)
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    test = write_jsonl(tmp_path / "test.jsonl", pair_rows(60, 1))
+    pair = ["--text-column", "premise", "--text-pair-column", "hypothesis", "--epochs", 12, "--batch-size", 8, "--lr", 1e-3]
+    teacher = tmp_path / "teacher"
+    r = json.loads(run_cli("finetune", exports["bert"], "--train", train, "--eval", test, *pair, "--save", teacher, "--json"))
+    assert r["test"]["accuracy"]["mean"] > 0.8 and r["distillation"] is None
+    labels = [row["label"] for row in rows]
+    np.random.default_rng(3).shuffle(labels)
+    noise = write_jsonl(tmp_path / "noise.jsonl", [{**row, "label": y} for row, y in zip(rows, labels)])
+    plain = json.loads(run_cli("finetune", exports["student"], "--train", noise, "--eval", test, *pair, "--json"))
+    taught = json.loads(run_cli("finetune", exports["student"], "--train", noise, "--eval", test, *pair, "--teacher", teacher,
+                                "--kd-alpha", 1, "--json"))
+    assert plain["test"]["accuracy"]["mean"] < 0.7 < 0.8 < taught["test"]["accuracy"]["mean"], (plain["test"], taught["test"])
+    assert taught["distillation"] == {"teacher": str(teacher), "alpha": 1.0, "temperature": 2.0}
+
+
+def test_soft_target_loss():
+    from autodistil_evo.export.finetune import SoftTargets
+
+    teacher = torch.tensor([[2.0, -1.0], [0.0, 3.0], [1.0, 1.0]])
+    student = torch.tensor([[0.5, 0.5], [1.0, -1.0]])
+    t = 2.0
+    p, q = torch.softmax(teacher[[0, 2]] / t, -1), torch.softmax(student / t, -1)
+    kl = float((p * (p / q).log()).sum(-1).mean()) * t * t  # KL(teacher || student), averaged over rows
+    assert float(SoftTargets(teacher, 1.0, t).loss(torch.tensor(9.0), student, [0, 2])) == pytest.approx(kl, rel=1e-5)
+    assert float(SoftTargets(teacher, 0.25, t).loss(torch.tensor(9.0), student, [0, 2])) == pytest.approx(0.75 * 9 + 0.25 * kl,
+                                                                                                     rel=1e-5)
+    assert float(SoftTargets(teacher, 0.5, t).loss(torch.tensor(1.0), teacher[[1]], [1])) == pytest.approx(0.5)  # agree: no KL
+    regression = SoftTargets(torch.tensor([[1.0], [3.0]]), 1.0, t)
+    assert float(regression.loss(torch.tensor(0.0), torch.tensor([[2.0], [2.0]]), [0, 1])) == pytest.approx(1.0)  # MSE
+
+
+@pytest.mark.parametrize("case, message", [
+    ("encoder", "not a fine-tuned sequence classifier (architectures: BertModel)"),
+    ("outputs", "has 1 output(s), the task"),
+    ("labels", "labels ['x', 'y'] are not the task's ['a', 'b']"),
+])
+def test_bad_teacher(tmp_path, exports, case, message):
+    rows = [{"text": f"t {i}", "label": "ab"[i % 2]} for i in range(20)]
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    teacher = exports["bert"]
+    if case != "encoder":
+        teacher = tmp_path / "teacher"
+        teacher.mkdir()
+        config = json.loads((exports["bert"] / "config.json").read_text())
+        config["architectures"] = ["BertForSequenceClassification"]
+        config["id2label"] = {"0": "score"} if case == "outputs" else {"0": "x", "1": "y"}
+        (teacher / "config.json").write_text(json.dumps(config))
+    save = tmp_path / "kept"
+    out = run_cli("finetune", exports["bert"], "--train", train, "--eval", train, "--teacher", teacher, "--save", save,
+                  expect=2)
+    assert message in out and not save.exists()
+    assert len([line for line in out.splitlines() if line.strip()]) == 1, out

@@ -11,6 +11,10 @@ The learning rate is picked on the dev split from a grid, each setting run with 
 test metrics are reported as mean and sample std over the seeds at the picked rate. Metrics come
 from scikit-learn and scipy: accuracy, F1 (binary, or macro over classes) and Matthews
 correlation for classification; Pearson, Spearman and MSE for regression.
+
+Task-specific distillation (`teacher=`): a model already fine-tuned on the task (e.g. kept with
+`--save`) predicts every training row once, and the loss mixes the labels with its softened
+predictions (Hinton et al. 2015; the task stage of DistilBERT / TinyBERT / MiniLM students).
 """
 
 import math
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from autodistil_evo.data import hash_bucket, sentiment_task
@@ -199,12 +204,6 @@ def _encode(tokenizer, rows, max_len, **kwargs):
     return tokenizer(texts, pairs, truncation=True, max_length=max_len, **{"padding": True, "return_tensors": "pt", **kwargs})
 
 
-# Micro-batches per batch (see _micro_batches): on 2 CPU cores at batch 32 two cut the embedded
-# 6 x 384 teacher's step by about a fifth on the embedded task (a 6 x 176 model's not measurably);
-# four lose it again to smaller matmuls.
-MICRO_BATCHES = 2
-
-
 def _batches(count, batch_size, rng, lengths=None) -> list:
     """One epoch's batches of row indices: shuffled, or with `lengths` grouped by length as HF
     Trainer's `group_by_length` (shuffle, cut into mega-batches of 50 batches, sort each by length,
@@ -229,24 +228,32 @@ def _lengths(tokenizer, rows, max_len) -> list:
 
 
 @torch.inference_mode()
-def evaluate(model, tokenizer, task: Task, rows, max_len, batch_size=64) -> dict:
-    """Predictions in batches of similar length (less padding; the metric does not depend on the order)."""
+def predict(model, tokenizer, rows, max_len, batch_size=64) -> torch.Tensor:
+    """Logits of every row, in row order, computed in batches of similar length (less padding)."""
     model.eval()
     order = sorted(range(len(rows)), key=_lengths(tokenizer, rows, max_len).__getitem__)
-    predictions = [None] * len(rows)
+    logits = [None] * len(rows)
     for start in range(0, len(rows), batch_size):
         part = order[start : start + batch_size]
-        logits = model(**_encode(tokenizer, [rows[i] for i in part], max_len)).logits
-        for i, p in zip(part, logits.squeeze(-1).tolist() if task.labels is None else logits.argmax(-1).tolist()):
-            predictions[i] = p
+        for i, row in zip(part, model(**_encode(tokenizer, [rows[i] for i in part], max_len)).logits.float()):
+            logits[i] = row
+    return torch.stack(logits) if rows else torch.empty(0)
+
+
+def evaluate(model, tokenizer, task: Task, rows, max_len, batch_size=64) -> dict:
+    logits = predict(model, tokenizer, rows, max_len, batch_size)
+    predictions = logits.squeeze(-1).tolist() if task.labels is None else logits.argmax(-1).tolist()
     return metrics(task.problem, predictions, [y for *_, y in rows], len(task.labels or ()))
 
 
-def _micro_batches(batch, lengths, parts=None) -> list:
+def _micro_batches(batch, lengths, parts=1) -> list:
     """A batch's rows sorted by length and cut into `parts` micro-batches, each padded to its own
-    longest text: the gradient is the batch's (loss weighted by micro-batch size, one optimizer step)
-    at less padding, so the optimisation is the one of plain batches, unlike `group_by_length`."""
-    parts = parts or MICRO_BATCHES
+    longest text: the gradient is the batch's (loss weighted by micro-batch size, one optimizer step,
+    as gradient accumulation) at less padding and memory, unlike `group_by_length`, which changes
+    which rows share a batch. Off by default (README: on 2 CPU cores two cut the teacher's fine-tune by
+    about an eighth, a small student's not measurably, and one student scored 1.2 points lower)."""
+    if parts == 1:
+        return [batch]
     ranked = sorted(batch, key=lengths.__getitem__)
     cuts = [round(i * len(ranked) / parts) for i in range(parts + 1)]
     return [ranked[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
@@ -273,11 +280,66 @@ def _load(model_dir, task: Task, trust_remote_code, seed):
     return model, tokenizer
 
 
+@dataclass
+class SoftTargets:
+    """Task-specific distillation: a fine-tuned teacher's logits for every training row (computed
+    once; the rows are the same in every run) and how the loss mixes them with the labels:
+    (1 - alpha) * label loss + alpha * T^2 * KL(teacher || student) at temperature T, the T^2 keeping
+    the soft gradients' scale as T grows (Hinton et al. 2015). Regression: alpha * MSE to the
+    teacher's prediction."""
+
+    logits: torch.Tensor
+    alpha: float = 0.5
+    temperature: float = 2.0
+
+    def loss(self, label_loss, logits, rows) -> torch.Tensor:
+        target = self.logits[rows]
+        if logits.shape[-1] == 1:  # regression
+            soft = F.mse_loss(logits.squeeze(-1), target.squeeze(-1))
+        else:
+            t = self.temperature
+            soft = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(target / t, -1), log_target=True,
+                            reduction="batchmean") * t * t
+        return (1 - self.alpha) * label_loss + self.alpha * soft
+
+
+def _teacher_config(teacher_dir, path, task: Task):
+    """The --teacher's config.json, checked against the task before any weights load: a fine-tuned
+    classifier (not an encoder, whose head would be random) with the task's labels."""
+    import json
+
+    config = json.loads((Path(path) / "config.json").read_text())
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise UserError(f"--teacher {teacher_dir}: not a fine-tuned sequence classifier (architectures: "
+                        f"{', '.join(architectures) or 'none'}); fine-tune it first, e.g. `finetune ... --save DIR`")
+    names = [str(v) for _, v in sorted((config.get("id2label") or {}).items(), key=lambda kv: int(kv[0]))]
+    want = 1 if task.labels is None else len(task.labels)
+    if len(names) != want:
+        raise UserError(f"--teacher {teacher_dir}: has {len(names)} output(s), the task {task.name} needs {want}")
+    if task.labels is not None and names != [f"LABEL_{i}" for i in range(want)] and names != list(task.labels):
+        raise UserError(f"--teacher {teacher_dir}: labels {names} are not the task's {list(task.labels)}")
+
+
+def soft_targets(teacher_dir, task: Task, rows, max_len, alpha=0.5, temperature=2.0,
+                 trust_remote_code=False) -> SoftTargets:
+    """The --teacher's logits on `rows`, with its own tokenizer."""
+    path, remote_code = model_folder(teacher_dir, trust_remote_code)
+    _teacher_config(teacher_dir, path, task)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote_code)
+        model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--teacher {teacher_dir}: cannot load ({str(e).splitlines()[0]})") from None
+    # clone: a normal tensor, not an inference-mode one, so autograd may keep it as a constant
+    return SoftTargets(predict(model, tokenizer, rows, max_len).clone(), alpha, temperature)
+
+
 def train_once(model, tokenizer, task: Task, train_rows, epochs, batch_size, lr, max_len, seed, progress=None,
-               lengths=None, group_by_length=False):
+               lengths=None, group_by_length=False, soft: SoftTargets | None = None, micro_batches=1):
     """AdamW with linear warm-up (10%) and decay, gradient clipping 1.0: BERT's fine-tuning recipe.
-    `lengths` (token counts of `train_rows`) cut each batch into micro-batches of similar length;
-    `group_by_length` also groups the batches by length."""
+    `lengths` (token counts of `train_rows`) cut each batch into `micro_batches` parts of similar
+    length; `group_by_length` groups the batches by length; `soft` adds the teacher's soft targets."""
     torch.manual_seed(seed)
     lengths = lengths or _lengths(tokenizer, train_rows, max_len)
     steps = epochs * math.ceil(len(train_rows) / batch_size)
@@ -293,10 +355,11 @@ def train_once(model, tokenizer, task: Task, train_rows, epochs, batch_size, lr,
         model.train()
         for batch in _batches(len(train_rows), batch_size, random.Random(seed * 1000 + epoch),
                               lengths if group_by_length else None):
-            for part in _micro_batches(batch, lengths):
+            for part in _micro_batches(batch, lengths, micro_batches):
                 chunk = [train_rows[i] for i in part]
                 labels = torch.tensor([y for *_, y in chunk], dtype=label_dtype)
-                loss = model(**_encode(tokenizer, chunk, max_len), labels=labels).loss
+                out = model(**_encode(tokenizer, chunk, max_len), labels=labels)
+                loss = soft.loss(out.loss, out.logits, part) if soft else out.loss
                 (loss * len(part) / len(batch)).backward()  # the batch mean: losses are means over their rows
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -314,9 +377,11 @@ def _mean_std(values) -> dict:
 
 
 def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_len=64, max_train=None, seed=0,
-             seeds=1, metric=None, progress=None, trust_remote_code=False, save_dir=None, group_by_length=False) -> dict:
+             seeds=1, metric=None, progress=None, trust_remote_code=False, save_dir=None, group_by_length=False,
+             teacher=None, kd_alpha=0.5, kd_temperature=2.0, micro_batches=1) -> dict:
     """Fine-tune `model_dir` for every (lr, seed); pick the lr by the mean dev `metric`; report test
-    metrics at that lr as mean and std over seeds. `save_dir` keeps that lr's first-seed model."""
+    metrics at that lr as mean and std over seeds. `save_dir` keeps that lr's first-seed model.
+    `teacher`: a model fine-tuned on the task whose predictions join the labels (SoftTargets)."""
     metric = metric or METRICS[task.problem][0]
     if metric not in METRICS[task.problem]:
         raise UserError(f"--metric: {metric} is not a {task.problem} metric ({', '.join(METRICS[task.problem])})")
@@ -325,6 +390,8 @@ def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_le
     train_rows = list(task.train)
     random.Random(seed).shuffle(train_rows)
     train_rows = train_rows[:max_train] if max_train else train_rows
+    soft = soft_targets(teacher, task, train_rows, max_len, kd_alpha, kd_temperature, trust_remote_code) if teacher \
+        else None
     params = lengths = None
     start = time.perf_counter()
     sign = -1 if metric in LOWER_IS_BETTER else 1
@@ -336,7 +403,7 @@ def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_le
             params = params or sum(p.numel() for p in model.parameters())
             lengths = lengths or _lengths(tokenizer, train_rows, max_len)  # the same rows every run: counted once
             train_once(model, tokenizer, task, train_rows, epochs, batch_size, lr, max_len, s, progress, lengths,
-                       group_by_length)
+                       group_by_length, soft, micro_batches)
             runs.append({"seed": s, "dev": evaluate(model, tokenizer, task, task.dev, max_len),
                          "test": evaluate(model, tokenizer, task, task.test, max_len)})
             if s == seed:
@@ -361,6 +428,8 @@ def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_le
         "test_examples": len(task.test),
         "epochs": epochs,
         "group_by_length": group_by_length,
+        "micro_batches": micro_batches,
+        "distillation": {"teacher": str(teacher), "alpha": kd_alpha, "temperature": kd_temperature} if teacher else None,
         "metric": metric,
         "lr_grid": {f"{k:g}": statistics.fmean(r["dev"][metric] for r in v) for k, v in grid.items()},
         "lr": lr,
