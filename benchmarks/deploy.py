@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import numpy as np
-from common import FINETUNE, REPO, WORK, cli, ensure_run, export_arch, saved_finetune
+from common import FINETUNE, REPO, WORK, cli, ensure_run, export_arch, in_parallel, saved_finetune
 from report import command, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.spaces.space import GENES
@@ -63,13 +63,15 @@ def main():
     cli("evolve", run, "--out", search, "--population", 12, "--generations", 4, "--resume")
     front = sorted(json.loads((search / "pareto.json").read_text())["front"], key=lambda r: r["flops"])
     picks = [front[i] for i in sorted(set(np.linspace(0, len(front) - 1, min(args.students, len(front))).round().astype(int)))]
+    # Everything that is not timed first: exports, then the fine-tunes side by side (the largest first).
+    encoders = [export_arch(run, row["subspace"], {g: row[g] for g in GENES}) for row in picks]
+    classifiers = [WORK / "deploy" / f"{row['id']}-classifier" for row in picks]
+    remade = in_parallel(lambda i, threads: saved_finetune(encoders[i], classifiers[i], threads=threads)[1],
+                         range(len(picks))[::-1])[::-1]
     students = []
-    for row in picks:  # everything that is not timed first
-        arch = {g: row[g] for g in GENES}
-        encoder = export_arch(run, row["subspace"], arch)
-        classifier = WORK / "deploy" / f"{row['id']}-classifier"
+    for row, encoder, classifier, new in zip(picks, encoders, classifiers, remade):
         onnx_dir = WORK / "deploy" / f"{row['id']}-onnx"
-        if saved_finetune(encoder, classifier)[1]:  # re-made (other budget or fine-tuning code): so is its ONNX
+        if new:  # re-made (other budget or fine-tuning code): so is its ONNX
             shutil.rmtree(onnx_dir, ignore_errors=True)
         if not (onnx_dir / "model.int8.onnx").is_file():
             cli("onnx", classifier, "--out", onnx_dir, "--quantize", "int8", "--force")

@@ -23,9 +23,10 @@ from common import (
     difference,
     ensure_run,
     format_difference,
+    prefetch,
 )
 from report import RESULTS, command, machine, markdown_table, write_results, write_section
-from vs_handpicked import searched_student
+from vs_handpicked import scored, searched_pick
 
 from autodistil_evo.search.pareto import hypervolume, objective_matrix
 
@@ -55,11 +56,14 @@ def measure(name: str) -> dict:
     union = fronts["K=3"]["front"] + fronts["K=1"]["front"]
     reference = list(1.1 * objective_matrix(union, OBJECTIVES).max(axis=0))
     teacher_flops = fronts["K=3"]["teacher"]["flops"]
+    runs = {"K=3": k3_run, "K=1": k1_run}
+    picks = {(k, f): searched_pick(runs[k], searches[k], f * teacher_flops) for f in FRACTIONS for k in runs}
+    prefetch([found[1] for found in picks.values() if found])
     rows = []
     for fraction in FRACTIONS:
         row = {"fraction_of_teacher": fraction, "flops_budget": fraction * teacher_flops}
-        for k, run in (("K=3", k3_run), ("K=1", k1_run)):
-            row[k] = searched_student(run, searches[k], fraction * teacher_flops)
+        for k in runs:
+            row[k] = scored(picks[k, fraction])
             if row[k] is not None:
                 print(name, k, fraction, row[k]["id"], row[k]["accuracy_mean"], flush=True)
         rows.append(row)

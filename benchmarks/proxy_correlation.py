@@ -23,6 +23,7 @@ from common import (
     ensure_bench_search,
     export_arch,
     kendall_with_ci,
+    prefetch,
     student_dir,
 )
 from report import command, machine, markdown_table, write_results, write_section
@@ -81,11 +82,12 @@ def main():
                         help="report only the students and standalone runs already measured (an interrupted bench)")
     args = parser.parse_args()
     run_dir, search_dir = ensure_bench_search()
+    entries = [e for e in pick_archs(search_dir, args.front, args.off) if not args.cached_only or
+               (student_dir(run_dir, e["subspace"], e["arch"]) / "finetune-seeds.json").is_file()]
+    models = [export_arch(run_dir, e["subspace"], e["arch"]) for e in entries]
+    prefetch(models)
     rows = []
-    for entry in pick_archs(search_dir, args.front, args.off):
-        if args.cached_only and not (student_dir(run_dir, entry["subspace"], entry["arch"]) / "finetune-seeds.json").is_file():
-            continue
-        model = export_arch(run_dir, entry["subspace"], entry["arch"])
+    for entry, model in zip(entries, models):
         rows.append({**entry, **accuracy(model)})
         print(entry["id"], f"{rows[-1]['accuracy_mean']:.3f} ± {rows[-1]['accuracy_std']:.3f}", flush=True)
     majority = _majority()

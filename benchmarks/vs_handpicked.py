@@ -28,6 +28,7 @@ from common import (
     ensure_run,
     export_arch,
     format_difference,
+    prefetch,
 )
 from report import command, machine, markdown_table, write_results, write_section
 
@@ -49,13 +50,19 @@ def select_under(search_dir, flops_budget):
     return next((r for r in rows if r["picked"]), None)
 
 
-def searched_student(run, search, flops_budget) -> dict | None:
+def searched_pick(run, search, flops_budget) -> tuple | None:
+    """The searched student under `flops_budget`, exported: ({"id", "flops", "proxy_loss"}, its folder)."""
     pick = select_under(search, flops_budget)
     if pick is None:
         return None
     arch = pick["arch"] if "arch" in pick else {g: pick[g] for g in GENES}
     model = export_arch(run, pick["subspace"], {g: arch[g] for g in GENES})
-    return {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"], **accuracy(model)}
+    return {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"]}, model
+
+
+def scored(found: tuple | None) -> dict | None:
+    """A `searched_pick` with its fine-tuned accuracy (cached after `prefetch`)."""
+    return None if found is None else {**found[0], **accuracy(found[1])}
 
 
 def _students(rows, headline, searches) -> list:
@@ -90,27 +97,31 @@ def main():
             "--generations", BENCH_SEARCH_SIZE["generations"], "--resume")
         searches["per-layer"] = (lw_run, lw_search)
     space = load_space("spaces/minilm-l6.yaml")
-    rows = []
+    # Everything trained, searched and exported first; then every fine-tune at once (`prefetch`).
+    hands = []
     for label, subspace, arch in HAND:
-        flops = count_flops(Arch.from_dict(arch), space.dims(), space.seq_len)
         alone = distil_alone(arch, args.alone_steps)
-        hand_alone = export_arch(alone["run"], "alone", arch)
+        hands.append((label, subspace, arch, export_arch(alone["run"], "alone", arch)))
+    teacher_flops = json.loads((search / "pareto.json").read_text())["teacher"]["flops"]  # the headline: <= 1/3 of it
+    budgets = [count_flops(Arch.from_dict(arch), space.dims(), space.seq_len) for _, _, arch, _ in hands] + [teacher_flops / 3]
+    picks = {(name, b): searched_pick(r, s, b) for name, (r, s) in searches.items() for b in budgets}
+    prefetch([TEACHER, *(model for *_, model in hands), *(found[1] for found in picks.values() if found)])
+    rows = []
+    for (label, subspace, arch, hand_alone), flops in zip(hands, budgets):
         hand_id = f"{subspace}-{Arch.from_dict(arch).key()}"
         row = {
             "label": label,
             "flops_budget": flops,
             "hand": {"id": hand_id, "flops": flops, "distilled": f"alone, {args.alone_steps} steps", **accuracy(hand_alone)},
         }
-        for name, (r, s) in searches.items():
-            row["searched" if name == "uniform" else "searched_per_layer"] = searched_student(r, s, flops)
+        for name in searches:
+            row["searched" if name == "uniform" else "searched_per_layer"] = scored(picks[name, flops])
         print(json.dumps(row), flush=True)
         rows.append(row)
 
-    # The paper's headline: <= 1/3 of the teacher's FLOPs.
-    teacher_flops = json.loads((search / "pareto.json").read_text())["teacher"]["flops"]
     headline = {"teacher": {"flops": teacher_flops, **accuracy(TEACHER)}}
-    for name, (r, s) in searches.items():
-        student = searched_student(r, s, teacher_flops / 3)
+    for name in searches:
+        student = scored(picks[name, teacher_flops / 3])
         if student is not None:
             student["gap_points"] = _gap(headline["teacher"], student)
             student["flops_ratio"] = teacher_flops / student["flops"]

@@ -341,7 +341,8 @@ def train_once(model, tokenizer, task: Task, train_rows, epochs, batch_size, lr,
     `lengths` (token counts of `train_rows`) cut each batch into `micro_batches` parts of similar
     length; `group_by_length` groups the batches by length; `soft` adds the teacher's soft targets."""
     torch.manual_seed(seed)
-    lengths = lengths or _lengths(tokenizer, train_rows, max_len)
+    if lengths is None and (group_by_length or micro_batches > 1):  # only these two need the token counts
+        lengths = _lengths(tokenizer, train_rows, max_len)
     steps = epochs * math.ceil(len(train_rows) / batch_size)
     # fused: one kernel for all tensors; on CPU 10x cheaper than the per-tensor default for a 22M BERT.
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, fused=True)
@@ -401,7 +402,8 @@ def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_le
         for s in range(seed, seed + seeds):
             model, tokenizer = _load(model_dir, task, trust_remote_code, s)
             params = params or sum(p.numel() for p in model.parameters())
-            lengths = lengths or _lengths(tokenizer, train_rows, max_len)  # the same rows every run: counted once
+            if lengths is None and (group_by_length or micro_batches > 1):  # the same rows every run: counted once
+                lengths = _lengths(tokenizer, train_rows, max_len)
             train_once(model, tokenizer, task, train_rows, epochs, batch_size, lr, max_len, s, progress, lengths,
                        group_by_length, soft, micro_batches)
             runs.append({"seed": s, "dev": evaluate(model, tokenizer, task, task.dev, max_len),
