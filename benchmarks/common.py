@@ -36,7 +36,8 @@ def cli(*args, threads: int | None = None):
 # Fine-tunes (nothing timed) run this many at a time, the cores split between them. On the 2-core
 # machine two one-thread fine-tunes side by side did 1.2x (the teacher) to 1.6x (a 0.85-GFLOPs
 # student) the work of one two-thread fine-tune at a time, 1.25x over Serving's 8 students
-# (CHANGELOG): small matrices keep two threads of one process half idle. Training, latency and throughput are still measured alone.
+# (CHANGELOG): small matrices keep two threads of one process half idle. Training, latency and
+# throughput are still measured alone.
 WORKERS = 2
 
 
