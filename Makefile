@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 QUICKSTART_DIR ?= quickstart-out
 
-.PHONY: install quickstart lint test bench clean
+.PHONY: install quickstart lint test bench bench-smoke clean
 
 $(BIN)/.installed: setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test: lint
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# Every bench stage on minutes-sized budgets into benchmarks/work-smoke/ (report there too): does a
+# change to the benchmarks run through? Not a measurement.
+bench-smoke: install
+	AUTODISTIL_BENCH_SMOKE=1 $(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(QUICKSTART_DIR)

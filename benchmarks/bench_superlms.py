@@ -5,7 +5,7 @@ sub-space's largest and smallest arch at the last two checkpoints."""
 import json
 
 import numpy as np
-from common import BENCH_RECIPE, BENCH_RUN, WORK, ensure_run
+from common import BENCH_RECIPE, BENCH_RUN, FIGURES, REPO, ensure_run
 from report import command, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.data import open_run_corpus, proxy_sample
@@ -56,15 +56,17 @@ def main():
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, curve in curves.items():
-        smooth = np.convolve(curve, np.ones(10) / 10, mode="valid")
-        ax.plot(range(10, len(curve) + 1), smooth, label=name)
+        window = min(10, len(curve))  # a run shorter than 10 steps (make bench-smoke): its mean
+        smooth = np.convolve(curve, np.ones(window) / window, mode="valid")
+        ax.plot(range(window, len(curve) + 1), smooth, label=name)
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("sandwich-mean relation KL (10-step mean)")
     ax.set_title("bench SuperLMs (recipes/bench.yaml)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(WORK.parent / "bench_superlms.png", dpi=100)
-    write_results("bench_superlms", {"run": "benchmarks/work/bench-run", "subspaces": results})
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES / "bench_superlms.png", dpi=100)
+    write_results("bench_superlms", {"run": str(BENCH_RUN.relative_to(REPO)), "subspaces": results})
     table = markdown_table(["SuperLM", "steps", "wall min", "train loss, first 10 steps", "last 10 steps",
                             f"held-out proxy loss, largest arch (step {a} → {b})", "smallest arch"], rows)
     write_section(

@@ -16,6 +16,7 @@ import argparse
 import json
 
 from common import (
+    BENCH_RECIPE,
     BENCH_SEARCH,
     FINETUNE,
     REPO,
@@ -27,6 +28,7 @@ from common import (
     ensure_bench_search,
     export_arch,
     prefetch,
+    recipe_steps,
     saved_finetune,
 )
 from report import command, machine, markdown_table, write_results, write_section
@@ -40,9 +42,9 @@ KD = {"kd_alpha": 0.5, "kd_temperature": 2.0}
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", default="300,900,2700", help="distillation steps, comma-separated")
+    parser.add_argument("--steps", help="distillation steps, comma-separated (default: 1x, 3x and 9x the bench recipe's)")
     args = parser.parse_args()
-    steps = [int(s) for s in args.steps.split(",")]
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else [n * recipe_steps(BENCH_RECIPE) for n in (1, 3, 9)]
     ensure_bench_search()
     teacher_flops = json.loads((BENCH_SEARCH / "pareto.json").read_text())["teacher"]["flops"]
     pick = select_under(BENCH_SEARCH, teacher_flops / 3)

@@ -9,12 +9,46 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-WORK = REPO / "benchmarks" / "work"
+# `make bench-smoke` sets AUTODISTIL_BENCH_SMOKE=1, which each stage inherits from run_all.py: every
+# stage on minutes-sized budgets (`if SMOKE:` below, run_all.SMOKE_ARGS) in a folder of its own, its
+# report there too, to check that a change to the benchmarks runs through before hours of
+# `make bench` are spent on it. Never numbers to report.
+SMOKE = os.environ.get("AUTODISTIL_BENCH_SMOKE") == "1"
+WORK = REPO / "benchmarks" / ("work-smoke" if SMOKE else "work")
+# Where a stage's report goes: BENCHMARKS.md, benchmarks/results/*.json and the figures.
+REPORT_DIR = WORK / "report" if SMOKE else REPO
+FIGURES = REPORT_DIR / "benchmarks"
 
 
-def ensure_run(run_dir: Path, recipe: str = "recipes/quickstart.yaml", extra=(), subspaces=("base", "small", "tiny")) -> Path:
-    """Train the SuperLMs of `recipe` into `run_dir` unless they are there (resumes a partial run)."""
-    run_dir = Path(run_dir)
+def _recipe(path: str) -> str:
+    """`path`, or under smoke its copy trained for 4 steps (a checkpoint every 2: the bench
+    SuperLMs' section compares the last two)."""
+    if not SMOKE:
+        return path
+    import yaml
+
+    recipe = yaml.safe_load((REPO / path).read_text())
+    recipe.update(steps=4, save_every=2, warmup_steps=1)
+    out = WORK / "recipes" / Path(path).name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(yaml.safe_dump(recipe))
+    return str(out)
+
+
+def recipe_steps(recipe: str) -> int:
+    """The number of training steps `recipe` asks for (the per-arch budget of a standalone distillation)."""
+    import yaml
+
+    return int(yaml.safe_load((REPO / recipe).read_text())["steps"])
+
+
+QUICKSTART_RECIPE = _recipe("recipes/quickstart.yaml")
+
+
+def ensure_run(run_dir: Path, recipe: str | None = None, extra=(), subspaces=("base", "small", "tiny")) -> Path:
+    """Train the SuperLMs of `recipe` (the quickstart's by default) into `run_dir` unless they are there
+    (resumes a partial run)."""
+    run_dir, recipe = Path(run_dir), recipe or QUICKSTART_RECIPE
     if not all((run_dir / s / "superlm.json").is_file() for s in subspaces):
         subprocess.run(
             [sys.executable, "-m", "autodistil_evo.cli", "train", "--recipe", recipe, "--out", str(run_dir), "--resume", *extra],
@@ -41,12 +75,24 @@ def cli(*args, threads: int | None = None):
 WORKERS = 2
 
 
-def in_parallel(fn, items, workers: int = WORKERS) -> list:
+def in_parallel(fn, items, workers: int = WORKERS, label: str = "fine-tunes") -> list:
     """fn(item, threads) for every item, `workers` at a time, each given its share of the cores, in the
-    order given (largest first, `by_size`, so that no big one is left to run last on a share)."""
+    order given (largest first, `by_size`, so that no big one is left to run last on a share). A
+    progress bar counts the items done, with an ETA: their own output is captured."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    items = list(items)
     threads = max(1, len(os.sched_getaffinity(0)) // workers)
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda item: fn(item, threads), items))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress, ThreadPoolExecutor(workers) as pool:
+        bar = progress.add_task(f"{label}, {workers} at a time", total=len(items))
+
+        def one(item):
+            result = fn(item, threads)
+            progress.advance(bar)
+            return result
+
+        return list(pool.map(one, items))
 
 
 def budget_flags(budget: dict) -> list:
@@ -79,13 +125,17 @@ def export_arch(run_dir, subspace: str, arch: dict) -> Path:
 
 
 # The bench budget (recipes/bench.yaml SuperLMs; fine-tuning where students learn): one place.
-BENCH_RECIPE = "recipes/bench.yaml"
+BENCH_RECIPE = _recipe("recipes/bench.yaml")
 BENCH_RUN = WORK / "bench-run"
 BENCH_SEARCH = WORK / "bench-k3-search"
 BENCH_SEARCH_SIZE = {"population": 16, "generations": 8}
 # Picked from a grid (1e-4, 3e-4, 1e-3) on dev over quickstart students; see BENCHMARKS.md.
 FINETUNE = {"max_train": 3000, "epochs": 2, "batch_size": 32, "lr": 3e-4, "max_len": 64}
 SEEDS = 3
+if SMOKE:  # two seeds: a spread still has two values
+    BENCH_SEARCH_SIZE = {"population": 8, "generations": 2}
+    FINETUNE = {"max_train": 64, "epochs": 1, "batch_size": 32, "lr": 3e-4, "max_len": 32}
+    SEEDS = 2
 
 
 def ensure_bench_search() -> tuple:
@@ -105,19 +155,29 @@ def finetune_key(budget: dict, seeds: int) -> dict:
     return {"budget": budget, "seeds": seeds, "code": file_sha256(REPO / "autodistil_evo" / "export" / "finetune.py")}
 
 
+def _finetune_cache(model_dir, budget: dict) -> Path:
+    # Another budget than the default gets a file of its own (the default's name is kept, so its caches stay valid).
+    suffix = "" if budget == FINETUNE else "-" + re.sub(r"[^\w.=-]", "_", "-".join(f"{k}{v}" for k, v in sorted(budget.items())))
+    return Path(model_dir) / f"finetune-seeds{suffix}.json" if Path(model_dir).is_dir() else \
+        WORK / "teacher-finetune" / f"{str(model_dir).replace(':', '_')}{suffix}.json"
+
+
+def cached_finetune(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS) -> dict | None:
+    """The result of `finetune_seeds` if it is cached for this budget, seeds and fine-tuning code."""
+    import json
+
+    cache = _finetune_cache(model_dir, budget)
+    kept = json.loads(cache.read_text()) if cache.is_file() else {}
+    return kept["result"] if kept.get("key") == finetune_key(budget, seeds) else None
+
+
 def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS, threads: int | None = None) -> dict:
     """`finetune --seeds N` on the embedded task; the result JSON, cached beside the model."""
     import json
 
-    # Another budget than the default gets a file of its own (the default's name is kept, so its caches stay valid).
-    suffix = "" if budget == FINETUNE else "-" + re.sub(r"[^\w.=-]", "_", "-".join(f"{k}{v}" for k, v in sorted(budget.items())))
-    cache = Path(model_dir) / f"finetune-seeds{suffix}.json" if Path(model_dir).is_dir() else \
-        WORK / "teacher-finetune" / f"{str(model_dir).replace(':', '_')}{suffix}.json"
-    key = finetune_key(budget, seeds)
-    if cache.is_file():
-        kept = json.loads(cache.read_text())
-        if kept.get("key") == key:
-            return kept["result"]
+    kept = cached_finetune(model_dir, budget, seeds)
+    if kept is not None:
+        return kept
     done = subprocess.run(
         [sys.executable, "-m", "autodistil_evo.cli", "finetune", str(model_dir), "--json", "--seed", "0",
          "--seeds", str(seeds), *budget_flags(budget)],
@@ -127,17 +187,20 @@ def finetune_seeds(model_dir, budget: dict = FINETUNE, seeds: int = SEEDS, threa
         sys.stderr.write(done.stderr[-4000:])
         raise SystemExit(f"finetune {model_dir} failed (exit {done.returncode})")
     result = json.loads(done.stdout)
+    cache = _finetune_cache(model_dir, budget)
     cache.parent.mkdir(parents=True, exist_ok=True)
     from autodistil_evo.fileio import write_json
 
-    write_json(cache, {"key": key, "result": result})  # atomic, as Serving's key file
+    write_json(cache, {"key": finetune_key(budget, seeds), "result": result})  # atomic, as Serving's key file
     return result
 
 
 def prefetch(models, budget: dict = FINETUNE, seeds: int = SEEDS) -> None:
     """Fine-tune every model of `models` not yet cached with `budget`, `WORKERS` at a time, the largest
     first; the benchmark's own loop then reads each result from the cache (`accuracy`)."""
-    in_parallel(lambda model, threads: finetune_seeds(model, budget, seeds, threads), by_size(models))
+    todo = [model for model in by_size(models) if cached_finetune(model, budget, seeds) is None]
+    in_parallel(lambda model, threads: finetune_seeds(model, budget, seeds, threads), todo,
+                label=f"fine-tunes ({seeds} seeds each)")
 
 
 def by_size(models) -> list:
@@ -217,7 +280,8 @@ def distil_alone(arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> dict:
 
 
 def kendall_with_ci(x, y, resamples: int = 2000, seed: int = 0) -> tuple:
-    """Kendall tau (b) of x vs y and a percentile bootstrap 95% interval over the points."""
+    """Kendall tau (b) of x vs y and a percentile bootstrap 95% interval over the points; NaN where
+    it is undefined (every student at one accuracy, as when none has learned beyond the majority class)."""
     import numpy as np
     from scipy.stats import kendalltau
 
@@ -229,6 +293,8 @@ def kendall_with_ci(x, y, resamples: int = 2000, seed: int = 0) -> tuple:
         i = rng.integers(0, len(x), len(x))
         if len(set(x[i])) > 1 and len(set(y[i])) > 1:
             draws.append(kendalltau(x[i], y[i])[0])
+    if not draws:
+        return tau, [float("nan"), float("nan")]
     low, high = np.percentile(draws, [2.5, 97.5])
     return tau, [float(low), float(high)]
 

@@ -17,6 +17,7 @@ from common import (
     BENCH_SEARCH,
     BENCH_SEARCH_SIZE,
     FINETUNE,
+    QUICKSTART_RECIPE,
     SEEDS,
     WORK,
     cli,
@@ -24,6 +25,7 @@ from common import (
     ensure_run,
     format_difference,
     prefetch,
+    recipe_steps,
 )
 from report import RESULTS, command, machine, markdown_table, write_results, write_section
 from vs_handpicked import scored, searched_pick
@@ -32,9 +34,9 @@ from autodistil_evo.search.pareto import hypervolume, objective_matrix
 
 OBJECTIVES = ["loss", "flops"]
 BUDGETS = {
-    "quickstart": {"recipe": "recipes/quickstart.yaml", "steps": 40, "k3_run": WORK / "quickstart-run",
+    "quickstart": {"recipe": QUICKSTART_RECIPE, "steps": recipe_steps(QUICKSTART_RECIPE), "k3_run": WORK / "quickstart-run",
                    "k3_search": WORK / "quickstart-k3-search", "population": 12, "generations": 4},
-    "bench": {"recipe": BENCH_RECIPE, "steps": 300, "k3_run": BENCH_RUN, "k3_search": BENCH_SEARCH, **BENCH_SEARCH_SIZE},
+    "bench": {"recipe": BENCH_RECIPE, "steps": recipe_steps(BENCH_RECIPE), "k3_run": BENCH_RUN, "k3_search": BENCH_SEARCH, **BENCH_SEARCH_SIZE},
 }
 FRACTIONS = (0.05, 0.2, 0.6)
 

@@ -14,9 +14,11 @@ import json
 
 import numpy as np
 from common import (
+    BENCH_RECIPE,
+    FIGURES,
     FINETUNE,
+    REPO,
     SEEDS,
-    WORK,
     accuracy,
     alone_dir,
     distil_alone,
@@ -24,6 +26,7 @@ from common import (
     export_arch,
     kendall_with_ci,
     prefetch,
+    recipe_steps,
     student_dir,
 )
 from report import command, machine, markdown_table, write_results, write_section
@@ -76,7 +79,8 @@ def main():
     parser.add_argument("--front", type=int, default=8)
     parser.add_argument("--off", type=int, default=4)
     parser.add_argument("--alone", type=int, default=8, help="archs distilled standalone")
-    parser.add_argument("--alone-steps", type=int, default=300, help="steps per standalone arch (the bench recipe's)")
+    parser.add_argument("--alone-steps", type=int, default=recipe_steps(BENCH_RECIPE),
+                        help="steps per standalone arch (the bench recipe's)")
     parser.add_argument("--bands", type=int, default=3)
     parser.add_argument("--cached-only", action="store_true",
                         help="report only the students and standalone runs already measured (an interrupted bench)")
@@ -116,7 +120,7 @@ def main():
     front_rows = [r for r in rows if r["on_front"]]
     cleared = sum(r["accuracy_mean"] >= majority + 0.05 for r in front_rows)
     write_results("proxy_correlation", {
-        "run": str(run_dir.relative_to(WORK.parent.parent)), "complete": not partial, "finetune_budget": FINETUNE, "seeds": SEEDS,
+        "run": str(run_dir.relative_to(REPO)), "complete": not partial, "finetune_budget": FINETUNE, "seeds": SEEDS,
         "kendall_tau": tau, "ci95": ci, "kendall_tau_flops": tau_flops, "ci95_flops": ci_flops,
         "bands": per_band, "kendall_tau_within_bands": pooled,
         "standalone": {"archs": len(with_alone), "steps": args.alone_steps, "kendall_tau": tau_alone, "ci95": ci_alone},
@@ -179,7 +183,8 @@ def _plot(rows, tau, tau_flops, with_alone, tau_alone):
     axes[2].set_ylabel("standalone held-out distillation loss")
     axes[2].set_title(f"weight sharing vs standalone: tau {tau_alone:.2f}")
     fig.tight_layout()
-    fig.savefig(WORK.parent / "proxy_correlation.png", dpi=100)
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES / "proxy_correlation.png", dpi=100)
 
 
 if __name__ == "__main__":

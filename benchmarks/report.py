@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import torch
+from common import REPORT_DIR
 
-BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-RESULTS = Path(__file__).resolve().parent / "results"
+BENCHMARKS_MD = REPORT_DIR / "BENCHMARKS.md"
+RESULTS = REPORT_DIR / "benchmarks" / "results"
 
 
 def machine() -> str:
@@ -39,12 +40,26 @@ def write_section(name: str, body: str):
     print(body)
 
 
+def _strict(value):
+    """`value` with NaN and infinities as null: strict JSON, which jq and JavaScript read."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_results(name: str, data: dict):
-    """The numbers of a benchmark's table, machine-readable, in benchmarks/results/<name>.json."""
+    """The numbers of a benchmark's table, machine-readable, in benchmarks/results/<name>.json (an
+    undefined figure, e.g. Kendall tau over tied accuracies, as null)."""
     import json
 
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"machine": machine(), "command": command(), **data}, indent=2) + "\n")
+    tmp.write_text(json.dumps(_strict({"machine": machine(), "command": command(), **data}), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)

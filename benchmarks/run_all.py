@@ -7,6 +7,10 @@ the commit it ran on, and is skipped while its inputs (its script, the benchmark
 imports, the package, recipes and spaces) are unchanged since, so an interrupted `make bench`
 starts again at the stage it stopped in, and a change re-runs only the stages it touches.
 `--fresh` ignores the stamps (the caches inside stages still count).
+
+`make bench-smoke` (AUTODISTIL_BENCH_SMOKE=1) runs every stage the same way on minutes-sized budgets
+(common.SMOKE, and SMOKE_ARGS below) into benchmarks/work-smoke/, report included: a check that a
+change to the benchmarks runs through, not a measurement.
 """
 
 import argparse
@@ -19,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import REPO, WORK
+from common import REPO, SMOKE, WORK
 from report import machine, markdown_table, write_results, write_section
 
 # Cheap, independent stages first; then the bench SuperLMs and everything measured on them.
@@ -37,6 +41,15 @@ STAGES = [
     ["closing_gap.py"],
 ]
 STAMPS = WORK / "stages"
+# What each stage is given under smoke on top of common's smoke budgets: the knobs it has of its own.
+SMOKE_ARGS = {
+    "supernet_overhead.py": ["--repeats", "2"],
+    "train_throughput.py": ["--steps", "2"],
+    "search_quality.py": ["--seeds", "2", "--population", "8", "--budgets", "8,16", "--eval-samples", "4"],
+    "deploy.py": ["--students", "2"],
+    "data_scale.py": ["--sizes", "2e5,4e5", "--old-max-tokens", "4e5"],
+    "proxy_correlation.py": ["--front", "4", "--off", "2", "--alone", "3"],
+}
 
 
 def commit() -> str:
@@ -86,7 +99,8 @@ def main():
         earlier = kept.get("interrupted_seconds", 0.0) if kept and not kept.get("finished") and unchanged(kept, stage) else 0.0
         start = time.perf_counter()
         # Its own process group, so an interruption stops the stage's subprocesses (train, finetune) too.
-        child = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / stage[0]), *stage[1:]], cwd=REPO,
+        smoke = SMOKE_ARGS.get(stage[0], []) if SMOKE else []
+        child = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / stage[0]), *stage[1:], *smoke], cwd=REPO,
                                  start_new_session=True)
         try:
             if child.wait():

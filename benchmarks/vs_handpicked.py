@@ -29,6 +29,7 @@ from common import (
     export_arch,
     format_difference,
     prefetch,
+    recipe_steps,
 )
 from report import command, machine, markdown_table, write_results, write_section
 
@@ -84,7 +85,8 @@ def _cell(entry) -> str:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--alone-steps", type=int, default=300, help="steps for a hand shape distilled alone (the bench recipe's)")
+    parser.add_argument("--alone-steps", type=int, default=recipe_steps(BENCH_RECIPE),
+                        help="steps for a hand shape distilled alone (the bench recipe's)")
     parser.add_argument("--layerwise", action=argparse.BooleanOptionalAction, default=True,
                         help="also train and search the per-layer space at the bench budget")
     args = parser.parse_args()
