@@ -5,8 +5,8 @@ sub-space's largest and smallest arch at the last two checkpoints."""
 import json
 
 import numpy as np
-from common import BENCH_RECIPE, BENCH_RUN, FIGURES, REPO, ensure_run
-from report import command, machine, markdown_table, write_results, write_section
+from common import BENCH_RECIPE, BENCH_RUN, REPO, ensure_run
+from report import command, machine, markdown_table, save_figure, write_results, write_section
 
 from autodistil_evo.data import open_run_corpus, proxy_sample
 from autodistil_evo.distill import checkpoint as ckpt
@@ -64,8 +64,7 @@ def main():
     ax.set_title("bench SuperLMs (recipes/bench.yaml)")
     ax.legend()
     fig.tight_layout()
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURES / "bench_superlms.png", dpi=100)
+    save_figure(fig, "bench_superlms")
     write_results("bench_superlms", {"run": str(BENCH_RUN.relative_to(REPO)), "subspaces": results})
     table = markdown_table(["SuperLM", "steps", "wall min", "train loss, first 10 steps", "last 10 steps",
                             f"held-out proxy loss, largest arch (step {a} → {b})", "smallest arch"], rows)

@@ -15,9 +15,8 @@ REPO = Path(__file__).resolve().parent.parent
 # `make bench` are spent on it. Never numbers to report.
 SMOKE = os.environ.get("AUTODISTIL_BENCH_SMOKE") == "1"
 WORK = REPO / "benchmarks" / ("work-smoke" if SMOKE else "work")
-# Where a stage's report goes: BENCHMARKS.md, benchmarks/results/*.json and the figures.
+# Where a stage's report goes (report.py): BENCHMARKS.md, benchmarks/results/*.json and the figures.
 REPORT_DIR = WORK / "report" if SMOKE else REPO
-FIGURES = REPORT_DIR / "benchmarks"
 
 
 def _recipe(path: str) -> str:

@@ -15,7 +15,6 @@ import json
 import numpy as np
 from common import (
     BENCH_RECIPE,
-    FIGURES,
     FINETUNE,
     REPO,
     SEEDS,
@@ -29,7 +28,7 @@ from common import (
     recipe_steps,
     student_dir,
 )
-from report import command, machine, markdown_table, write_results, write_section
+from report import command, machine, markdown_table, save_figure, write_results, write_section
 from scipy.stats import kendalltau
 
 from autodistil_evo.spaces.space import GENES
@@ -183,8 +182,7 @@ def _plot(rows, tau, tau_flops, with_alone, tau_alone):
     axes[2].set_ylabel("standalone held-out distillation loss")
     axes[2].set_title(f"weight sharing vs standalone: tau {tau_alone:.2f}")
     fig.tight_layout()
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    fig.savefig(FIGURES / "proxy_correlation.png", dpi=100)
+    save_figure(fig, "proxy_correlation")
 
 
 if __name__ == "__main__":

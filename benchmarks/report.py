@@ -9,7 +9,8 @@ import torch
 from common import REPORT_DIR
 
 BENCHMARKS_MD = REPORT_DIR / "BENCHMARKS.md"
-RESULTS = REPORT_DIR / "benchmarks" / "results"
+FIGURES = REPORT_DIR / "benchmarks"
+RESULTS = FIGURES / "results"
 
 
 def machine() -> str:
@@ -38,6 +39,12 @@ def write_section(name: str, body: str):
     tmp.write_text(text)
     tmp.replace(BENCHMARKS_MD)
     print(body)
+
+
+def save_figure(fig, name: str):
+    """A benchmark's figure as benchmarks/<name>.png (under smoke, in its report folder)."""
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURES / f"{name}.png", dpi=100)
 
 
 def _strict(value):
