@@ -20,6 +20,7 @@ from common import (
     SEEDS,
     accuracy,
     alone_dir,
+    cached_finetune,
     distil_alone,
     ensure_bench_search,
     export_arch,
@@ -86,7 +87,7 @@ def main():
     args = parser.parse_args()
     run_dir, search_dir = ensure_bench_search()
     entries = [e for e in pick_archs(search_dir, args.front, args.off) if not args.cached_only or
-               (student_dir(run_dir, e["subspace"], e["arch"]) / "finetune-seeds.json").is_file()]
+               cached_finetune(student_dir(run_dir, e["subspace"], e["arch"])) is not None]
     models = [export_arch(run_dir, e["subspace"], e["arch"]) for e in entries]
     prefetch(models)
     rows = []
