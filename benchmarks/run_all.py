@@ -76,6 +76,27 @@ def unchanged(stamp: dict | None, stage: list) -> bool:
     return subprocess.run(["git", "diff", "--quiet", stamp["commit"], "--", *inputs(stage)], cwd=REPO).returncode == 0
 
 
+def cpu_gflops(seconds: float = 1.0) -> float:
+    """This machine's fp32 matmul speed (GFLOP/s, median of 3), taken once per invocation: stages of one
+    `make bench` resumed across sessions may run on machines of the same name but not the same speed
+    (2.3x apart here), so each stage's time is shown beside the speed it ran at."""
+    import statistics
+
+    import torch
+
+    a = torch.randn(512, 512)
+    for _ in range(10):  # warm-up
+        a @ a
+    rates = []
+    for _ in range(3):
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ a
+            count += 1
+        rates.append(count * 2 * 512**3 / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
 def stage_name(stage: list) -> str:
     return " ".join(stage).replace(".py", "")
 
@@ -85,7 +106,8 @@ def main():
     parser.add_argument("--fresh", action="store_true", help="run every stage, even those stamped as finished")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` stops the stage and keeps its time
-    head = commit()
+    head, speed = commit(), cpu_gflops()
+    print(f"== CPU speed: {speed:.0f} GFLOP/s (fp32 matmul)", flush=True)
     STAMPS.mkdir(parents=True, exist_ok=True)
     done = []
     for stage in STAGES:
@@ -106,12 +128,12 @@ def main():
             if child.wait():
                 raise SystemExit(f"benchmarks/{' '.join(stage)} failed (exit {child.returncode})")
             kept = {"stage": stage_name(stage), "commit": head, "seconds": earlier + time.perf_counter() - start,
-                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                    "cpu_gflops": speed, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         except BaseException:  # interrupted or failed: keep the time spent, so the resumed stage counts it
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
                 child.wait()
-            kept = {"stage": stage_name(stage), "commit": head, "finished": None,
+            kept = {"stage": stage_name(stage), "commit": head, "finished": None, "cpu_gflops": speed,
                     "interrupted_seconds": earlier + time.perf_counter() - start}
             raise
         finally:
@@ -121,12 +143,14 @@ def main():
         done.append({**kept, "this_invocation": True})
     total = sum(s["seconds"] for s in done)
     write_results("make_bench", {"commit": head, "total_seconds": total, "stages": done})
-    table = markdown_table(["stage", "minutes", "finished", "commit"],
-                           [(s["stage"], f"{s['seconds'] / 60:.1f}", s["finished"], s["commit"][:10]) for s in done] +
-                           [("**total**", f"**{total / 60:.1f}**", "", "")])
+    gflops = lambda s: f"{s['cpu_gflops']:.0f}" if s.get("cpu_gflops") else "not taken"  # noqa: E731 (older stamps)
+    table = markdown_table(["stage", "minutes", "CPU GFLOP/s (last attempt)", "finished", "commit"],
+                           [(s["stage"], f"{s['seconds'] / 60:.1f}", gflops(s), s["finished"], s["commit"][:10]) for s in done] +
+                           [("**total**", f"**{total / 60:.1f}**", "", "", "")])
     write_section("make_bench", f"## `make bench`: time per stage\n\nMachine: {machine()}. "
                   "Each stage's wall time, summed over its attempts where `make bench` was interrupted and "
-                  "resumed (the total leaves out the pause); a stage re-run because its inputs changed counts "
+                  "resumed (the total leaves out the pause), beside this machine's fp32 matmul speed when the stage "
+                  "last ran (a resumed `make bench` may have moved between machines); a stage re-run because its inputs changed counts "
                   "that re-run only, with the caches of its earlier run. "
                   f"Caches under `benchmarks/work/` start empty in a fresh clone.\n\nCommand: `make bench`\n\n{table}\n")
 
