@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,19 +34,25 @@ print(blocks[0].shape)
 """
 
 
-def peak_rss_anon(cmd, env) -> tuple:
-    """(seconds, peak RssAnon in bytes) of a subprocess, RssAnon polled every 20 ms."""
+def peak_rss_anon(cmd, env, interval: float = 0.02) -> tuple:
+    """(seconds, peak RssAnon in bytes, stdout) of a subprocess, RssAnon polled every `interval` s
+    (tests/test_data.py uses it too). Its output
+    goes to files, not pipes: a pipe nobody reads while we poll fills at 64 KB and blocks the child
+    for good (the in-memory path on 40M tokens hung there an hour)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            peak = max(peak, int(next(line.split()[1] for line in status.splitlines() if line.startswith("RssAnon:"))))
-        except (FileNotFoundError, StopIteration, ProcessLookupError):
-            pass
-        time.sleep(0.02)
-    out, err = proc.communicate()
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=stdout, stderr=stderr, text=True)
+        peak = 0
+        while proc.poll() is None:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+                peak = max(peak, int(next(line.split()[1] for line in status.splitlines() if line.startswith("RssAnon:"))))
+            except (FileNotFoundError, StopIteration, ProcessLookupError):
+                pass
+            time.sleep(interval)
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
     if proc.returncode:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{err[-3000:]}")
     return time.perf_counter() - start, peak * 1024, out

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -94,25 +93,13 @@ def test_two_processes_prepare_one_store(tmp_path, corpus_file):
     assert len(stores) == 1 and all(str(stores[0]) in out for out, _ in outs)
 
 
-def _peak_rss_anon(command, env) -> int:
-    """Peak RssAnon (anonymous memory, not file-backed pages) of a subprocess, polled every 10 ms."""
-    proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            peak = max(peak, int(next(line.split()[1] for line in status.splitlines() if line.startswith("RssAnon:"))))
-        except (FileNotFoundError, StopIteration, ProcessLookupError):
-            pass
-        time.sleep(0.01)
-    assert proc.returncode == 0, proc.stderr.read()[-2000:]
-    return peak * 1024
-
-
 def test_memory_is_flat_in_corpus_size(tmp_path, recipe_file):
     """`info` and `train --steps 2` on a ~0.3M- and a ~3.5M-token corpus: anonymous memory barely moves.
 
     The in-memory path took about 21 bytes a token (~70 MB more for the larger corpus)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark's probe, one implementation (scripts, not a package)
+    from data_scale import peak_rss_anon
+
     words = (REPO / "README.md").read_text().split()
     rng = np.random.default_rng(0)
     corpora = {}
@@ -128,7 +115,8 @@ def test_memory_is_flat_in_corpus_size(tmp_path, recipe_file):
         info = [sys.executable, "-m", "autodistil_evo.cli", "info", "--corpus", str(path), "--seq-len", 32]
         train = [sys.executable, "-m", "autodistil_evo.cli", "train", "--recipe", str(recipe_file), "--corpus", str(path),
                  "--out", str(tmp_path / f"run-{name}"), "--steps", 2, "--subspace", "small"]
-        peaks[name] = {what: _peak_rss_anon([str(c) for c in command], env) for what, command in (("info", info), ("train", train))}
+        peaks[name] = {what: peak_rss_anon([str(c) for c in command], env, interval=0.01)[1]
+                       for what, command in (("info", info), ("train", train))}
     tokens = json.loads(next((tmp_path / "cache").glob("*/index.json")).read_text())  # a store exists
     assert tokens["schema"] == 1
     for what in ("info", "train"):
