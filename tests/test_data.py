@@ -93,11 +93,11 @@ def test_two_processes_prepare_one_store(tmp_path, corpus_file):
     assert len(stores) == 1 and all(str(stores[0]) in out for out, _ in outs)
 
 
-def test_memory_is_flat_in_corpus_size(tmp_path, recipe_file):
+def test_memory_is_flat_in_corpus_size(tmp_path, recipe_file, monkeypatch):
     """`info` and `train --steps 2` on a ~0.3M- and a ~3.5M-token corpus: anonymous memory barely moves.
 
     The in-memory path took about 21 bytes a token (~70 MB more for the larger corpus)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark's probe, one implementation (scripts, not a package)
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # the benchmark's probe, one implementation (scripts, not a package)
     from data_scale import peak_rss_anon
 
     words = (REPO / "README.md").read_text().split()
