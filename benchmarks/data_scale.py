@@ -36,9 +36,9 @@ print(blocks[0].shape)
 
 def peak_rss_anon(cmd, env, interval: float = 0.02) -> tuple:
     """(seconds, peak RssAnon in bytes, stdout) of a subprocess, RssAnon polled every `interval` s
-    (tests/test_data.py uses it too). Its output
-    goes to files, not pipes: a pipe nobody reads while we poll fills at 64 KB and blocks the child
-    for good (the in-memory path on 40M tokens hung there an hour)."""
+    (tests/test_data.py uses it too). Its output goes to files, not pipes: a pipe nobody reads while
+    we poll fills at 64 KB and blocks the child for good (the in-memory path on 40M tokens hung
+    there an hour)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=stdout, stderr=stderr, text=True)

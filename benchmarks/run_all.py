@@ -120,6 +120,7 @@ def main():
         print(f"== benchmarks/{' '.join(stage)}", flush=True)
         earlier = kept.get("interrupted_seconds", 0.0) if kept and not kept.get("finished") and unchanged(kept, stage) else 0.0
         start = time.perf_counter()
+        known = {"stage": stage_name(stage), "commit": head, "cpu_gflops": speed}  # in the stamp either way
         # Its own process group, so an interruption stops the stage's subprocesses (train, finetune) too.
         smoke = SMOKE_ARGS.get(stage[0], []) if SMOKE else []
         child = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / stage[0]), *stage[1:], *smoke], cwd=REPO,
@@ -127,14 +128,13 @@ def main():
         try:
             if child.wait():
                 raise SystemExit(f"benchmarks/{' '.join(stage)} failed (exit {child.returncode})")
-            kept = {"stage": stage_name(stage), "commit": head, "seconds": earlier + time.perf_counter() - start,
-                    "cpu_gflops": speed, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            kept = {**known, "seconds": earlier + time.perf_counter() - start,
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         except BaseException:  # interrupted or failed: keep the time spent, so the resumed stage counts it
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
                 child.wait()
-            kept = {"stage": stage_name(stage), "commit": head, "finished": None, "cpu_gflops": speed,
-                    "interrupted_seconds": earlier + time.perf_counter() - start}
+            kept = {**known, "finished": None, "interrupted_seconds": earlier + time.perf_counter() - start}
             raise
         finally:
             tmp = stamp.with_suffix(".tmp")
