@@ -26,6 +26,8 @@ from pathlib import Path
 from common import REPO, SMOKE, WORK
 from report import machine, markdown_table, write_results, write_section
 
+from autodistil_evo.fileio import write_json
+
 # Cheap, independent stages first; then the bench SuperLMs and everything measured on them.
 STAGES = [
     ["supernet_overhead.py"],
@@ -137,9 +139,7 @@ def main():
             kept = {**known, "finished": None, "interrupted_seconds": earlier + time.perf_counter() - start}
             raise
         finally:
-            tmp = stamp.with_suffix(".tmp")
-            tmp.write_text(json.dumps(kept))
-            tmp.replace(stamp)
+            write_json(stamp, kept)  # atomic: a half-written stamp would stop the next run
         done.append({**kept, "this_invocation": True})
     total = sum(s["seconds"] for s in done)
     write_results("make_bench", {"commit": head, "total_seconds": total, "stages": done})
