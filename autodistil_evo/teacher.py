@@ -97,31 +97,33 @@ def teacher_param_count(teacher: Teacher) -> int:
 
 
 class _Tapped(Exception):
-    """Raised once Q, K and V of the tapped layer are captured: nothing after them is needed."""
+    """Raised once everything the tap wants is captured: nothing after it is needed."""
 
 
 class RelationTap:
     """Captures Q, K, V (before the head split) of one teacher layer with forward hooks, and stops
     the teacher's forward there (the rest of the tapped layer, later layers and the pooler would be
-    wasted work). A context manager: the hooks are removed on exit, so taps of successive
-    sub-spaces on one teacher never fire together.
+    wasted work). With `hidden=True` it also captures that layer's output (for hidden-state
+    distillation) and stops after the layer instead. A context manager: the hooks are removed on
+    exit, so taps of successive sub-spaces on one teacher never fire together.
 
     Hooks keep the teacher an unmodified Hugging Face model; its family says where Q/K/V live.
     """
 
-    def __init__(self, model: PreTrainedModel, layer: int = -1):
+    def __init__(self, model: PreTrainedModel, layer: int = -1, hidden: bool = False):
         own = FAMILIES[getattr(model.config, "model_type", "bert")]
         layer = layer % model.config.num_hidden_layers
+        self.parts = ("query", "key", "value", "hidden") if hidden else ("query", "key", "value")
         self.outputs = {}
-        self.handles = [
-            model.get_submodule(path).register_forward_hook(self._hook(part))
-            for part, path in zip(("query", "key", "value"), own.qkv_paths(layer))
-        ]
+        paths = [*own.qkv_paths(layer), *([f"{own.layers}.{layer}"] if hidden else [])]
+        self.handles = [model.get_submodule(path).register_forward_hook(self._hook(part))
+                        for part, path in zip(self.parts, paths)]
 
     def _hook(self, part):
         def save(_module, _inputs, output):
-            self.outputs[part] = output
-            if len(self.outputs) == 3:
+            # a layer returns a tuple (hidden state, attentions...) in some transformers versions
+            self.outputs[part] = output[0] if isinstance(output, tuple) else output
+            if len(self.outputs) == len(self.parts):
                 raise _Tapped
 
         return save
@@ -139,6 +141,7 @@ class RelationTap:
 
     @torch.no_grad()
     def __call__(self, model: PreTrainedModel, input_ids, attention_mask):
+        """(Q, K, V) of the tapped layer; with `hidden=True`, (Q, K, V, the layer's output)."""
         if not self.handles:
             raise RuntimeError("RelationTap used after close()")
         self.outputs = {}
@@ -146,6 +149,6 @@ class RelationTap:
             model(input_ids=input_ids, attention_mask=attention_mask)
         except _Tapped:
             pass
-        qkv = tuple(self.outputs[p] for p in ("query", "key", "value"))
+        captured = tuple(self.outputs[p] for p in self.parts)
         self.outputs = {}
-        return qkv
+        return captured

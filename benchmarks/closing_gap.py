@@ -10,10 +10,16 @@ on the labels mixed with the soft predictions of the teacher fine-tuned with tha
 (`finetune --teacher`, seed 0; same rows, epochs, lr and seeds). Two more levers were measured
 once and are not re-run, for `make bench`'s time (their numbers are in CHANGELOG): fine-tuning on
 every training example (3.4x the bench budget's rows; about 36 min, most of it the teacher's three
-seeds) and an lr per model picked on dev (18 one-seed fine-tunes)."""
+seeds) and an lr per model picked on dev (18 one-seed fine-tunes).
+
+`--hidden-weights 1,10` measures a fifth lever instead, outside `make bench` (its numbers are in
+CHANGELOG and benchmarks/results/closing_gap_hidden.json): the same student distilled alone for the
+bench recipe's steps with hidden-state distillation added (the recipe's `hidden_weight`), beside the
+relations-only row."""
 
 import argparse
 import json
+from pathlib import Path
 
 from common import (
     BENCH_RECIPE,
@@ -40,15 +46,50 @@ from autodistil_evo.spaces.space import GENES
 KD = {"kd_alpha": 0.5, "kd_temperature": 2.0}
 
 
+def hidden_lever(pick: dict, arch: dict, teacher_flops: int, weights: list):
+    """The student distilled alone for the bench recipe's steps at each `hidden_weight` (0: relations
+    only, the first row of the section), fine-tuned with the bench budget; printed and written to
+    closing_gap_hidden.json. A recipe per weight beside the cache, so each run is cached as any other."""
+    import yaml
+
+    steps = recipe_steps(BENCH_RECIPE)
+    recipes = {}
+    for w in weights:
+        recipes[w] = BENCH_RECIPE
+        if w:
+            recipe = yaml.safe_load((REPO / BENCH_RECIPE).read_text())
+            recipe["hidden_weight"] = w
+            recipes[w] = str(WORK / "alone" / f"{Path(BENCH_RECIPE).stem}-hidden{w:g}.yaml")
+            Path(recipes[w]).parent.mkdir(parents=True, exist_ok=True)
+            Path(recipes[w]).write_text(yaml.safe_dump(recipe))
+    alones = {w: distil_alone(arch, steps, recipes[w]) for w in weights}  # timed: one at a time
+    students = {w: export_arch(alones[w]["run"], "alone", arch) for w in weights}
+    prefetch([TEACHER, *students.values()])
+    teacher = {"flops": teacher_flops, **accuracy(TEACHER)}
+    rows = []
+    for w in weights:
+        row = {"hidden_weight": w, "steps": steps, "distil_seconds": alones[w]["seconds"],
+               "heldout_loss": alones[w]["heldout_loss"], **accuracy(students[w])}
+        row["gap"] = difference(teacher, row)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    write_results("closing_gap_hidden", {"student": {"id": pick["id"], "flops": pick["flops"], "arch": arch},
+                                         "teacher": teacher, "finetune_budget": FINETUNE, "seeds": SEEDS, "rows": rows})
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", help="distillation steps, comma-separated (default: 1x, 3x and 9x the bench recipe's)")
+    parser.add_argument("--hidden-weights", help="instead of the section: the hidden-state lever at these recipe "
+                        "hidden_weight values, comma-separated (0, relations only, is added)")
     args = parser.parse_args()
     steps = [int(s) for s in args.steps.split(",")] if args.steps else [n * recipe_steps(BENCH_RECIPE) for n in (1, 3, 9)]
     ensure_bench_search()
     teacher_flops = json.loads((BENCH_SEARCH / "pareto.json").read_text())["teacher"]["flops"]
     pick = select_under(BENCH_SEARCH, teacher_flops / 3)
     arch = {g: pick[g] for g in GENES}
+    if args.hidden_weights:
+        return hidden_lever(pick, arch, teacher_flops, [0.0, *(float(w) for w in args.hidden_weights.split(",") if float(w))])
     alones = [distil_alone(arch, n) for n in steps]  # timed: one at a time
     students = [export_arch(alone["run"], "alone", arch) for alone in alones]
     prefetch([TEACHER, *students])

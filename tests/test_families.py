@@ -125,3 +125,24 @@ def test_unsupported_model_type_is_one_line(tmp_path, tiny_space_file):
     out = run_cli("space", "stats", tiny_space_file, "--teacher", folder, expect=2)
     assert "model_type 't5' is not supported; supported teacher families: bert, roberta" in out
     assert len(out.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model_type", list(FAMILY_CLASS))
+def test_hidden_tap_captures_the_tapped_layers_output(tmp_path, model_type, corpus_file):
+    """`RelationTap(hidden=True)`, for hidden-state distillation: the same Q/K/V as the plain tap, and the
+    tapped layer's output as the whole model computes it, in every family's layout."""
+    from autodistil_evo.teacher import RelationTap, load_teacher
+
+    teacher = load_teacher(str(make_family_teacher(tmp_path / f"teacher-{model_type}", model_type, corpus_file)))
+    ids = torch.tensor([[3, 14, 15, 9, 26, 5], [3, 35, 8, 9, 4, 4]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        states = teacher.model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    for layer in (0, -1):
+        with RelationTap(teacher.model, layer) as tap:
+            qkv = tap(teacher.model, ids, mask)
+        with RelationTap(teacher.model, layer, hidden=True) as tap:
+            *hidden_qkv, hidden = tap(teacher.model, ids, mask)
+        assert all(torch.equal(a, b) for a, b in zip(qkv, hidden_qkv))
+        expected = states[layer + 1 if layer >= 0 else layer]
+        assert (hidden - expected)[mask.bool()].abs().max().item() <= 1e-5, layer

@@ -46,3 +46,17 @@ def test_width_not_divisible_uses_leading_channels():
     full = relation_loss(teacher, student, mask, 12)  # 12 * floor(50 / 12) = 48 channels
     leading = relation_loss([t[..., :48] for t in teacher], [s[..., :48] for s in student], mask, 12)
     assert torch.allclose(full, leading)
+
+
+def test_hidden_loss_is_the_mse_over_real_tokens():
+    from autodistil_evo.distill.loss import hidden_loss
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 6, 8, generator=g), torch.randn(2, 6, 8, generator=g)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    by_hand = torch.cat([(student[0, :4] - teacher[0, :4]).flatten(), (student[1] - teacher[1]).flatten()]).pow(2).mean()
+    assert abs(hidden_loss(student, teacher, mask).item() - by_hand.item()) < 1e-6
+    # padding positions may hold anything
+    student[0, 4:] += 100.0
+    assert abs(hidden_loss(student, teacher, mask).item() - by_hand.item()) < 1e-6
+    assert hidden_loss(teacher, teacher, mask).item() == 0.0

@@ -164,6 +164,40 @@ def test_one_arch_subspace_is_standalone_distillation(tmp_path, tiny_teacher, co
 
 
 @pytest.fixture(scope="module")
+def hidden_recipe(tmp_path_factory, tiny_teacher, tiny_space_file, corpus_file):
+    return tiny_recipe(tmp_path_factory.mktemp("hidden") / "hidden.yaml", tiny_teacher, tiny_space_file, corpus_file,
+                       hidden_weight=1.0)
+
+
+def test_hidden_distillation_trains_the_last_layer_and_resumes_exactly(tmp_path, hidden_recipe, uninterrupted):
+    """`hidden_weight` > 0: the student's last layer after Q/K/V now trains (relations alone leave it
+    at its teacher values), the hidden MSE falls, a killed run resumes to the same weights (the head
+    is in the checkpoints), and the saved SuperLM holds no head and loads for search and export."""
+    from autodistil_evo.distill.artifact import load_superlm
+
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    train(full, hidden_recipe, "--subspace", "small")
+    rows = losses(full, "small")
+    assert all(r["hidden_loss"] > 0 for r in rows) and rows[-1]["hidden_loss"] < rows[0]["hidden_loss"]
+    train(killed, hidden_recipe, "--subspace", "small", fault="train-step:4", expect=-9)
+    assert any(k.startswith("distill_head.") for k in load_file(killed / "small" / "checkpoints" / "step-00000003" / "model.safetensors"))
+    train(killed, hidden_recipe, "--subspace", "small", "--resume")
+    assert_same_run(killed, full, "small")
+    assert [r["hidden_loss"] for r in losses(killed, "small")] == pytest.approx([r["hidden_loss"] for r in rows], abs=1e-6)
+    hidden, relations_only = weights(full, "small"), weights(uninterrupted, "small")
+    assert sorted(hidden) == sorted(relations_only)  # no distill_head in the saved SuperLM
+    for key in ("encoder.layer.1.output.dense.weight", "encoder.layer.1.intermediate.dense.weight"):
+        assert not torch.equal(hidden[key], relations_only[key]), key
+    assert torch.equal(hidden["pooler.dense.weight"], relations_only["pooler.dense.weight"])  # still off the path
+    trained = load_superlm(full / "small")
+    assert not hasattr(trained.superlm, "distill_head") and trained.meta["hidden_weight"] == 1.0
+    # The same recipe with relations only cannot resume this run.
+    proc = train(full, tiny_recipe(tmp_path / "rel.yaml", **_recipe_args(hidden_recipe), hidden_weight=0.0),
+                 "--subspace", "small", "--resume", expect=2)
+    assert "hidden_weight" in proc.stderr
+
+
+@pytest.fixture(scope="module")
 def bf16_run(tmp_path_factory, recipe_file):
     run = tmp_path_factory.mktemp("runs") / "bf16"
     train(run, recipe_file, "--subspace", "small", "--precision", "bf16")
@@ -242,6 +276,7 @@ def test_paper_recipe_dry_run():
         ({"colour": 1}, "unknown key(s) colour"),
         ({"heldout_fraction": 2}, "heldout_fraction: 2 is not in (0, 1)"),
         ({"deepspeed": "/nonexistent.json"}, "config file /nonexistent.json not found"),
+        ({"hidden_weight": -0.5}, "hidden_weight: -0.5 is not a non-negative number"),
     ],
 )
 def test_recipe_errors(tmp_path, recipe_file, overrides, message):

@@ -30,7 +30,7 @@ class TrainedSuperLM:
 def save_superlm(directory: Path, superlm: SuperLM, meta: dict):
     weights = directory / SUPERLM_WEIGHTS
     with atomic_path(weights) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in superlm.state_dict().items()}, tmp)
+        save_file({k: v.detach().cpu().contiguous() for k, v in superlm.student_state().items()}, tmp)
     write_json(directory / SUPERLM_META, {**meta, "sha256": sha256(weights)})
 
 

@@ -15,6 +15,10 @@ every arch) and the student's log-softmax is never materialised. Relations and K
 fp32 whatever the models' precision (bf16 softmax over 128+ keys loses the small probabilities
 the KL is made of), and the key mask is always applied: a data-dependent skip would need a host
 synchronisation every call.
+
+`hidden_loss` is the optional hidden-state term (TinyBERT, Jiao et al., 2020): the MSE between the
+student's last hidden state, mapped to the teacher's width by a learned matrix, and the tapped
+teacher layer's output, over real tokens.
 """
 
 import torch
@@ -61,3 +65,10 @@ def relation_loss_from_teacher(relations, student_qkv, attention_mask, relation_
         kl_per_query = p_log_p - cross  # [batch, R, seq]
         total = total + (kl_per_query.mean(1) * query_weight).sum()
     return total
+
+
+def hidden_loss(student_projected: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the real (non-padding) tokens and the teacher's channels, in fp32."""
+    weight = attention_mask.float()
+    per_token = (student_projected.float() - teacher_hidden.float()).pow(2).mean(-1)
+    return (per_token * weight).sum() / weight.sum()

@@ -36,6 +36,10 @@ class Recipe:
     sandwich_random: int = 2
     relation_heads: int = 12
     teacher_layer: int = -1
+    # > 0 adds hidden-state distillation (TinyBERT): the weight of the MSE between the student's last
+    # hidden state, mapped to the teacher's width by a learned matrix, and the tapped teacher
+    # layer's output. 0: relations only (MiniLMv2), and the student's last layer after Q/K/V untrained.
+    hidden_weight: float = 0.0
     dropout: float = 0.1
     lr: float = None  # overrides the DeepSpeed optimizer's lr when set
     warmup_steps: int = None  # overrides the scheduler's warmup when set
@@ -150,6 +154,9 @@ def parse_recipe(data, source="<memory>") -> Recipe:
         isinstance(data["heldout_fraction"], (int, float)) and 0 < data["heldout_fraction"] < 1
     ):
         raise UserError(f"{source}: heldout_fraction: {data['heldout_fraction']!r} is not in (0, 1)")
+    if "hidden_weight" in data and (isinstance(data["hidden_weight"], bool) or not isinstance(data["hidden_weight"], (int, float))
+                                    or not data["hidden_weight"] >= 0):
+        raise UserError(f"{source}: hidden_weight: {data['hidden_weight']!r} is not a non-negative number")
     if "precision" in data and data["precision"] not in PRECISIONS:
         raise UserError(f"{source}: precision: {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
     if "tf32" in data and not isinstance(data["tf32"], bool):

@@ -21,7 +21,7 @@ from autodistil_evo import __version__
 from autodistil_evo.data import PackedCorpus, permute
 from autodistil_evo.distill import checkpoint as ckpt
 from autodistil_evo.distill.artifact import save_superlm
-from autodistil_evo.distill.loss import relation_loss_from_teacher, teacher_relations
+from autodistil_evo.distill.loss import hidden_loss, relation_loss_from_teacher, teacher_relations
 from autodistil_evo.distill.recipe import Recipe
 from autodistil_evo.distributed import device, init_distributed, mean_across_ranks
 from autodistil_evo.errors import UserError
@@ -59,7 +59,7 @@ def make_engine(recipe: Recipe, superlm: SuperLM, members: int, total_steps: int
     """The DeepSpeed engine of a SuperLM; parameters the loss never reaches stay out of the optimizer."""
     import deepspeed
 
-    untrained = superlm.untrained_by_relations()
+    untrained = superlm.untrained_by_distillation()
     params = [p for name, p in superlm.named_parameters() if name not in untrained]
     engine, _, _, _ = deepspeed.initialize(model=superlm, model_parameters=params,
                                            config=recipe.engine_config(members, total_steps))
@@ -96,22 +96,30 @@ def fp32_state(engine, superlm: SuperLM, fallback: dict) -> dict:
 
 
 def distill_step(engine, superlm: SuperLM, archs: list, micro_batches: list, teacher_model, tap: RelationTap,
-                 relation_heads: int) -> torch.Tensor:
+                 relation_heads: int, hidden_weight: float = 0.0) -> torch.Tensor:
     """One optimizer step. Per micro-batch the teacher runs once (to its tapped Q/K/V) and its
     relations are computed once; each sandwich member then runs to its last layer's Q/K/V, and its
-    relation KL is back-propagated. DeepSpeed accumulates the members' gradients and steps at the
-    last one. Returns the members' losses as a tensor: nothing here waits for the device."""
-    losses = torch.zeros(len(archs), device=micro_batches[0].device)
+    relation KL is back-propagated. With `hidden_weight` > 0 (a tap with `hidden=True`) the teacher
+    runs through its tapped layer, each member through its last layer, and the weighted MSE of
+    their hidden states is added. DeepSpeed accumulates the members' gradients and steps at the
+    last one. Returns [relation KL, hidden MSE] per member as a [2, members] tensor: nothing here
+    waits for the device."""
+    losses = torch.zeros(2, len(archs), device=micro_batches[0].device)
     for ids in micro_batches:
         mask = torch.ones_like(ids)
-        relations = teacher_relations(tap(teacher_model, ids, mask), relation_heads, mask)
+        tapped = tap(teacher_model, ids, mask)
+        relations = teacher_relations(tapped[:3], relation_heads, mask)
         for i, arch in enumerate(archs):
             superlm.set_active(arch)
-            _, _, student_qkv = engine(ids, mask, stop_at_last_qkv=True)
+            student_hidden, _, student_qkv = engine(ids, mask, stop_at_last_qkv=not hidden_weight)
             loss = relation_loss_from_teacher(relations, student_qkv, mask, relation_heads)
+            losses[0, i] += loss.detach() / len(micro_batches)
+            if hidden_weight:
+                hidden = hidden_loss(superlm.distill_head(student_hidden), tapped[3], mask)
+                losses[1, i] += hidden.detach() / len(micro_batches)
+                loss = loss + hidden_weight * hidden
             engine.backward(loss)
             engine.step()
-            losses[i] += loss.detach() / len(micro_batches)
     return losses
 
 
@@ -176,11 +184,16 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "corpus_store": corpus_store,
         "relation_heads": recipe.relation_heads,
         "teacher_layer": recipe.teacher_layer,
+        "hidden_weight": recipe.hidden_weight,
         "dropout": recipe.dropout,
         "precision": recipe.precision,
         "layer_norm_eps": teacher.layer_norm_eps,
         "pad_token_id": teacher.model.config.pad_token_id or 0,
     }
+
+
+# Identity fields added after checkpoints were first written: an older checkpoint holds their default.
+IDENTITY_DEFAULTS = {"hidden_weight": 0.0}
 
 
 def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint, untrained) -> dict:
@@ -197,6 +210,7 @@ def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_finge
         "sandwich_random": recipe.sandwich_random,
         "relation_heads": recipe.relation_heads,
         "teacher_layer": recipe.teacher_layer,
+        "hidden_weight": recipe.hidden_weight,
         "seed": recipe.seed,
     }
 
@@ -230,10 +244,11 @@ def train_subspace(
         layer_norm_eps=teacher.layer_norm_eps,
         dropout=recipe.dropout,
         pad_token_id=teacher.model.config.pad_token_id or 0,
+        distill_width=teacher.shape.hidden if recipe.hidden_weight else None,
     )
     superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
     identity = _identity(recipe, space, subspace, teacher.shape, per_step, packed.fingerprint,
-                         superlm.untrained_by_relations())
+                         superlm.untrained_by_distillation())
 
     start_step, resumed_from = 0, None
     existing = ckpt.list_checkpoints(ckpt_dir)
@@ -244,13 +259,14 @@ def train_subspace(
         checkpoint, skipped = ckpt.latest_usable(ckpt_dir, warn=lambda m: log(f"[yellow]warning:[/] {m}"))
         if checkpoint is None:
             raise UserError(f"{ckpt_dir}: no usable checkpoint to resume from: {'; '.join(skipped)}")
-        differs = [k for k, v in identity.items() if checkpoint.state.get("identity", {}).get(k) != v]
+        kept = checkpoint.state.get("identity", {})
+        differs = [k for k, v in identity.items() if kept.get(k, IDENTITY_DEFAULTS.get(k)) != v]
         if differs:
             raise UserError(f"{checkpoint.path}: cannot resume, the run differs in: {', '.join(differs)}")
         superlm.load_state_dict(checkpoint.model_state())
         start_step, resumed_from = checkpoint.step, checkpoint.path
     # fp32 values of the weights outside the optimizer: under bf16 / fp16 no master copy holds them
-    untrained = superlm.untrained_by_relations()
+    untrained = superlm.untrained_by_distillation()
     initial = {name: p.detach().clone() for name, p in superlm.named_parameters() if name in untrained}
 
     members = sandwich_size(subspace, recipe.sandwich_random)
@@ -320,7 +336,8 @@ def train_subspace(
             console=console,
             disable=not is_main,
         )
-        with progress, _StopRequest() as stop, RelationTap(teacher.model, recipe.teacher_layer) as tap:
+        tap = RelationTap(teacher.model, recipe.teacher_layer, hidden=bool(recipe.hidden_weight))
+        with progress, _StopRequest() as stop, tap:
             task = progress.add_task("train", total=settings.steps, completed=start_step, loss=float("nan"), rate=0.0)
             while step < settings.steps:
                 tick = time.perf_counter()
@@ -330,8 +347,9 @@ def train_subspace(
                 mine = samples[rank * recipe.micro_batch * recipe.accumulation :][: recipe.micro_batch * recipe.accumulation]
                 micro_batches = [train_blocks[mine[m * recipe.micro_batch : (m + 1) * recipe.micro_batch]].to(dev)
                                  for m in range(recipe.accumulation)]
-                losses = distill_step(engine, superlm, archs, micro_batches, teacher.model, tap, recipe.relation_heads)
-                member_losses = mean_across_ranks(losses.tolist())  # the step's one host synchronisation
+                losses = distill_step(engine, superlm, archs, micro_batches, teacher.model, tap, recipe.relation_heads,
+                                      recipe.hidden_weight)
+                member_losses, hidden_losses = mean_across_ranks(losses.tolist())  # the step's one host synchronisation
                 step += 1
                 elapsed = time.perf_counter() - tick
                 row = {
@@ -342,6 +360,8 @@ def train_subspace(
                     "lr": engine.get_lr()[0],
                     "tokens_per_s": per_step * recipe.seq_len / elapsed,
                 }
+                if recipe.hidden_weight:  # "loss" stays the relation KL, the quantity the search's proxy measures
+                    row["hidden_loss"] = sum(hidden_losses) / members
                 if is_main:
                     metrics.append(row)
                     with open(metrics_file, "a") as f:

@@ -182,7 +182,11 @@ class ElasticLayer(nn.Module):
 class SuperLM(nn.Module):
     """Weight-sharing BERT encoder over one sub-space; `set_active` picks the subnet to run."""
 
-    def __init__(self, subspace: SubSpace, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.1, pad_token_id=0):
+    def __init__(self, subspace: SubSpace, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.1, pad_token_id=0,
+                 distill_width: int | None = None):
+        """`distill_width`: the teacher's hidden size, when training adds hidden-state distillation; the
+        SuperLM then holds `distill_head`, the learned map from a subnet's hidden state to the teacher's
+        width. A training aid, as an optimizer's state is: no student and no saved SuperLM carries it."""
         super().__init__()
         largest = subspace.largest()
         self.subspace = subspace
@@ -213,7 +217,14 @@ class SuperLM(nn.Module):
         if self.family.pooler:
             self.pooler = nn.Module()
             self.pooler.dense = ElasticLinear(largest.hidden, largest.hidden)
+        if distill_width:
+            self.distill_head = ElasticLinear(largest.hidden, distill_width)
         self.reset_parameters()
+        if distill_width:
+            # Identity on the leading channels: a teacher-initialised subnet's channels are the first-k
+            # slice of the teacher's, so at step 0 the head compares each with the channel it came from.
+            with torch.no_grad():
+                self.distill_head.weight.copy_(torch.eye(distill_width, largest.hidden))
         self.active = largest
 
     def reset_parameters(self):
@@ -263,14 +274,20 @@ class SuperLM(nn.Module):
         pooled = torch.tanh(self.pooler.dense(hidden_states[:, 0], arch.hidden)) if self.family.pooler else None
         return hidden_states, pooled, qkv
 
-    def untrained_by_relations(self) -> set:
-        """Names of the parameters relation distillation never reaches: its loss stops at the Q/K/V of
-        a subnet's last layer, the SuperLM's last layer is only ever a last layer (of the full-depth
-        subnets), and the pooler is never on the path. Left out of the optimizer, they keep the
-        teacher's values instead of being shrunk by weight decay."""
+    def untrained_by_distillation(self) -> set:
+        """Names of the parameters distillation never reaches. The pooler is never on the path. Relation
+        distillation alone stops at the Q/K/V of a subnet's last layer, and the SuperLM's last layer is
+        only ever a last layer (of the full-depth subnets), so the rest of it is unreached too; hidden-state
+        distillation (a `distill_head`) reaches it. Left out of the optimizer, these keep the teacher's
+        values instead of being shrunk by weight decay."""
         last = f"encoder.layer.{len(self.encoder.layer) - 1}."
-        after_qkv = ("pooler.", last + "attention.output.", last + "intermediate.", last + "output.")
-        return {name for name, _ in self.named_parameters() if name.startswith(after_qkv)}
+        after_qkv = () if hasattr(self, "distill_head") else (last + "attention.output.", last + "intermediate.",
+                                                              last + "output.")
+        return {name for name, _ in self.named_parameters() if name.startswith(("pooler.", *after_qkv))}
+
+    def student_state(self) -> dict:
+        """The weights every subnet is sliced from: the state without the training-only `distill_head`."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("distill_head.")}
 
     # ----- teacher initialisation and extraction: both are first-k slicing by parameter name
 
@@ -288,6 +305,8 @@ class SuperLM(nn.Module):
         SuperLM layers stride the teacher's."""
         layer_map = stride_layers(len(self.encoder.layer), teacher_layers)
         for name, param in self.named_parameters():
+            if name.startswith("distill_head."):  # no teacher counterpart: initialised in __init__
+                continue
             teacher_name = self.family.own_name(self._remap_layer(name, layer_map))
             if teacher_name not in teacher_state:
                 raise KeyError(f"teacher has no parameter '{teacher_name}'")
