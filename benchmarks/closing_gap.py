@@ -46,6 +46,21 @@ from autodistil_evo.spaces.space import GENES
 KD = {"kd_alpha": 0.5, "kd_temperature": 2.0}
 
 
+def alone_rows(arch: dict, alones: list, teacher_flops: int, labels: list) -> tuple:
+    """Each distillation's student exported and fine-tuned with the bench budget, beside the teacher:
+    (teacher, one row per distillation, led by its label, students)."""
+    students = [export_arch(alone["run"], "alone", arch) for alone in alones]
+    prefetch([TEACHER, *students])
+    teacher = {"flops": teacher_flops, **accuracy(TEACHER)}
+    rows = []
+    for label, alone, student in zip(labels, alones, students):
+        row = {**label, "distil_seconds": alone["seconds"], "heldout_loss": alone["heldout_loss"], **accuracy(student)}
+        row["gap"] = difference(teacher, row)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return teacher, rows, students
+
+
 def hidden_lever(pick: dict, arch: dict, teacher_flops: int, weights: list):
     """The student distilled alone for the bench recipe's steps at each `hidden_weight` (0: relations
     only, the first row of the section), fine-tuned with the bench budget; printed and written to
@@ -62,17 +77,8 @@ def hidden_lever(pick: dict, arch: dict, teacher_flops: int, weights: list):
             recipes[w] = str(WORK / "alone" / f"{Path(BENCH_RECIPE).stem}-hidden{w:g}.yaml")
             Path(recipes[w]).parent.mkdir(parents=True, exist_ok=True)
             Path(recipes[w]).write_text(yaml.safe_dump(recipe))
-    alones = {w: distil_alone(arch, steps, recipes[w]) for w in weights}  # timed: one at a time
-    students = {w: export_arch(alones[w]["run"], "alone", arch) for w in weights}
-    prefetch([TEACHER, *students.values()])
-    teacher = {"flops": teacher_flops, **accuracy(TEACHER)}
-    rows = []
-    for w in weights:
-        row = {"hidden_weight": w, "steps": steps, "distil_seconds": alones[w]["seconds"],
-               "heldout_loss": alones[w]["heldout_loss"], **accuracy(students[w])}
-        row["gap"] = difference(teacher, row)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    alones = [distil_alone(arch, steps, recipes[w]) for w in weights]  # timed: one at a time
+    teacher, rows, _ = alone_rows(arch, alones, teacher_flops, [{"hidden_weight": w, "steps": steps} for w in weights])
     write_results("closing_gap_hidden", {"student": {"id": pick["id"], "flops": pick["flops"], "arch": arch},
                                          "teacher": teacher, "finetune_budget": FINETUNE, "seeds": SEEDS, "rows": rows})
 
@@ -91,15 +97,8 @@ def main():
     if args.hidden_weights:
         return hidden_lever(pick, arch, teacher_flops, [0.0, *(float(w) for w in args.hidden_weights.split(",") if float(w))])
     alones = [distil_alone(arch, n) for n in steps]  # timed: one at a time
-    students = [export_arch(alone["run"], "alone", arch) for alone in alones]
-    prefetch([TEACHER, *students])
-    teacher = {"flops": teacher_flops, **accuracy(TEACHER)}
-    rows = []
-    for n, alone, student in zip(steps, alones, students):
-        row = {"steps": n, "distil_seconds": alone["seconds"], "heldout_loss": alone["heldout_loss"], **accuracy(student)}
-        row["gap"] = difference(teacher, row)
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    teacher, rows, students = alone_rows(arch, alones, teacher_flops, [{"steps": n} for n in steps])
+    student = students[-1]
     tutor, _ = saved_finetune(TEACHER, WORK / "teacher-finetuned")
     kd = {"steps": rows[-1]["steps"], **KD, "student": accuracy(student, {**FINETUNE, "teacher": str(tutor.relative_to(REPO)), **KD})}
     kd["gap"] = difference(teacher, kd["student"])
