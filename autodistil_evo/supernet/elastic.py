@@ -217,14 +217,14 @@ class SuperLM(nn.Module):
         if self.family.pooler:
             self.pooler = nn.Module()
             self.pooler.dense = ElasticLinear(largest.hidden, largest.hidden)
-        if distill_width:
-            self.distill_head = ElasticLinear(largest.hidden, distill_width)
         self.reset_parameters()
         if distill_width:
             # Identity on the leading channels: a teacher-initialised subnet's channels are the first-k
             # slice of the teacher's, so at step 0 the head compares each with the channel it came from.
+            self.distill_head = ElasticLinear(largest.hidden, distill_width)
             with torch.no_grad():
                 self.distill_head.weight.copy_(torch.eye(distill_width, largest.hidden))
+                self.distill_head.bias.zero_()
         self.active = largest
 
     def reset_parameters(self):
