@@ -61,23 +61,26 @@ def alone_rows(arch: dict, alones: list, teacher_flops: int, labels: list) -> tu
     return teacher, rows, students
 
 
+def hidden_recipe(weight: float) -> str:
+    """The bench recipe with `hidden_weight: weight`, written beside the cache under its own name, so its
+    distillation is cached as any other (0: the bench recipe itself)."""
+    if not weight:
+        return BENCH_RECIPE
+    import yaml
+
+    recipe = yaml.safe_load((REPO / BENCH_RECIPE).read_text())
+    path = WORK / "alone" / f"{Path(BENCH_RECIPE).stem}-hidden{weight:g}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({**recipe, "hidden_weight": weight}))
+    return str(path)
+
+
 def hidden_lever(pick: dict, arch: dict, teacher_flops: int, weights: list):
     """The student distilled alone for the bench recipe's steps at each `hidden_weight` (0: relations
     only, the first row of the section), fine-tuned with the bench budget; printed and written to
-    closing_gap_hidden.json. A recipe per weight beside the cache, so each run is cached as any other."""
-    import yaml
-
+    closing_gap_hidden.json."""
     steps = recipe_steps(BENCH_RECIPE)
-    recipes = {}
-    for w in weights:
-        recipes[w] = BENCH_RECIPE
-        if w:
-            recipe = yaml.safe_load((REPO / BENCH_RECIPE).read_text())
-            recipe["hidden_weight"] = w
-            recipes[w] = str(WORK / "alone" / f"{Path(BENCH_RECIPE).stem}-hidden{w:g}.yaml")
-            Path(recipes[w]).parent.mkdir(parents=True, exist_ok=True)
-            Path(recipes[w]).write_text(yaml.safe_dump(recipe))
-    alones = [distil_alone(arch, steps, recipes[w]) for w in weights]  # timed: one at a time
+    alones = [distil_alone(arch, steps, hidden_recipe(w)) for w in weights]  # timed: one at a time
     teacher, rows, _ = alone_rows(arch, alones, teacher_flops, [{"hidden_weight": w, "steps": steps} for w in weights])
     write_results("closing_gap_hidden", {"student": {"id": pick["id"], "flops": pick["flops"], "arch": arch},
                                          "teacher": teacher, "finetune_budget": FINETUNE, "seeds": SEEDS, "rows": rows})
@@ -95,7 +98,8 @@ def main():
     pick = select_under(BENCH_SEARCH, teacher_flops / 3)
     arch = {g: pick[g] for g in GENES}
     if args.hidden_weights:
-        return hidden_lever(pick, arch, teacher_flops, [0.0, *(float(w) for w in args.hidden_weights.split(",") if float(w))])
+        weights = [float(w) for w in args.hidden_weights.split(",")]
+        return hidden_lever(pick, arch, teacher_flops, [0.0, *(w for w in weights if w)])
     alones = [distil_alone(arch, n) for n in steps]  # timed: one at a time
     teacher, rows, students = alone_rows(arch, alones, teacher_flops, [{"steps": n} for n in steps])
     student = students[-1]
