@@ -169,64 +169,110 @@ def _seed(ctx, local, fallback=0):
     return fallback
 
 
+def _training_options(fn):
+    """The options `train` and `train-student` share: recipe, data, schedule, precision, resume."""
+    options = [
+        click.option("--recipe", "recipe_file", default=str(DEFAULT_RECIPE), show_default=True, help="Recipe YAML."),
+        click.option("--teacher", default=None, help="Override the recipe's teacher (local folder or hub name)."),
+        click.option("--corpus", multiple=True, help="Override the recipe's corpus (files or dataset names)."),
+        click.option("--steps", type=click.IntRange(min=0), default=None,
+                     help="Total optimizer steps; 0 writes the untrained SuperLM."),
+        click.option("--save-every", type=click.IntRange(min=1), default=None, help="Checkpoint interval in steps."),
+        click.option("--seed", type=int, default=None),
+        click.option("--resume", is_flag=True, help="Continue from the latest usable checkpoint."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
+                     help="Training precision [default: the recipe's, fp32]; bf16/fp16 keep fp32 master weights."),
+        click.option("--tf32/--no-tf32", default=None, help="TF32 matmuls on CUDA [default: the recipe's, on]."),
+        click.option("--dry-run", is_flag=True, help="Print the plan (batch, steps, tokens, FLOPs) and exit."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _recipe_and_settings(ctx, recipe_file, corpus, steps, save_every, seed, precision, tf32, resume):
+    """The recipe with the command line's overrides, and the settings of its training loop."""
+    from dataclasses import replace
+
+    from autodistil_evo.distill.recipe import load_recipe
+    from autodistil_evo.distill.trainer import TrainSettings
+
+    recipe = load_recipe(recipe_file)
+    given = {"corpus": list(corpus) or None, "steps": steps, "save_every": save_every, "precision": precision, "tf32": tf32}
+    recipe = replace(recipe, seed=_seed(ctx, seed, recipe.seed), **{k: v for k, v in given.items() if v is not None})
+    return recipe, TrainSettings(recipe.steps, recipe.save_every, recipe.keep_last, recipe.seed, resume)
+
+
+def _interrupted(result) -> bool:
+    if result["interrupted"]:
+        err_console.print(f"interrupted: checkpoint written at step {result['step']} of '{result['subspace']}'. "
+                          f"Resume with the same command plus --resume.")
+    return result["interrupted"]
+
+
+def _flops(value) -> str:
+    return "-" if value is None else f"{value:.3e}"
+
+
 @main.command()
 @click.option("--space", "space_file", default=None, help="Search-space YAML [default: the recipe's].")
 @click.option("--subspace", default="all", show_default=True, help="Sub-space name, or 'all' (each in turn).")
 @click.option("--out", "run_dir", required=True, type=click.Path(), help="Run directory; one folder per sub-space.")
-@click.option("--recipe", "recipe_file", default=str(DEFAULT_RECIPE), show_default=True, help="Recipe YAML.")
-@click.option("--teacher", default=None, help="Override the recipe's teacher (local folder or hub name).")
-@click.option("--corpus", multiple=True, help="Override the recipe's corpus (files or dataset names).")
-@click.option("--steps", type=click.IntRange(min=0), default=None, help="Total optimizer steps; 0 writes the untrained SuperLM.")
-@click.option("--save-every", type=click.IntRange(min=1), default=None, help="Checkpoint interval in steps.")
-@click.option("--seed", type=int, default=None)
-@click.option("--resume", is_flag=True, help="Continue from the latest usable checkpoint.")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None,
-              help="Training precision [default: the recipe's, fp32]; bf16/fp16 keep fp32 master weights.")
-@click.option("--tf32/--no-tf32", default=None, help="TF32 matmuls on CUDA [default: the recipe's, on].")
-@click.option("--dry-run", is_flag=True, help="Print the plan (batch, steps, tokens, FLOPs) and exit.")
+@_training_options
 @click.pass_context
 def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, steps, save_every, seed, resume, precision, tf32,
           dry_run):
     """Distil the teacher into one SuperLM per sub-space (MiniLMv2 relations, sandwich sampling, DeepSpeed)."""
-    from dataclasses import replace
-
-    from autodistil_evo.distill.recipe import load_recipe
-    from autodistil_evo.distill.trainer import TrainSettings, plan, run_training
+    from autodistil_evo.distill.trainer import plan, run_training
     from autodistil_evo.spaces import load_space
 
-    recipe = load_recipe(recipe_file)
-    overrides = {"seed": _seed(ctx, seed, recipe.seed)}
-    if corpus:
-        overrides["corpus"] = list(corpus)
-    if steps is not None:
-        overrides["steps"] = steps
-    if save_every is not None:
-        overrides["save_every"] = save_every
-    if precision is not None:
-        overrides["precision"] = precision
-    if tf32 is not None:
-        overrides["tf32"] = tf32
-    recipe = replace(recipe, **overrides)
+    recipe, settings = _recipe_and_settings(ctx, recipe_file, corpus, steps, save_every, seed, precision, tf32, resume)
     search_space = load_space(space_file or recipe.resolve(recipe.space))
     subspaces = search_space.select(subspace)
     if dry_run:
         _print_plan(plan(recipe, search_space, subspaces, recipe.steps, recipe.world_size))
         return
-    settings = TrainSettings(recipe.steps, recipe.save_every, recipe.keep_last, recipe.seed, resume)
     results = run_training(recipe, search_space, subspace, run_dir, teacher or recipe.teacher_name, settings, console)
-    if any(r["interrupted"] for r in results):
-        err_console.print(
-            f"interrupted: checkpoint written at step {results[-1]['step']} of '{results[-1]['subspace']}'. "
-            f"Resume with the same command plus --resume."
-        )
+    if _interrupted(results[-1]):
         sys.exit(130)
     console.print(
         _table(
             f"SuperLMs in {run_dir}",
-            ["subspace", "steps", "final loss"],
-            [(r["subspace"], r["step"], "-" if r["final_loss"] is None else f"{r['final_loss']:.4f}") for r in results],
+            ["subspace", "steps", "final loss", "train FLOPs"],
+            [(r["subspace"], r["step"], "-" if r["final_loss"] is None else f"{r['final_loss']:.4f}",
+              _flops(r["train_flops"])) for r in results],
         )
     )
+
+
+@main.command("train-student")
+@click.argument("source", type=click.Path())
+@click.option("--id", "student_id", default=None, help="A student id of SOURCE's search (SOURCE = search dir).")
+@click.option("--arch", "arch_json", default=None, help='JSON arch with "subspace" (SOURCE = run dir).')
+@click.option("--out", "out_dir", required=True, type=click.Path(),
+              help="Run directory: the training in OUT/student, the exported student in OUT/model.")
+@click.option("--init", type=click.Choice(["superlm", "teacher"]), default="superlm", show_default=True,
+              help="Start from the student's SuperLM subnet, or from first-k slices of the teacher (distil it alone).")
+@_training_options
+@click.pass_context
+def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file, teacher, corpus, steps, save_every, seed,
+                  resume, precision, tf32, dry_run):
+    """Train one picked student further, alone (SOURCE: a search dir with --id, a run dir with --arch, or an
+    exported student folder), then export it."""
+    from autodistil_evo.export.train_student import train_student as run_train_student
+
+    recipe, settings = _recipe_and_settings(ctx, recipe_file, corpus, steps, save_every, seed, precision, tf32, resume)
+    result = run_train_student(source, out_dir, recipe, settings, student_id, arch_json, init, teacher, console, dry_run)
+    if dry_run:
+        _print_plan(result["plan"])
+        return
+    if _interrupted(result):
+        sys.exit(130)
+    parts = result["train_flops_parts"]
+    console.print(f"trained {result['id']} for {result['step']} steps (final loss "
+                  f"{'-' if result['final_loss'] is None else format(result['final_loss'], '.4f')}) and exported it to "
+                  f"{result['model_dir']}; training FLOPs {_flops(result['train_flops_total'])} = SuperLM "
+                  f"{_flops(parts['superlm'])} + this run {_flops(parts['student'])}")
 
 
 @main.command()
@@ -310,7 +356,7 @@ def export(source, student_id, arch_json, out_dir, force):
     from autodistil_evo.export.export import export_student
 
     p = export_student(source, out_dir, student_id, arch_json, force, log=console.print)
-    kind = "custom code (trust_remote_code=True)" if p["remote_code"] else "plain BertModel"
+    kind = "custom code (trust_remote_code=True)" if p["remote_code"] else "no custom code"
     console.print(f"exported {p['id']} to {out_dir}: {p['model_class']}, {kind}, {p['params']:,} params, "
                   f"{p['flops'] / 1e9:.3f} GFLOPs at seq len {p['seq_len']}")
 

@@ -28,7 +28,7 @@ from autodistil_evo.errors import UserError
 from autodistil_evo.faults import maybe_die
 from autodistil_evo.fileio import read_jsonl, write_json, write_jsonl
 from autodistil_evo.plots import new_figure, save_png
-from autodistil_evo.spaces import SearchSpace, SubSpace, count_flops, mean_flops
+from autodistil_evo.spaces import Arch, SearchSpace, SubSpace, TeacherShape, count_flops, mean_flops
 from autodistil_evo.supernet import SuperLM
 from autodistil_evo.teacher import RelationTap, Teacher
 
@@ -42,17 +42,53 @@ class TrainSettings:
     resume: bool = False
 
 
-def sandwich_size(subspace: SubSpace, n_random: int) -> int:
-    return 1 if subspace.candidate_count() == 1 else 2 + n_random
+@dataclass
+class StudentStart:
+    """What `train-student` trains: one arch alone, in a SuperLM built for it (`SubSpace.of_arch`), starting
+    from a trained SuperLM's subnet (`init` "superlm", `source` that SuperLM) or the teacher ("teacher")."""
+
+    arch: Arch
+    init: str
+    source: SuperLM | None
+    teacher_shape: TeacherShape  # the teacher its SuperLM was distilled from
+    origin: dict  # where it came from, for superlm.json and the model card (source, id, SuperLM sha256, FLOPs)
+
+    def identity(self) -> dict:
+        return {"arch": self.arch.to_dict(), "init": self.init, "source_sha256": self.origin.get("superlm_sha256")}
 
 
-def sandwich(subspace: SubSpace, seed: int, step: int, n_random: int) -> list:
+def alone_arch(subspace: SubSpace, student: Arch | None = None) -> Arch | None:
+    """The arch a run trains by itself: a student's, or a one-arch sub-space's; None for a sandwich."""
+    if student is not None:
+        return student
+    return subspace.largest() if subspace.candidate_count() == 1 else None
+
+
+def sandwich_size(subspace: SubSpace, n_random: int, student: Arch | None = None) -> int:
+    return 1 if alone_arch(subspace, student) is not None else 2 + n_random
+
+
+def sandwich(subspace: SubSpace, seed: int, step: int, n_random: int, student: Arch | None = None) -> list:
     """Largest, smallest and `n_random` archs drawn gene by gene (layer by layer where per layer)
-    from a (seed, step) generator; a one-arch sub-space's sandwich is that arch."""
-    if subspace.candidate_count() == 1:
-        return [subspace.largest()]
+    from a (seed, step) generator; a run of one arch (a student, a one-arch sub-space) trains it alone."""
+    alone = alone_arch(subspace, student)
+    if alone is not None:
+        return [alone]
     rng = np.random.default_rng([seed, step])
     return [subspace.largest(), subspace.smallest(), *(subspace.sample(rng) for _ in range(n_random))]
+
+
+def teacher_tap_flops(shape: TeacherShape, teacher_layer: int, seq_len: int) -> int:
+    """FLOPs of the teacher's forward per sequence: its layers up to the tapped one (the rest never runs)."""
+    full = shape.arch()
+    return count_flops(Arch(teacher_layer % shape.layers + 1, full.heads, full.hidden, full.mlp_ratio), shape.dims(),
+                       seq_len)
+
+
+def step_flops(archs: list, dims, teacher_flops: int, seq_len: int, sequences: int) -> int:
+    """Training FLOPs of one optimizer step over `sequences` sequences: the teacher's forward plus forward +
+    backward (3x the forward, the usual estimate) of every member trained, from the exact per-arch counts."""
+    return sequences * (teacher_flops + sum(3 * count_flops(a, dims, seq_len) for a in archs))
 
 
 def make_engine(recipe: Recipe, superlm: SuperLM, members: int, total_steps: int):
@@ -168,8 +204,8 @@ class _StopRequest:
 
 
 def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher: Teacher, step: int, teacher_spec,
-                 corpus_store: dict) -> dict:
-    return {
+                 corpus_store: dict, train_flops: int, student: StudentStart | None = None) -> dict:
+    meta = {
         "schema": 1,
         "package_version": __version__,
         "space": space.to_dict(),
@@ -189,14 +225,18 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "precision": recipe.precision,
         "layer_norm_eps": teacher.layer_norm_eps,
         "pad_token_id": teacher.model.config.pad_token_id or 0,
+        "train_flops": train_flops,  # this run's steps; a student's inherited FLOPs are in "student"
     }
+    if student is not None:
+        meta["student"] = {"arch": student.arch.to_dict(), "init": student.init, **student.origin}
+    return meta
 
 
 # Identity fields added after checkpoints were first written: an older checkpoint holds their default.
-IDENTITY_DEFAULTS = {"hidden_weight": 0.0}
+IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "student": None}
 
 
-def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint, untrained) -> dict:
+def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint, untrained, student) -> dict:
     """What must not change between a run and its resume (the data too: its store's fingerprint)."""
     return {
         "precision": recipe.precision,
@@ -212,201 +252,230 @@ def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_finge
         "teacher_layer": recipe.teacher_layer,
         "hidden_weight": recipe.hidden_weight,
         "seed": recipe.seed,
+        "student": student.identity() if student else None,
     }
 
 
-def train_subspace(
-    recipe: Recipe,
-    space: SearchSpace,
-    subspace: SubSpace,
-    teacher: Teacher,
-    packed: PackedCorpus,
-    out_dir: Path,
-    settings: TrainSettings,
-    teacher_spec: str,
-    console,
-) -> dict:
-    """Train (or resume) one SuperLM into `out_dir`; returns a summary."""
-    rank, world = init_distributed()
-    is_main = rank == 0
-    log = console.print if is_main else (lambda *a, **k: None)
-    dev = device()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = out_dir / "checkpoints"
-    metrics_file = out_dir / "metrics.jsonl"
-    per_step = recipe.micro_batch * recipe.accumulation * world
-    train_blocks = packed.train
+class SubspaceTraining:
+    """One SuperLM's training in its phases: build, restore, the loop, save. `train_subspace` runs them."""
 
-    torch.manual_seed(recipe.seed)
-    superlm = SuperLM(
-        subspace,
-        space.dims(teacher.shape),
-        layer_norm_eps=teacher.layer_norm_eps,
-        dropout=recipe.dropout,
-        pad_token_id=teacher.model.config.pad_token_id or 0,
-        distill_width=teacher.shape.hidden if recipe.hidden_weight else None,
-    )
-    superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
-    identity = _identity(recipe, space, subspace, teacher.shape, per_step, packed.fingerprint,
-                         superlm.untrained_by_distillation())
+    def __init__(self, recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher: Teacher, packed: PackedCorpus,
+                 out_dir: Path, settings: TrainSettings, console, student: StudentStart | None = None):
+        self.recipe, self.space, self.subspace, self.teacher, self.packed = recipe, space, subspace, teacher, packed
+        self.out_dir, self.settings, self.console, self.student = out_dir, settings, console, student
+        self.rank, self.world = init_distributed()
+        self.is_main = self.rank == 0
+        self.ckpt_dir, self.metrics_file = out_dir / "checkpoints", out_dir / "metrics.jsonl"
+        self.per_step = recipe.micro_batch * recipe.accumulation * self.world
+        self.student_arch = student.arch if student else None
+        self.members = sandwich_size(subspace, recipe.sandwich_random, self.student_arch)
+        self.dims = space.dims(teacher.shape)
+        self.teacher_flops = teacher_tap_flops(teacher.shape, recipe.teacher_layer, recipe.seq_len)
+        self.engine, self.checkpoint, self.start_step, self.metrics = None, None, 0, []
+        self.spent = (0, 0)  # (step, training FLOPs of the steps before it)
 
-    start_step, resumed_from = 0, None
-    existing = ckpt.list_checkpoints(ckpt_dir)
-    if existing and not settings.resume:
-        raise UserError(f"{out_dir}: holds checkpoints of an earlier run; pass --resume to continue it or choose another --out")
-    checkpoint = None
-    if settings.resume and existing:
-        checkpoint, skipped = ckpt.latest_usable(ckpt_dir, warn=lambda m: log(f"[yellow]warning:[/] {m}"))
-        if checkpoint is None:
-            raise UserError(f"{ckpt_dir}: no usable checkpoint to resume from: {'; '.join(skipped)}")
-        kept = checkpoint.state.get("identity", {})
-        differs = [k for k, v in identity.items() if kept.get(k, IDENTITY_DEFAULTS.get(k)) != v]
-        if differs:
-            raise UserError(f"{checkpoint.path}: cannot resume, the run differs in: {', '.join(differs)}")
-        superlm.load_state_dict(checkpoint.model_state())
-        start_step, resumed_from = checkpoint.step, checkpoint.path
-    # fp32 values of the weights outside the optimizer: under bf16 / fp16 no master copy holds them
-    untrained = superlm.untrained_by_distillation()
-    initial = {name: p.detach().clone() for name, p in superlm.named_parameters() if name in untrained}
+    def log(self, *args, **kwargs):
+        if self.is_main:
+            self.console.print(*args, **kwargs)
 
-    members = sandwich_size(subspace, recipe.sandwich_random)
-    if settings.steps == 0 or start_step >= settings.steps:
-        engine = None
-        superlm.to(dev)
-    else:
-        engine = make_engine(recipe, superlm, members, settings.steps)
-        if checkpoint is not None:
-            engine.optimizer.load_state_dict(checkpoint.optimizer_state())
-            engine.lr_scheduler.load_state_dict(checkpoint.state["scheduler"])
-            engine.global_steps = start_step
-            engine.global_samples = start_step * per_step
-    metrics = [m for m in read_jsonl(metrics_file) if m["step"] <= start_step] if is_main else []
-    if is_main:
-        write_jsonl(metrics_file, metrics)  # drop what came after the checkpoint we resume from
+    def archs(self, step: int) -> list:
+        return sandwich(self.subspace, self.recipe.seed, step, self.recipe.sandwich_random, self.student_arch)
 
-    def save(step):
-        if not is_main:
+    def flops_until(self, step: int) -> int:
+        """Training FLOPs of steps 0..step-1: exact, since each step's archs depend on (seed, step) alone."""
+        done, spent = self.spent
+        if step < done:
+            done, spent = 0, 0
+        for s in range(done, step):
+            spent += step_flops(self.archs(s), self.dims, self.teacher_flops, self.recipe.seq_len, self.per_step)
+        self.spent = (step, spent)
+        return spent
+
+    def build(self):
+        """The SuperLM, initialised from the teacher (first-k slices) or from a trained SuperLM's subnet."""
+        recipe, teacher = self.recipe, self.teacher
+        torch.manual_seed(recipe.seed)
+        self.superlm = SuperLM(self.subspace, self.dims, layer_norm_eps=teacher.layer_norm_eps, dropout=recipe.dropout,
+                               pad_token_id=teacher.model.config.pad_token_id or 0,
+                               distill_width=teacher.shape.hidden if recipe.hidden_weight else None)
+        self.superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+        if self.student is not None and self.student.init == "superlm":
+            self.superlm.init_from_subnet(self.student.source, self.student.arch)
+        self.identity = _identity(recipe, self.space, self.subspace, teacher.shape, self.per_step, self.packed.fingerprint,
+                                  self.superlm.untrained_by_distillation(), self.student)
+
+    def restore(self):
+        """With --resume, the latest usable checkpoint's weights and step (its optimizer state goes to the engine)."""
+        existing = ckpt.list_checkpoints(self.ckpt_dir)
+        if existing and not self.settings.resume:
+            raise UserError(f"{self.out_dir}: holds checkpoints of an earlier run; pass --resume to continue it or choose "
+                            "another --out")
+        if self.settings.resume and existing:
+            checkpoint, skipped = ckpt.latest_usable(self.ckpt_dir, warn=lambda m: self.log(f"[yellow]warning:[/] {m}"))
+            if checkpoint is None:
+                raise UserError(f"{self.ckpt_dir}: no usable checkpoint to resume from: {'; '.join(skipped)}")
+            kept = checkpoint.state.get("identity", {})
+            differs = [k for k, v in self.identity.items() if kept.get(k, IDENTITY_DEFAULTS.get(k)) != v]
+            if differs:
+                raise UserError(f"{checkpoint.path}: cannot resume, the run differs in: {', '.join(differs)}")
+            self.superlm.load_state_dict(checkpoint.model_state())
+            self.checkpoint, self.start_step = checkpoint, checkpoint.step
+        # fp32 values of the weights outside the optimizer: under bf16 / fp16 no master copy holds them
+        untrained = self.superlm.untrained_by_distillation()
+        self.initial = {name: p.detach().clone() for name, p in self.superlm.named_parameters() if name in untrained}
+        steps = self.settings.steps
+        if steps == 0 or self.start_step >= steps:
+            self.superlm.to(device())
+        else:
+            self.engine = make_engine(self.recipe, self.superlm, self.members, steps)
+            if self.checkpoint is not None:
+                self.engine.optimizer.load_state_dict(self.checkpoint.optimizer_state())
+                self.engine.lr_scheduler.load_state_dict(self.checkpoint.state["scheduler"])
+                self.engine.global_steps = self.start_step
+                self.engine.global_samples = self.start_step * self.per_step
+        if self.is_main:
+            self.metrics = [m for m in read_jsonl(self.metrics_file) if m["step"] <= self.start_step]
+            write_jsonl(self.metrics_file, self.metrics)  # drop what came after the checkpoint we resume from
+        if self.checkpoint is not None:
+            self._note_resume()
+
+    def _note_resume(self):
+        name, start, steps = self.subspace.name, self.start_step, self.settings.steps
+        self.log(f"resuming {name} from {self.checkpoint.path} (step {start})")
+        planned = self.checkpoint.state.get("total_steps")
+        if planned is not None and planned != steps and start < steps:
+            self.log(f"[yellow]warning:[/] {name}: the checkpoint's run was planned for {planned} steps, this one for "
+                     f"{steps}; the learning-rate schedule is re-planned from step {start}, so the result will not equal "
+                     f"an uninterrupted {steps}-step run")
+            self._append_metric({"step": start, "event": "steps_changed", "old_total": planned, "new_total": steps})
+
+    def _append_metric(self, row: dict):
+        if self.is_main:
+            self.metrics.append(row)
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def save_checkpoint(self, step: int):
+        if not self.is_main:
             return
-        state = fp32_state(engine, superlm, initial)
         extra = {
-            "identity": identity,
-            "scheduler": engine.lr_scheduler.state_dict() if engine else {},
-            "rng": {"scheme": "torch/numpy generators seeded by (seed, step)", "seed": recipe.seed},
-            "samples_seen": step * per_step,
-            "total_steps": settings.steps,  # the learning-rate schedule was planned for this many steps
+            "identity": self.identity,
+            "scheduler": self.engine.lr_scheduler.state_dict() if self.engine else {},
+            "rng": {"scheme": "torch/numpy generators seeded by (seed, step)", "seed": self.recipe.seed},
+            "samples_seen": step * self.per_step,
+            "total_steps": self.settings.steps,  # the learning-rate schedule was planned for this many steps
         }
         try:
-            ckpt.save_checkpoint(ckpt_dir, step, state, engine.optimizer.state_dict(), extra)
+            ckpt.save_checkpoint(self.ckpt_dir, step, fp32_state(self.engine, self.superlm, self.initial),
+                                 self.engine.optimizer.state_dict(), extra)
         except OSError as e:
             raise UserError(
-                f"{ckpt_dir}: cannot write the checkpoint of step {step} ({e.strerror or e}); "
+                f"{self.ckpt_dir}: cannot write the checkpoint of step {step} ({e.strerror or e}); "
                 "earlier checkpoints are intact, free space or fix permissions and --resume"
             ) from None
-        ckpt.prune(ckpt_dir, settings.keep_last)
+        ckpt.prune(self.ckpt_dir, self.settings.keep_last)
 
-    if resumed_from is not None:
-        log(f"resuming {subspace.name} from {resumed_from} (step {start_step})")
-        planned = checkpoint.state.get("total_steps")
-        if planned is not None and planned != settings.steps and start_step < settings.steps:
-            log(f"[yellow]warning:[/] {subspace.name}: the checkpoint's run was planned for {planned} steps, this one for "
-                f"{settings.steps}; the learning-rate schedule is re-planned from step {start_step}, so the result will "
-                f"not equal an uninterrupted {settings.steps}-step run")
-            if is_main:
-                event = {"step": start_step, "event": "steps_changed", "old_total": planned, "new_total": settings.steps}
-                metrics.append(event)
-                with open(metrics_file, "a") as f:
-                    f.write(json.dumps(event) + "\n")
-    teacher.model.to(dev, dtype=recipe.dtype)  # the teacher runs in the training precision (no grad)
-    n_blocks = len(train_blocks)
-    if n_blocks == 0:
-        raise UserError(f"corpus gives no training block of {recipe.seq_len} tokens; add text or lower --seq-len")
-    step = start_step
-    interrupted = False
-    if engine is not None:
+    def loop(self) -> tuple:
+        """Optimizer steps from the restored one to `settings.steps`; returns (last step, interrupted)."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        engine.train()
-        progress = Progress(
-            TextColumn(f"[bold]{subspace.name}[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[rate]:.2f} step/s"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not is_main,
-        )
-        tap = RelationTap(teacher.model, recipe.teacher_layer, hidden=bool(recipe.hidden_weight))
+        recipe, dev, step = self.recipe, device(), self.start_step
+        self.teacher.model.to(dev, dtype=recipe.dtype)  # the teacher runs in the training precision (no grad)
+        blocks, n_blocks = self.packed.train, len(self.packed.train)
+        if n_blocks == 0:
+            raise UserError(f"corpus gives no training block of {recipe.seq_len} tokens; add text or lower --seq-len")
+        if self.engine is None:
+            return step, False
+        self.engine.train()
+        spent = self.flops_until(step)
+        mine_size = recipe.micro_batch * recipe.accumulation
+        progress = Progress(TextColumn(f"[bold]{self.subspace.name}[/]"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} step/s"),
+                            TimeRemainingColumn(), console=self.console, disable=not self.is_main)
+        tap = RelationTap(self.teacher.model, recipe.teacher_layer, hidden=bool(recipe.hidden_weight))
         with progress, _StopRequest() as stop, tap:
-            task = progress.add_task("train", total=settings.steps, completed=start_step, loss=float("nan"), rate=0.0)
-            while step < settings.steps:
+            task = progress.add_task("train", total=self.settings.steps, completed=step, loss=float("nan"), rate=0.0)
+            while step < self.settings.steps:
                 tick = time.perf_counter()
                 torch.manual_seed(recipe.seed * 1_000_003 + step)  # dropout masks depend on (seed, step) only
-                archs = sandwich(subspace, recipe.seed, step, recipe.sandwich_random)
-                samples = step_samples(step, per_step, n_blocks, recipe.seed)
-                mine = samples[rank * recipe.micro_batch * recipe.accumulation :][: recipe.micro_batch * recipe.accumulation]
-                micro_batches = [train_blocks[mine[m * recipe.micro_batch : (m + 1) * recipe.micro_batch]].to(dev)
+                archs = self.archs(step)
+                mine = step_samples(step, self.per_step, n_blocks, recipe.seed)[self.rank * mine_size:][:mine_size]
+                micro_batches = [blocks[mine[m * recipe.micro_batch:(m + 1) * recipe.micro_batch]].to(dev)
                                  for m in range(recipe.accumulation)]
-                losses = distill_step(engine, superlm, archs, micro_batches, teacher.model, tap, recipe.relation_heads,
-                                      recipe.hidden_weight)
+                losses = distill_step(self.engine, self.superlm, archs, micro_batches, self.teacher.model, tap,
+                                      recipe.relation_heads, recipe.hidden_weight)
                 member_losses, hidden_losses = mean_across_ranks(losses.tolist())  # the step's one host synchronisation
+                spent += step_flops(archs, self.dims, self.teacher_flops, recipe.seq_len, self.per_step)
                 step += 1
+                self.spent = (step, spent)
                 elapsed = time.perf_counter() - tick
-                row = {
-                    "step": step,
-                    "loss": sum(member_losses) / members,
-                    "member_losses": member_losses,
-                    "archs": [a.key() for a in archs],
-                    "lr": engine.get_lr()[0],
-                    "tokens_per_s": per_step * recipe.seq_len / elapsed,
-                }
+                row = {"step": step, "loss": sum(member_losses) / self.members, "member_losses": member_losses,
+                       "archs": [a.key() for a in archs], "lr": self.engine.get_lr()[0],
+                       "tokens_per_s": self.per_step * recipe.seq_len / elapsed, "train_flops": spent}
                 if recipe.hidden_weight:  # "loss" stays the relation KL, the quantity the search's proxy measures
-                    row["hidden_loss"] = sum(hidden_losses) / members
-                if is_main:
-                    metrics.append(row)
-                    with open(metrics_file, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    row["hidden_loss"] = sum(hidden_losses) / self.members
+                self._append_metric(row)
                 progress.update(task, completed=step, loss=row["loss"], rate=1.0 / elapsed)
                 stop_now = mean_across_ranks([float(stop.requested)])[0] > 0
-                if step % settings.save_every == 0 or step == settings.steps or stop_now:
-                    save(step)
+                if step % self.settings.save_every == 0 or step == self.settings.steps or stop_now:
+                    self.save_checkpoint(step)
                 if stop_now:
-                    interrupted = True
-                    break
+                    return step, True
                 maybe_die("train-step", step)
+        return step, False
+
+    def save(self, step: int, teacher_spec: str):
+        """The trained SuperLM (fp32 masters) and its loss curve."""
+        if self.engine is not None and self.recipe.precision != "fp32":  # ship the fp32 masters, not the rounded copies
+            masters = fp32_state(self.engine, self.superlm, self.initial)  # before the cast: it tells rounded copies by dtype
+            self.superlm.float().load_state_dict(masters)
+        if self.is_main:
+            meta = superlm_meta(self.recipe, self.space, self.subspace, self.teacher, step, teacher_spec,
+                                self.packed.record(), self.flops_until(step), self.student)
+            save_superlm(self.out_dir, self.superlm, meta)
+            if self.metrics:
+                _plot_losses(self.metrics, self.out_dir / "loss.png", f"SuperLM '{self.subspace.name}' of {self.space.name}")
+
+
+def train_subspace(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher: Teacher, packed: PackedCorpus,
+                   out_dir: Path, settings: TrainSettings, teacher_spec: str, console,
+                   student: StudentStart | None = None) -> dict:
+    """Train (or resume) one SuperLM into `out_dir`; returns a summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = SubspaceTraining(recipe, space, subspace, teacher, packed, out_dir, settings, console, student)
+    run.build()
+    run.restore()
+    step, interrupted = run.loop()
     if interrupted:
         return {"subspace": subspace.name, "step": step, "interrupted": True}
-    if engine is not None and recipe.precision != "fp32":  # ship the fp32 masters, not the rounded copies
-        masters = fp32_state(engine, superlm, initial)  # before the cast: it tells rounded copies by dtype
-        superlm.float().load_state_dict(masters)
-    if is_main:
-        meta = superlm_meta(recipe, space, subspace, teacher, step, teacher_spec, packed.record())
-        save_superlm(out_dir, superlm, meta)
-        if metrics:
-            _plot_losses(metrics, out_dir / "loss.png", f"SuperLM '{subspace.name}' of {space.name}")
+    run.save(step, teacher_spec)
     return {
         "subspace": subspace.name,
         "step": step,
         "interrupted": False,
-        "final_loss": next((m["loss"] for m in reversed(metrics) if "loss" in m), None),
-        "resumed_from": str(resumed_from) if resumed_from else None,
+        "final_loss": next((m["loss"] for m in reversed(run.metrics) if "loss" in m), None),
+        "train_flops": run.flops_until(step),
+        "resumed_from": str(run.checkpoint.path) if run.checkpoint else None,
     }
 
 
-def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_size: int) -> dict:
-    """What a run would do, from the recipe alone (no weights, no data): for --dry-run."""
+def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_size: int,
+         student: Arch | None = None) -> dict:
+    """What a run would do, from the recipe alone (no weights, no data): for --dry-run. FLOPs as the run
+    counts them (`step_flops`); a sandwich's random members at their mean, so an estimate there."""
     teacher = recipe.teacher_shape()
     space.validate_against(teacher)
-    members = {sub.name: sandwich_size(sub, recipe.sandwich_random) for sub in subspaces}
+    members = {sub.name: sandwich_size(sub, recipe.sandwich_random, student) for sub in subspaces}
     engine_config = recipe.engine_config(max(members.values()), steps)
     dims = space.dims(teacher)
     global_batch = recipe.micro_batch * recipe.accumulation * world_size
-    teacher_flops = count_flops(teacher.arch(), teacher.dims(), recipe.seq_len)
+    teacher_flops = teacher_tap_flops(teacher, recipe.teacher_layer, recipe.seq_len)
     per_subspace = []
     for sub in subspaces:
+        alone = alone_arch(sub, student)
         # forward + backward ~ 3x forward for each sandwich member; the teacher only runs forward.
-        member_flops = 3 * count_flops(sub.largest(), dims, recipe.seq_len)
-        if members[sub.name] > 1:
+        member_flops = 3 * count_flops(alone or sub.largest(), dims, recipe.seq_len)
+        if alone is None:
             member_flops += 3 * (count_flops(sub.smallest(), dims, recipe.seq_len)
                                  + recipe.sandwich_random * mean_flops(sub, dims, recipe.seq_len))
         per_subspace.append(
@@ -432,8 +501,10 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
     }
 
 
-def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir, teacher_spec, settings: TrainSettings, console):
-    """`autodistil-evo train`: each selected sub-space's SuperLM in turn, into RUN_DIR/<subspace>/."""
+def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir, teacher_spec, settings: TrainSettings, console,
+                 student: StudentStart | None = None):
+    """`autodistil-evo train`: each selected sub-space's SuperLM in turn, into RUN_DIR/<subspace>/; with
+    `student` (`train-student`), that one arch alone in the space's one sub-space."""
     from autodistil_evo.data import build_corpus, corpus_progress
     from autodistil_evo.fileio import check_output_dir, directory_lock, prepare_output_dir
     from autodistil_evo.teacher import load_teacher
@@ -453,6 +524,9 @@ def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir
     space.validate_against(teacher.shape)
     if teacher_spec == recipe.teacher_name and replace(teacher.shape, name="") != replace(recipe.teacher_shape(), name=""):
         raise UserError(f"{recipe.source}: teacher: recorded shape differs from the loaded teacher {teacher.source}")
+    if student is not None and replace(teacher.shape, name="") != replace(student.teacher_shape, name=""):
+        raise UserError(f"{teacher.source}: teacher's shape differs from the one the student's SuperLM was distilled from "
+                        f"({student.teacher_shape.name}); pass that teacher with --teacher")
     packed = build_corpus(recipe.corpus, teacher.tokenizer, recipe.seq_len, recipe.heldout_fraction,
                           progress=corpus_progress(console) if rank == 0 else None,
                           warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
@@ -461,7 +535,8 @@ def run_training(recipe: Recipe, space: SearchSpace, subspace_name: str, run_dir
     lock = directory_lock(run_dir, warn=console.print) if rank == 0 else nullcontext()
     with lock:
         for sub in subspaces:
-            result = train_subspace(recipe, space, sub, teacher, packed, run_dir / sub.name, settings, teacher_spec, console)
+            result = train_subspace(recipe, space, sub, teacher, packed, run_dir / sub.name, settings, teacher_spec, console,
+                                    student)
             results.append(result)
             if result["interrupted"]:
                 break

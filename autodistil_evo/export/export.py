@@ -30,11 +30,34 @@ STUDENT_AUTO_MAP = {
 }
 
 
-def resolve_source(source, student_id=None, arch_json=None):
-    """(trained SuperLM, arch, proxy loss or None) from a search dir + id, or a run dir + arch JSON."""
+PROVENANCE = "autodistil_provenance.json"
+
+
+def _from_student_folder(folder: Path):
+    """(trained SuperLM, arch, proxy loss) of a student folder this package exported."""
+    record = folder / PROVENANCE
+    if not record.is_file():
+        raise UserError(f"{folder}: not a student folder exported by autodistil-evo (no {PROVENANCE}); give a search "
+                        "directory with --id or a run directory with --arch")
+    provenance = read_json(record, "student provenance")
+    if not isinstance(provenance, dict) or not isinstance(provenance.get("superlm"), str):
+        raise UserError(f"{record}: no 'superlm' entry naming the SuperLM the student was exported from")
+    trained = load_superlm(provenance["superlm"])
+    if trained.meta.get("sha256") != provenance.get("superlm_sha256"):
+        raise UserError(f"{trained.path}: not the SuperLM {folder} was exported from (its sha256 differs)")
+    arch = Arch.from_dict(provenance.get("arch"), f"{record} arch")
+    trained.subspace.check(arch, f"{record} arch")
+    return trained, arch, provenance.get("proxy_loss")
+
+
+def resolve_source(source, student_id=None, arch_json=None, folder_ok=False):
+    """(trained SuperLM, arch, proxy loss or None) from a search dir + id, a run dir + arch JSON, or (with
+    `folder_ok`) a student folder this package exported."""
     source = Path(source)
+    if folder_ok and student_id is None and arch_json is None:
+        return _from_student_folder(source)
     if (student_id is None) == (arch_json is None):
-        raise UserError("export: give exactly one of --id (with a search directory) or --arch (with a run directory)")
+        raise UserError("give exactly one of --id (with a search directory) or --arch (with a run directory)")
     if student_id is not None:
         pareto = source / "pareto.json"
         if not pareto.is_file():
@@ -76,8 +99,16 @@ def max_output_difference(superlm, arch, model, batch) -> float:
     return (expected - got)[mask].abs().max().item()
 
 
+def _flops(value) -> str:
+    return "not recorded" if value is None else f"{value:.4g}"
+
+
 def model_card(provenance: dict) -> str:
     p = provenance
+    compute = p["train_flops_parts"]
+    trained = p.get("trained_alone")
+    how = ("the weights are the subnet's, not retrained" if not trained else
+           f"then trained alone for {trained['steps']} steps from {'its SuperLM subnet' if trained['init'] == 'superlm' else 'the teacher (first-k slices)'}")
     lines = [
         "---",
         "library_name: transformers",
@@ -87,7 +118,7 @@ def model_card(provenance: dict) -> str:
         "",
         f"A student distilled from **{p['teacher']['name']}** by autodistil-evo {p['package_version']} "
         "(AutoDistil: task-agnostic MiniLMv2 relation distillation into a weight-sharing SuperLM, "
-        "then an evolutionary search; the weights are the subnet's, not retrained).",
+        f"then an evolutionary search; {how}).",
         "",
         "| | |",
         "|---|---|",
@@ -99,6 +130,8 @@ def model_card(provenance: dict) -> str:
         f"| FLOPs | {p['flops']:.4g} per sequence of {p['seq_len']} tokens |",
         f"| proxy loss | {p['proxy_loss'] if p['proxy_loss'] is not None else 'not evaluated'} |",
         f"| SuperLM | `{p['superlm']}` at step {p['superlm_step']} (sha256 `{p['superlm_sha256']}`) |",
+        f"| training compute | {_flops(p['train_flops'])} FLOPs: its SuperLM's training {_flops(compute['superlm'])} (shared "
+        f"by every student taken from it) + its own further training {_flops(compute['student'])} |",
         f"| model class | {p['model_class']} |",
         f"| check | max abs difference to the SuperLM subnet on held-out text: {p['max_abs_diff']:.2e} |",
         "",
@@ -120,22 +153,42 @@ def _teacher_weights_hash(teacher_source: str) -> str:
     return "unknown"
 
 
-def export_student(source, out_dir, student_id=None, arch_json=None, force=False, log=print) -> dict:
-    from autodistil_evo.data import open_run_corpus
-    from autodistil_evo.teacher import load_teacher
-
+def check_model_dir(out_dir, force: bool) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"{out_dir}: output exists and is a file")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
         raise UserError(f"{out_dir}: not empty; pass --force to replace it")
+    return out_dir
+
+
+def training_compute(meta: dict) -> dict:
+    """FLOPs spent to make a SuperLM's students: its SuperLM's training (for a `train-student` run, the
+    SuperLM it started from) and the student's own further training; None where not recorded."""
+    student = meta.get("student")
+    if student is None:
+        return {"superlm": meta.get("train_flops"), "student": 0}
+    return {"superlm": student.get("superlm_train_flops"), "student": meta.get("train_flops")}
+
+
+def export_student(source, out_dir, student_id=None, arch_json=None, force=False, log=print) -> dict:
+    """`autodistil-evo export`: a search pick or an arch of a run as an HF folder."""
+    out_dir = check_model_dir(out_dir, force)
     trained, arch, proxy_loss = resolve_source(source, student_id, arch_json)
+    return export_trained(trained, arch, out_dir, student_id or f"{trained.subspace.name}-{arch.key()}", proxy_loss, log)
+
+
+def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, log=print) -> dict:
+    """Write `trained`'s subnet `arch` to `out_dir`, checked against the SuperLM before it is put in place."""
+    from autodistil_evo.data import open_run_corpus
+    from autodistil_evo.teacher import load_teacher
+
+    out_dir = Path(out_dir)
     meta = trained.meta
     teacher = load_teacher(meta["teacher"]["spec"])
     student = trained.superlm.extract(arch)
     remote_code = isinstance(student, StudentModel)
     dims = trained.space.dims(trained.teacher_shape)
-    student_name = student_id or f"{trained.subspace.name}-{arch.key()}"
 
     packed = open_run_corpus(meta.get("corpus_store"), meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"])
     heldout = packed.heldout[:4]
@@ -174,13 +227,18 @@ def export_student(source, out_dir, student_id=None, arch_json=None, force=False
             "flops": count_flops(arch, dims, trained.space.seq_len),
             "seq_len": trained.space.seq_len,
             "proxy_loss": proxy_loss,
-            "superlm": str(trained.path),
+            "superlm": str(Path(trained.path).resolve()),
             "superlm_step": meta["step"],
             "superlm_sha256": meta["sha256"],
             "model_class": type(student).__name__,
             "remote_code": remote_code,
             "max_abs_diff": difference,
+            "train_flops_parts": training_compute(meta),
         }
+        parts = provenance["train_flops_parts"]
+        provenance["train_flops"] = None if None in parts.values() else sum(parts.values())
+        if "student" in meta:
+            provenance["trained_alone"] = {**meta["student"], "steps": meta["step"]}
         (tmp / "README.md").write_text(model_card(provenance))
         (tmp / "autodistil_provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
         umask = os.umask(0)

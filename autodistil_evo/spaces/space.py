@@ -187,6 +187,14 @@ class SubSpace:
     mlp_ratio: list
     per_layer: tuple = ()  # genes each layer chooses for itself (subset of PER_LAYER_GENES)
 
+    @classmethod
+    def of_arch(cls, name: str, arch: Arch) -> "SubSpace":
+        """The smallest sub-space holding `arch`: its SuperLM has exactly the arch's layers, hidden
+        width and largest per-layer heads / FFN, so `arch` is the one subnet that uses every layer."""
+        per_layer = tuple(g for g in PER_LAYER_GENES if isinstance(getattr(arch, g), tuple))
+        return cls(name, [arch.layers], sorted(set(arch.layer_heads)), [arch.hidden], sorted(set(arch.layer_ratios)),
+                   per_layer)
+
     def choices(self, gene: str) -> list:
         return getattr(self, gene)
 

@@ -316,6 +316,19 @@ class SuperLM(nn.Module):
             param.copy_(first_k_slice(source, param.shape))
 
     @torch.no_grad()
+    def init_from_subnet(self, source: "SuperLM", arch: Arch):
+        """Take `arch`'s weights from `source`. This SuperLM is built for a sub-space whose largest arch has
+        `arch`'s depth and hidden width (`SubSpace.of_arch`): its layer i is the source layer `arch` runs
+        as its i-th, each weight the leading slice, so its subnet `arch` computes what `source`'s does."""
+        if len(self.encoder.layer) != arch.layers or not source.subspace.contains(arch):
+            raise ValueError(f"{arch} does not fit this SuperLM ({len(self.encoder.layer)} layers) or its source")
+        layer_map = stride_layers(arch.layers, len(source.encoder.layer))
+        theirs = dict(source.named_parameters())
+        for name, param in self.named_parameters():
+            if not name.startswith("distill_head."):  # a training aid, not a subnet weight
+                param.copy_(first_k_slice(theirs[self._remap_layer(name, layer_map)], param.shape))
+
+    @torch.no_grad()
     def extract(self, arch: Arch) -> nn.Module:
         """A standalone student (the teacher family's model class, or StudentModel) holding copies of
         `arch`'s weights."""
