@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 QUICKSTART_DIR ?= quickstart-out
 
-.PHONY: install quickstart lint test bench bench-smoke clean
+.PHONY: install quickstart lint test test-fast bench bench-studies bench-smoke clean
 
 $(BIN)/.installed: setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: lint
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# The studies kept out of `make bench` for its time (K=3 vs K=1 at the quickstart budget, closing the gap).
+bench-studies: install
+	$(BIN)/python benchmarks/run_all.py --studies
 
 # Every bench stage on minutes-sized budgets into benchmarks/work-smoke/ (report there too): does a
 # change to the benchmarks run through? Not a measurement.

@@ -27,6 +27,7 @@ from common import (
     FINETUNE,
     REPO,
     SEEDS,
+    TEACHER,
     WORK,
     accuracy,
     difference,
@@ -36,9 +37,9 @@ from common import (
     prefetch,
     recipe_steps,
     saved_finetune,
+    select_under,
 )
 from report import command, machine, markdown_table, write_results, write_section
-from vs_handpicked import TEACHER, select_under
 
 from autodistil_evo.spaces.space import GENES
 

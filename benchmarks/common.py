@@ -230,9 +230,11 @@ def saved_finetune(model_dir, out_dir: Path, budget: dict = FINETUNE, threads: i
 
 
 def accuracy(model, budget: dict = FINETUNE) -> dict:
-    """Test accuracy over the bench fine-tuning seeds (a student folder or the teacher's spec)."""
+    """Test accuracy over the bench fine-tuning seeds (a student folder or the teacher's spec); the
+    standard error is the seeds' std over the square root of their number."""
     acc = finetune_seeds(model, budget)["test"]["accuracy"]
-    return {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_seeds": acc["values"]}
+    return {"accuracy_mean": acc["mean"], "accuracy_std": acc["std"], "accuracy_sem": acc["std"] / len(acc["values"]) ** 0.5,
+            "accuracy_seeds": acc["values"]}
 
 
 def alone_dir(arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> Path:
@@ -306,5 +308,58 @@ def difference(a: dict | None, b: dict | None) -> dict | None:
             "spread": 100 * (a["accuracy_std"] ** 2 + b["accuracy_std"] ** 2) ** 0.5}
 
 
+def paired_difference(a: dict | None, b: dict | None) -> dict | None:
+    """a minus b test accuracy in points, paired by fine-tuning seed (both ran seeds 0..n-1, and a seed
+    fixes the head and the batches): the mean of the per-seed differences and its standard error."""
+    if a is None or b is None:
+        return None
+    diffs = [100 * (x - y) for x, y in zip(a["accuracy_seeds"], b["accuracy_seeds"])]
+    mean = sum(diffs) / len(diffs)
+    sd = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) ** 0.5 if len(diffs) > 1 else float("nan")
+    return {"points": mean, "sem": sd / len(diffs) ** 0.5, "per_seed": diffs}
+
+
 def format_difference(d: dict | None) -> str:
     return "-" if d is None else f"{d['points']:+.1f} ± {d['spread']:.1f}"
+
+
+TEACHER = "embedded:all-MiniLM-L6-v2"
+# Hand-designed shapes of the embedded teacher's space, at about 70%, 45% and 20% of its FLOPs: the
+# shapes a user would pick by hand, and the FLOPs budgets the searched students are compared at.
+HAND = [
+    ("BERT proportions, 5/6 width", "base", {"layers": 6, "heads": 10, "hidden": 320, "mlp_ratio": 4.0}),
+    ("BERT proportions, 5 layers, 3/4 width", "base", {"layers": 5, "heads": 9, "hidden": 288, "mlp_ratio": 4.0}),
+    ("uniformly scaled down", "small", {"layers": 6, "heads": 8, "hidden": 160, "mlp_ratio": 4.0}),
+]
+
+
+def select_under(search_dir, flops_budget):
+    """The min-proxy-loss student of a search's front with FLOPs <= `flops_budget` (`select --json`), or None."""
+    import json
+
+    out = subprocess.run([sys.executable, "-m", "autodistil_evo.cli", "select", str(search_dir), "--where",
+                          f"flops<={flops_budget}", "--pick", "min-loss", "--json"], cwd=REPO, capture_output=True, text=True)
+    rows = json.loads(out.stdout) if out.returncode == 0 else []
+    return next((r for r in rows if r["picked"]), None)
+
+
+def pick_arch(pick: dict) -> dict:
+    """The arch JSON (genes only) of a `select --json` row."""
+    from autodistil_evo.spaces.space import GENES
+
+    arch = pick["arch"] if "arch" in pick else pick
+    return {g: arch[g] for g in GENES}
+
+
+def searched_pick(run, search, flops_budget) -> tuple | None:
+    """The searched student under `flops_budget`, exported: ({"id", "flops", "proxy_loss"}, its folder)."""
+    pick = select_under(search, flops_budget)
+    if pick is None:
+        return None
+    model = export_arch(run, pick["subspace"], pick_arch(pick))
+    return {"id": pick["id"], "flops": pick["flops"], "proxy_loss": pick["loss"]}, model
+
+
+def scored(found: tuple | None) -> dict | None:
+    """A `searched_pick` with its fine-tuned accuracy (cached after `prefetch`)."""
+    return None if found is None else {**found[0], **accuracy(found[1])}

@@ -26,9 +26,10 @@ from common import (
     format_difference,
     prefetch,
     recipe_steps,
+    scored,
+    searched_pick,
 )
 from report import RESULTS, command, machine, markdown_table, write_results, write_section
-from vs_handpicked import scored, searched_pick
 
 from autodistil_evo.search.pareto import hypervolume, objective_matrix
 

@@ -37,8 +37,12 @@ STAGES = [
     ["data_scale.py"],
     ["proxy_correlation.py"],  # trains the bench SuperLMs (recipes/bench.yaml) and searches them
     ["bench_superlms.py"],
-    ["vs_handpicked.py"],
+    ["equal_compute.py"],
     ["k_subspaces.py", "--budget", "bench"],
+]
+# `make bench-studies` (--studies): measurements kept out of `make bench` for its time; their last
+# results stay in BENCHMARKS.md with the commit that measured them.
+STUDIES = [
     ["k_subspaces.py", "--budget", "quickstart"],
     ["closing_gap.py"],
 ]
@@ -106,13 +110,14 @@ def stage_name(stage: list) -> str:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--fresh", action="store_true", help="run every stage, even those stamped as finished")
+    parser.add_argument("--studies", action="store_true", help="run the studies kept out of make bench instead")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` stops the stage and keeps its time
     head, speed = commit(), cpu_gflops()
     print(f"== CPU speed: {speed:.0f} GFLOP/s (fp32 matmul)", flush=True)
     STAMPS.mkdir(parents=True, exist_ok=True)
     done = []
-    for stage in STAGES:
+    for stage in STUDIES if args.studies else STAGES:
         stamp = STAMPS / (stage_name(stage).replace(" ", "_") + ".json")
         kept = json.loads(stamp.read_text()) if stamp.is_file() and not args.fresh else None
         if kept and kept.get("finished") and unchanged(kept, stage):
@@ -141,6 +146,8 @@ def main():
         finally:
             write_json(stamp, kept)  # atomic: a half-written stamp would stop the next run
         done.append({**kept, "this_invocation": True})
+    if args.studies:
+        return
     total = sum(s["seconds"] for s in done)
     write_results("make_bench", {"commit": head, "total_seconds": total, "stages": done})
     gflops = lambda s: f"{s['cpu_gflops']:.0f}" if s.get("cpu_gflops") else "not taken"  # noqa: E731 (older stamps)

@@ -52,6 +52,15 @@ def test_step_counts_come_from_the_recipes(bench):
 
 
 def test_smoke_arguments_name_stages_that_exist(bench):
-    stages = {stage[0] for stage in bench["run_all"].STAGES}
+    stages = {stage[0] for stage in bench["run_all"].STAGES + bench["run_all"].STUDIES}
     assert set(bench["run_all"].SMOKE_ARGS) <= stages
     assert all((BENCHMARKS / script).is_file() for script in stages)
+
+
+def test_paired_difference_is_the_mean_of_per_seed_differences(bench):
+    a = {"accuracy_seeds": [0.80, 0.82, 0.78]}
+    b = {"accuracy_seeds": [0.78, 0.79, 0.77]}
+    d = bench["common"].paired_difference(a, b)
+    assert d["per_seed"] == pytest.approx([2.0, 3.0, 1.0])
+    assert d["points"] == pytest.approx(2.0) and d["sem"] == pytest.approx(1.0 / 3**0.5)
+    assert bench["common"].paired_difference(a, None) is None

@@ -1,0 +1,206 @@
+"""Students at equal compute: the tool's path against the do-it-yourself paths, at three FLOPs budgets.
+
+Budgets: the hand shapes of `common.HAND` (about 70%, 45% and 20% of the teacher's FLOPs). At each:
+- `layer-drop`: the teacher keeping its bottom k layers, k the depth whose FLOPs are nearest the
+  budget; no training (what a user tries first);
+- `hand-alone`: the hand shape distilled alone from the teacher (`train-student --init teacher`);
+- `searched-superlm`: the bench K=3 search's min-proxy-loss student under the budget, straight
+  from its SuperLM (the paper's way);
+- `searched-train-student`: that student trained further alone from its SuperLM weights;
+- `searched-alone`: the searched arch distilled alone from the teacher (is it the shape or the weights?).
+
+Compute: training FLOPs as the trainer counts them (teacher forward + 3x each trained member's
+forward). The tool's path (the bench SuperLMs + `--student-steps` of `train-student` per pick) is
+the measured total; each alone path gets the same step count per student, chosen so that the three
+hand shapes together cost at least that total: the tool's path never gets more compute than the
+do-it-yourself one. All fine-tuned with the bench budget over the same seeds; differences are
+paired by seed, with their standard errors.
+"""
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from common import (
+    BENCH_RECIPE,
+    FINETUNE,
+    HAND,
+    SEEDS,
+    SMOKE,
+    TEACHER,
+    WORK,
+    accuracy,
+    cli,
+    ensure_bench_search,
+    paired_difference,
+    pick_arch,
+    prefetch,
+    recipe_steps,
+    searched_pick,
+)
+from report import command, machine, markdown_table, write_results, write_section
+
+from autodistil_evo.distill.recipe import load_recipe
+from autodistil_evo.distill.trainer import step_flops, teacher_tap_flops
+from autodistil_evo.spaces import Arch, count_flops, load_space
+
+PATHS = ("layer-drop", "hand-alone", "searched-superlm", "searched-train-student", "searched-alone")
+TOOL, DIY = "searched-train-student", ("layer-drop", "hand-alone")
+
+
+def layer_drop(layers: int) -> Path:
+    """The teacher keeping its bottom `layers` layers, saved as an HF folder (no training)."""
+    from autodistil_evo.teacher import load_teacher
+
+    out = WORK / "layer-drop" / f"bottom-{layers}"
+    if (out / "config.json").is_file():
+        return out
+    teacher = load_teacher(TEACHER)
+    model = teacher.model
+    model.encoder.layer = model.encoder.layer[:layers]
+    model.config.num_hidden_layers = layers
+    model.save_pretrained(out)
+    teacher.tokenizer.save_pretrained(out)
+    return out
+
+
+def train_student(source, out: Path, steps: int, init: str, student_id=None, arch=None) -> tuple:
+    """`train-student` (skipped when its exported model is there from the same steps); (model folder, provenance)."""
+    provenance = out / "model" / "autodistil_provenance.json"
+    kept = json.loads(provenance.read_text()) if provenance.is_file() else None
+    if not (kept and kept.get("trained_alone", {}).get("steps") == steps):
+        which = ["--id", student_id] if student_id else ["--arch", json.dumps(arch)]
+        cli("train-student", source, *which, "--init", init, "--recipe", BENCH_RECIPE, "--steps", steps, "--out", out,
+            "--resume")
+        kept = json.loads(provenance.read_text())
+    return out / "model", kept
+
+
+def superlm_flops(run: Path) -> int:
+    """The training FLOPs of a run's SuperLMs together, as their superlm.json records them."""
+    total = 0
+    for meta_file in sorted(run.glob("*/superlm.json")):
+        flops = json.loads(meta_file.read_text()).get("train_flops")
+        if flops is None:
+            raise SystemExit(f"{meta_file}: no train_flops recorded (a SuperLM from before compute accounting); retrain it")
+        total += flops
+    return total
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--student-steps", type=int, default=recipe_steps(BENCH_RECIPE),
+                        help="train-student steps per searched pick (the tool's further training)")
+    args = parser.parse_args()
+    recipe = load_recipe(BENCH_RECIPE)
+    space = load_space("spaces/minilm-l6.yaml")
+    dims, shape = space.dims(recipe.teacher_shape()), recipe.teacher_shape()
+    teacher_flops = count_flops(shape.arch(), shape.dims(), space.seq_len)
+    tap = teacher_tap_flops(shape, recipe.teacher_layer, recipe.seq_len)
+    per_step = lambda arch: step_flops([arch], dims, tap, recipe.seq_len, recipe.micro_batch * recipe.accumulation)  # noqa: E731
+    run, search = ensure_bench_search()
+    budgets = [(label, subspace, arch, count_flops(Arch.from_dict(arch), dims, space.seq_len)) for label, subspace, arch in HAND]
+
+    # The tool's path: the SuperLMs, then each pick trained further.
+    picks, tool = {}, {}
+    for label, _, _, flops in budgets:
+        found = searched_pick(run, search, flops)
+        if found is None:
+            raise SystemExit(f"no searched student under {flops:.3g} FLOPs ({label})")
+        picks[flops] = found
+        tool[flops] = train_student(search, WORK / "equal-compute" / f"tool-{found[0]['id']}-{args.student_steps}",
+                                    args.student_steps, "superlm", student_id=found[0]["id"])
+    shared = superlm_flops(run)
+    tool_total = shared + sum(p["train_flops_parts"]["student"] for _, p in tool.values())
+    # The do-it-yourself path's steps: its three students cost at least the tool's total.
+    alone_steps = math.ceil(tool_total / sum(per_step(Arch.from_dict(arch)) for _, _, arch, _ in budgets))
+    if SMOKE:
+        alone_steps = min(alone_steps, recipe_steps(BENCH_RECIPE))
+    depth_flops = {k: count_flops(Arch(k, shape.heads, shape.hidden, shape.ffn / shape.hidden), shape.dims(), space.seq_len)
+                   for k in range(1, shape.layers + 1)}
+
+    rows, models = [], [TEACHER]
+    for label, subspace, arch, flops in budgets:
+        found, (tool_model, tool_provenance) = picks[flops], tool[flops]
+        searched_arch = pick_arch(json.loads((found[1] / "autodistil_provenance.json").read_text())["arch"])
+        depth = min(depth_flops, key=lambda k: abs(depth_flops[k] - flops))
+        hand_model, hand_provenance = train_student(
+            run, WORK / "equal-compute" / f"hand-{subspace}-{Arch.from_dict(arch).key()}-{alone_steps}", alone_steps,
+            "teacher", arch={"subspace": subspace, **arch})
+        alone_model, alone_provenance = train_student(
+            search, WORK / "equal-compute" / f"alone-{found[0]['id']}-{alone_steps}", alone_steps, "teacher",
+            student_id=found[0]["id"])
+        entries = {
+            "layer-drop": (layer_drop(depth), f"teacher-bottom-{depth}", depth_flops[depth], 0),
+            "hand-alone": (hand_model, f"{subspace}-{Arch.from_dict(arch).key()}", flops, hand_provenance["train_flops"]),
+            "searched-superlm": (found[1], found[0]["id"], found[0]["flops"], shared),
+            TOOL: (tool_model, found[0]["id"], found[0]["flops"], tool_provenance["train_flops"]),
+            "searched-alone": (alone_model, found[0]["id"], found[0]["flops"], alone_provenance["train_flops"]),
+        }
+        for path, (model, ident, model_flops, train_flops) in entries.items():
+            rows.append({"budget_label": label, "budget_flops": flops, "path": path, "id": ident, "model": str(model),
+                         "flops": model_flops, "train_flops": train_flops, "searched_arch": searched_arch})
+            models.append(model)
+    prefetch(models)
+    for row in rows:
+        row.update(accuracy(row.pop("model")))
+        row["seeds"] = list(range(SEEDS))
+    teacher = {"flops": teacher_flops, **accuracy(TEACHER)}
+    comparisons = []
+    for label, _, _, flops in budgets:
+        here = {r["path"]: r for r in rows if r["budget_flops"] == flops}
+        for other in (*DIY, "searched-superlm", "searched-alone"):
+            d = paired_difference(here[TOOL], here[other])
+            comparisons.append({"budget_flops": flops, "budget_label": label, "a": TOOL, "b": other, **d,
+                                "beats": d["points"] > 2 * d["sem"], "loses": d["points"] < -2 * d["sem"]})
+    wins = sum(all(c["beats"] for c in comparisons if c["budget_flops"] == b[3] and c["b"] in DIY) for b in budgets)
+    losses = any(c["loses"] for c in comparisons if c["b"] in DIY)
+    headline_rows = [r for r in rows if r["flops"] <= teacher_flops / 3]
+    best = max(headline_rows, key=lambda r: r["accuracy_mean"]) if headline_rows else None
+    diy_total = alone_steps * sum(per_step(Arch.from_dict(arch)) for _, _, arch, _ in budgets)
+    compute = {"superlms": shared, "tool_total": tool_total, "diy_total": diy_total, "student_steps": args.student_steps,
+               "alone_steps": alone_steps}
+    from autodistil_evo.data import sentiment_task
+
+    write_results("equal_compute", {
+        "finetune_budget": FINETUNE, "seeds": SEEDS, "test_rows": len(sentiment_task().test), "compute": compute,
+        "budgets": [{"label": label, "flops": flops, "hand_arch": {"subspace": sub, **arch}} for label, sub, arch, flops in budgets],
+        "rows": rows, "comparisons": comparisons, "teacher": teacher,
+        "goal": {"budgets_won": wins, "lost_anywhere": losses, "met": wins >= 2 and not losses},
+        "headline": None if best is None else {**best, "gap_points": 100 * (teacher["accuracy_mean"] - best["accuracy_mean"])},
+    })
+    write_section("equal_compute", report(rows, comparisons, teacher, compute, wins, losses, best))
+
+
+def report(rows, comparisons, teacher, compute, wins, losses, best) -> str:
+    cell = lambda r: f"{r['id']} ({r['flops'] / 1e9:.2f} GF): {r['accuracy_mean']:.3f} ± {r['accuracy_sem']:.3f}"  # noqa: E731
+    budgets = list(dict.fromkeys((r["budget_label"], r["budget_flops"]) for r in rows))
+    table = markdown_table(["path", *(f"{label} ({flops / 1e9:.2f} GFLOPs)" for label, flops in budgets), "training FLOPs"], [
+        (path, *(cell(next(r for r in rows if r["path"] == path and r["budget_flops"] == f)) for _, f in budgets),
+         "0" if path == "layer-drop" else " / ".join(f"{r['train_flops']:.2e}" for r in rows if r["path"] == path))
+        for path in PATHS])
+    diffs = markdown_table(["tool's path minus", *(f"{flops / 1e9:.2f} GFLOPs" for _, flops in budgets)], [
+        (other, *(next(f"{c['points']:+.1f} ± {c['sem']:.1f}" for c in comparisons if c["b"] == other and c["budget_flops"] == f)
+                  for _, f in budgets)) for other in (*DIY, "searched-superlm", "searched-alone")])
+    verdict = ("met" if wins >= 2 and not losses else "not met") + f": the tool's path beats both do-it-yourself rows by " \
+              f"more than 2 standard errors at {wins} of 3 budgets" + (", and loses to one by more than that somewhere" if losses else "")
+    headline = "" if best is None else (
+        f"Best student at <= 1/3 of the teacher's FLOPs: {best['path']} {best['id']} ({best['flops'] / teacher['flops']:.0%} "
+        f"of its FLOPs), {best['accuracy_mean']:.3f} against the teacher's {teacher['accuracy_mean']:.3f} "
+        f"({100 * (teacher['accuracy_mean'] - best['accuracy_mean']):.1f} points below).")
+    return (
+        "## Students at equal compute\n\n"
+        f"Goal {verdict}. {headline}\n\n"
+        f"Machine: {machine()}. Command: `{command()}`. Bench SuperLMs (`recipes/bench.yaml`, K=3) and their search; "
+        f"the tool's path adds {compute['student_steps']} `train-student` steps per pick, {compute['tool_total']:.3e} "
+        f"training FLOPs in all ({compute['superlms']:.3e} of them the SuperLMs); each alone path trains "
+        f"{compute['alone_steps']} steps per student ({compute['diy_total']:.3e} for the three hand shapes). Test accuracy on "
+        f"the embedded fresh/rotten task's test split after fine-tuning with the bench budget, mean ± standard error over "
+        f"seeds 0-{SEEDS - 1}.\n\n{table}\n\n"
+        f"Differences in points, paired by seed (± standard error):\n\n{diffs}\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
