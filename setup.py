@@ -2,6 +2,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+SHIPPED = ("recipes", "spaces")
 version = {}
 exec((Path(__file__).parent / "autodistil_evo" / "__init__.py").read_text(), version)
 
@@ -12,7 +13,13 @@ setup(
     long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["autodistil_evo", "autodistil_evo.*"]),
+    license="MIT",
+    license_files=["LICENSE"],
+    # The shipped recipes and spaces stay top-level folders of the checkout and are installed inside the
+    # package (autodistil_evo/_data/), where `--recipe quickstart` and `--space minilm-l6` find them.
+    packages=find_packages(include=["autodistil_evo", "autodistil_evo.*"]) + [f"autodistil_evo._data.{d}" for d in SHIPPED],
+    package_dir={f"autodistil_evo._data.{d}": d for d in SHIPPED},
+    package_data={f"autodistil_evo._data.{d}": ["*.yaml", "*.json"] for d in SHIPPED},
     install_requires=[
         # torch is installed first and pinned by the Makefile (a CPU build from local disk);
         # this range only accepts it, so pip never pulls another build.

@@ -6,7 +6,6 @@ only with -v.
 
 import json
 import sys
-from pathlib import Path
 
 import click
 from rich.console import Console
@@ -110,7 +109,7 @@ def prepare(recipe_file, teacher, corpus):
     from autodistil_evo.distill.recipe import load_recipe
     from autodistil_evo.teacher import load_teacher
 
-    recipe = load_recipe(recipe_file or str(DEFAULT_RECIPE))
+    recipe = load_recipe(recipe_file or DEFAULT_RECIPE)
     if corpus:
         recipe = replace(recipe, corpus=list(corpus))
     loaded = load_teacher(teacher or recipe.teacher_name)
@@ -159,7 +158,7 @@ def space_stats(space_file, teacher, seq_len, as_json):
     )
 
 
-DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "quickstart.yaml"
+DEFAULT_RECIPE = "quickstart"  # a shipped recipe's name (recipes/quickstart.yaml)
 
 
 def _seed(ctx, local, fallback=0):
@@ -172,7 +171,8 @@ def _seed(ctx, local, fallback=0):
 def _training_options(fn):
     """The options `train` and `train-student` share: recipe, data, schedule, precision, resume."""
     options = [
-        click.option("--recipe", "recipe_file", default=str(DEFAULT_RECIPE), show_default=True, help="Recipe YAML."),
+        click.option("--recipe", "recipe_file", default=DEFAULT_RECIPE, show_default=True,
+                     help="Recipe YAML, or a shipped recipe's name (quickstart, bench, paper-bert-base)."),
         click.option("--teacher", default=None, help="Override the recipe's teacher (local folder or hub name)."),
         click.option("--corpus", multiple=True, help="Override the recipe's corpus (files or dataset names)."),
         click.option("--steps", type=click.IntRange(min=0), default=None,
@@ -215,7 +215,8 @@ def _flops(value) -> str:
 
 
 @main.command()
-@click.option("--space", "space_file", default=None, help="Search-space YAML [default: the recipe's].")
+@click.option("--space", "space_file", default=None,
+              help="Search-space YAML or a shipped space's name (e.g. minilm-l6) [default: the recipe's].")
 @click.option("--subspace", default="all", show_default=True, help="Sub-space name, or 'all' (each in turn).")
 @click.option("--out", "run_dir", required=True, type=click.Path(), help="Run directory; one folder per sub-space.")
 @_training_options

@@ -75,6 +75,21 @@ def read_json(path, what="file"):
         raise UserError(f"{path}: {what} is not valid JSON ({e})") from None
 
 
+def shipped_config(path, kind: str) -> Path:
+    """`path` as given, or where it names none, the shipped `kind` ("recipes" or "spaces") of that name:
+    `quickstart` or `quickstart.yaml` is recipes/quickstart.yaml. The shipped files are the checkout's
+    top-level folders, installed inside the package (`autodistil_evo/_data/`) by a wheel."""
+    path = Path(path)
+    if path.exists() or path.parent != Path("."):
+        return path
+    package = Path(__file__).resolve().parent
+    for folder in (package / "_data" / kind, package.parent / kind):
+        for candidate in (folder / path.name, folder / f"{path.name}.yaml"):
+            if candidate.is_file():
+                return candidate
+    return path
+
+
 def read_yaml(path, what="file"):
     """Parse a YAML file with safe_load; errors name the file."""
     import yaml

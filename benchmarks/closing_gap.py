@@ -38,6 +38,7 @@ from common import (
     recipe_steps,
     saved_finetune,
     select_under,
+    write_recipe,
 )
 from report import command, machine, markdown_table, write_results, write_section
 
@@ -67,13 +68,8 @@ def hidden_recipe(weight: float) -> str:
     distillation is cached as any other (0: the bench recipe itself)."""
     if not weight:
         return BENCH_RECIPE
-    import yaml
-
-    recipe = yaml.safe_load((REPO / BENCH_RECIPE).read_text())
-    path = WORK / "alone" / f"{Path(BENCH_RECIPE).stem}-hidden{weight:g}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({**recipe, "hidden_weight": weight}))
-    return str(path)
+    return write_recipe(BENCH_RECIPE, WORK / "alone" / f"{Path(BENCH_RECIPE).stem}-hidden{weight:g}.yaml",
+                        hidden_weight=weight)
 
 
 def hidden_lever(pick: dict, arch: dict, teacher_flops: int, weights: list):

@@ -19,19 +19,26 @@ WORK = REPO / "benchmarks" / ("work-smoke" if SMOKE else "work")
 REPORT_DIR = WORK / "report" if SMOKE else REPO
 
 
-def _recipe(path: str) -> str:
-    """`path`, or under smoke its copy trained for 4 steps (a checkpoint every 2: the bench
-    SuperLMs' section compares the last two)."""
-    if not SMOKE:
-        return path
+def write_recipe(source, out: Path, **changes) -> str:
+    """A copy of the recipe `source` at `out` with `changes`, its space and DeepSpeed paths made absolute
+    (a recipe's relative paths are read against its own folder). Returns `out` as a string."""
     import yaml
 
-    recipe = yaml.safe_load((REPO / path).read_text())
-    recipe.update(steps=4, save_every=2, warmup_steps=1)
-    out = WORK / "recipes" / Path(path).name
+    from autodistil_evo.distill.recipe import load_recipe
+
+    loaded = load_recipe(REPO / source)
+    recipe = yaml.safe_load(Path(loaded.source).read_text())
+    recipe.update(space=str(Path(loaded.resolve(loaded.space)).resolve()),
+                  deepspeed=str(Path(loaded.resolve(loaded.deepspeed)).resolve()), **changes)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(recipe))
     return str(out)
+
+
+def _recipe(path: str) -> str:
+    """`path`, or under smoke its copy trained for 4 steps (a checkpoint every 2: the bench
+    SuperLMs' section compares the last two)."""
+    return write_recipe(path, WORK / "recipes" / Path(path).name, steps=4, save_every=2, warmup_steps=1) if SMOKE else path
 
 
 def recipe_steps(recipe: str) -> int:
@@ -261,13 +268,14 @@ def distil_alone(arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> dict:
         if kept.get("arch") == arch and kept.get("steps") == steps:
             return kept
     folder.mkdir(parents=True, exist_ok=True)
-    base = yaml.safe_load(open(REPO / recipe))
-    space = yaml.safe_load(open(REPO / base["space"]))
+    from autodistil_evo.distill.recipe import load_recipe
+
+    base = load_recipe(REPO / recipe)
+    space = yaml.safe_load(open(base.resolve(base.space)))
     space["name"] = f"alone-{folder.name}"
     space["subspaces"] = {"alone": {k: [v] for k, v in arch.items()}}
     (folder / "space.yaml").write_text(yaml.safe_dump(space))
-    base.update(space=str(folder / "space.yaml"), steps=steps)
-    (folder / "recipe.yaml").write_text(yaml.safe_dump(base))
+    write_recipe(recipe, folder / "recipe.yaml", space=str(folder / "space.yaml"), steps=steps)
     start = time.perf_counter()
     cli("train", "--recipe", folder / "recipe.yaml", "--out", run, "--resume")
     seconds = time.perf_counter() - start

@@ -82,6 +82,10 @@ def corpus_file(tmp_path_factory) -> Path:
     return path
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts processes, exports ONNX or fine-tunes; left out of `make test-fast`")
+
+
 @pytest.fixture(autouse=True)
 def _datasets_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "hf-datasets"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autodistil_evo.errors import UserError
-from autodistil_evo.fileio import check_mapping, read_yaml
+from autodistil_evo.fileio import check_mapping, read_yaml, shipped_config
 from autodistil_evo.spaces import TeacherShape
 
 TEACHER_SHAPE_FIELDS = [f.name for f in dataclasses.fields(TeacherShape)]
@@ -67,12 +67,13 @@ class Recipe:
         return TeacherShape(**values)
 
     def resolve(self, path: str) -> str:
-        """Paths in a recipe are relative to the current directory, else to the recipe's folder."""
+        """Paths in a recipe are relative to the recipe's folder (else, as older recipes wrote them, to the
+        current directory)."""
         p = Path(path)
-        if p.exists() or p.is_absolute() or self.source == "<memory>":
+        if p.is_absolute() or self.source == "<memory>":
             return str(p)
         beside = Path(self.source).parent / p
-        return str(beside) if beside.exists() else str(p)
+        return str(beside) if beside.exists() or not p.exists() else str(p)
 
     def deepspeed_config(self) -> dict:
         path = Path(self.resolve(self.deepspeed))
@@ -170,4 +171,6 @@ def parse_recipe(data, source="<memory>") -> Recipe:
 
 
 def load_recipe(path) -> Recipe:
+    """A recipe file, or a shipped recipe's name (`quickstart`, `bench`, `paper-bert-base`)."""
+    path = shipped_config(path, "recipes")
     return parse_recipe(read_yaml(path, "recipe file"), source=str(path))

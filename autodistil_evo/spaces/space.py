@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 
 from autodistil_evo.errors import UserError
-from autodistil_evo.fileio import check_mapping, read_yaml
+from autodistil_evo.fileio import check_mapping, read_yaml, shipped_config
 
 GENES = ("layers", "heads", "hidden", "mlp_ratio")
 PER_LAYER_GENES = ("heads", "mlp_ratio")
@@ -451,4 +451,6 @@ def parse_space(data, source="<memory>") -> SearchSpace:
 
 
 def load_space(path) -> SearchSpace:
+    """A search-space file, or a shipped space's name (`minilm-l6`, `autodistil-bert-base`, ...)."""
+    path = shipped_config(path, "spaces")
     return parse_space(read_yaml(path, "search-space file"), source=str(path))
