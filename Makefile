@@ -37,7 +37,12 @@ lint: install
 
 # pytest exits 5 when it collects no tests: that is a failure, not a pass.
 test: lint
-	$(BIN)/python -m pytest -q tests; rc=$$?; \
+	$(BIN)/python -m pytest -q --durations=25 tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The inner loop: no process started, no ONNX export, no fine-tune beyond a few steps (tests marked slow left out).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow" tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: install

@@ -20,7 +20,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from autodistil_evo.errors import UserError
-from autodistil_evo.fileio import file_sha256, replace_dir
+from autodistil_evo.fileio import atomic_dir, file_sha256
 
 STORE_SCHEMA = 1
 TEXT_BATCH = 2048  # texts read, tokenised and packed at a time: bounds memory during preparation
@@ -136,7 +135,7 @@ def embedded_corpus_parts():
 
 
 @contextmanager
-def _system_arrow_memory():
+def system_arrow_memory():
     """Arrow's default pool (mimalloc) keeps what it freed, so reading a bigger corpus leaves a bigger
     resident heap; inside this block Arrow allocates with malloc, which hands large blocks back."""
     import pyarrow
@@ -149,13 +148,7 @@ def _system_arrow_memory():
         pyarrow.set_memory_pool(previous)
 
 
-def load_texts(corpus: list | tuple | None = None):
-    """One `datasets.Dataset` with a single `text` column from the given sources (default: embedded)."""
-    with _system_arrow_memory():
-        return _load_texts(corpus)
-
-
-def _corpus_parts(corpus, streaming=False) -> list:
+def corpus_parts(corpus, streaming=False) -> list:
     """(source, dataset with one `text` column) for every part of the corpus, in order."""
     parts = []
     for spec in list(corpus or [EMBEDDED_CORPUS]):
@@ -166,17 +159,6 @@ def _corpus_parts(corpus, streaming=False) -> list:
         else:
             parts.append((spec, _load_hub(spec, streaming)))
     return parts
-
-
-def _load_texts(corpus):
-    import datasets
-
-    parts = _corpus_parts(corpus)
-    for source, part in parts:
-        if len(part) == 0:
-            raise UserError(f"{source}: corpus has no non-empty text")
-    datasets_only = [part for _, part in parts]
-    return datasets.concatenate_datasets(datasets_only) if len(datasets_only) > 1 else datasets_only[0]
 
 
 class BlockSet:
@@ -217,15 +199,9 @@ class PackedCorpus:
         return {"fingerprint": self.fingerprint, "path": str(self.path)}
 
 
-def split_texts(ds, heldout_fraction: float):
-    is_heldout = [hash_bucket(t) < heldout_fraction for t in ds["text"]]
-    heldout_idx = [i for i, h in enumerate(is_heldout) if h]
-    train_idx = [i for i, h in enumerate(is_heldout) if not h]
-    return ds.select(train_idx), ds.select(heldout_idx)
-
-
 class BlockWriter:
-    """Packs documents as `pack` does, streaming: `[CLS] ... [SEP]` blocks appended to a file."""
+    """Packs documents, streaming: they are joined, each followed by [SEP], and cut into `[CLS] ... [SEP]`
+    blocks of `seq_len` appended to a file (a last partial block is dropped)."""
 
     def __init__(self, path: Path, seq_len: int, cls_id: int, sep_id: int, dtype):
         self.file = open(path, "wb")
@@ -249,30 +225,6 @@ class BlockWriter:
 
     def close(self):
         self.file.close()
-
-
-def pack(token_lists, seq_len: int, cls_id: int, sep_id: int) -> torch.Tensor:
-    """Concatenate documents (separated by [SEP]) and cut into `[CLS] ... [SEP]` blocks of `seq_len`."""
-    body = seq_len - 2
-    stream = np.fromiter(
-        (tok for ids in token_lists for tok in (*ids, sep_id)), dtype=np.int64
-    )
-    blocks = len(stream) // body
-    if blocks == 0:
-        return torch.empty((0, seq_len), dtype=torch.long)
-    stream = stream[: blocks * body].reshape(blocks, body)
-    cls = np.full((blocks, 1), cls_id, dtype=np.int64)
-    sep = np.full((blocks, 1), sep_id, dtype=np.int64)
-    return torch.from_numpy(np.concatenate([cls, stream, sep], axis=1))
-
-
-def tokenize(ds, tokenizer):
-    return ds.map(
-        lambda batch: {"input_ids": tokenizer(batch["text"], add_special_tokens=False)["input_ids"]},
-        batched=True,
-        remove_columns=["text"],
-        desc="tokenising",
-    )
 
 
 # ----- the prepared store
@@ -354,7 +306,7 @@ def _exclusive(lock_path: Path):
 
 
 def _prepare(directory: Path, corpus, tokenizer, seq_len: int, heldout_fraction: float, fingerprint: str, progress):
-    with _system_arrow_memory():
+    with system_arrow_memory():
         _write_store(directory, corpus, tokenizer, seq_len, heldout_fraction, fingerprint, progress)
 
 
@@ -373,27 +325,26 @@ def _source_fingerprint_all(corpus) -> list:
 
 
 def _write_store(directory: Path, corpus, tokenizer, seq_len: int, heldout_fraction: float, fingerprint: str, progress):
-    parts = _corpus_parts(corpus, streaming=True)  # one pass, read lazily: no copy of the corpus in memory or cache
-    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    parts = corpus_parts(corpus, streaming=True)  # one pass, read lazily: no copy of the corpus in memory or cache
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
-    writers = {split: BlockWriter(tmp / f"{split}.bin", seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id, dtype)
-               for split in ("train", "heldout")}
-    try:
-        with progress(_approximate_bytes(corpus)) as advance:
-            for source, part in parts:
-                documents = writers["train"].documents + writers["heldout"].documents
-                for batch in _batches(part, source):
-                    ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
-                    heldout = [hash_bucket(t) < heldout_fraction for t in batch]
-                    writers["train"].add([x for x, h in zip(ids, heldout) if not h])
-                    writers["heldout"].add([x for x, h in zip(ids, heldout) if h])
-                    advance(sum(len(t.encode("utf-8")) + 1 for t in batch))
-                if writers["train"].documents + writers["heldout"].documents == documents:
-                    raise UserError(f"{source}: corpus has no non-empty text")
-        for writer in writers.values():
-            writer.close()
+    with atomic_dir(directory) as tmp:
+        writers = {split: BlockWriter(tmp / f"{split}.bin", seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id, dtype)
+                   for split in ("train", "heldout")}
+        try:
+            with progress(_approximate_bytes(corpus)) as advance:
+                for source, part in parts:
+                    documents = writers["train"].documents + writers["heldout"].documents
+                    for batch in _batches(part, source):
+                        ids = tokenizer(batch, add_special_tokens=False)["input_ids"]
+                        heldout = [hash_bucket(t) < heldout_fraction for t in batch]
+                        writers["train"].add([x for x, h in zip(ids, heldout) if not h])
+                        writers["heldout"].add([x for x, h in zip(ids, heldout) if h])
+                        advance(sum(len(t.encode("utf-8")) + 1 for t in batch))
+                    if writers["train"].documents + writers["heldout"].documents == documents:
+                        raise UserError(f"{source}: corpus has no non-empty text")
+        finally:
+            for writer in writers.values():
+                writer.close()
         index = {"schema": STORE_SCHEMA, "fingerprint": fingerprint, "seq_len": seq_len, "dtype": np.dtype(dtype).name,
                  "heldout_fraction": heldout_fraction, "corpus": [str(c) for c in (corpus or [EMBEDDED_CORPUS])]}
         for split, writer in writers.items():
@@ -401,11 +352,6 @@ def _write_store(directory: Path, corpus, tokenizer, seq_len: int, heldout_fract
             index[split] = {"blocks": writer.blocks, "documents": writer.documents, "tokens": writer.tokens,
                             "bytes": path.stat().st_size, "mtime_ns": path.stat().st_mtime_ns, "sha256": file_sha256(path)}
         (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n")
-        replace_dir(tmp, directory)
-    finally:
-        for writer in writers.values():
-            writer.file.close()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _batches(part, source):

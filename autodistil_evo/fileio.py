@@ -57,6 +57,22 @@ def replace_dir(tmp, target):
         os.replace(tmp, target)
 
 
+@contextmanager
+def atomic_dir(target):
+    """Yield a new empty folder beside `target`; when the block ends without an error it takes `target`'s
+    place (`replace_dir`), else it is removed: a reader sees the old folder or the whole new one."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

@@ -40,7 +40,7 @@ from common import (
     select_under,
     write_recipe,
 )
-from report import command, machine, markdown_table, write_results, write_section
+from report import command, describe_finetune, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.spaces.space import GENES
 
@@ -122,7 +122,7 @@ def main():
         f"## Closing the headline gap: longer distillation\n\nMachine: {machine()}. Student {pick['id']} "
         f"({pick['flops'] / teacher_flops:.0%} of the teacher's FLOPs; the uniform space's best searched student at <= 1/3), "
         "distilled alone with `recipes/bench.yaml`'s data and schedule stretched to each number of steps (batch 16 x 64); "
-        f"fine-tuned with {FINETUNE}, seeds 0-{SEEDS - 1}; teacher {teacher['accuracy_mean']:.3f} ± "
+        f"fine-tuned with {describe_finetune(FINETUNE)}, seeds 0-{SEEDS - 1}; teacher {teacher['accuracy_mean']:.3f} ± "
         f"{teacher['accuracy_std']:.3f} under the same fine-tuning.\n\nCommand: `{command()}`\n\n{table}\n\n"
         f"From {first['steps']} to {last['steps']} steps ({last['steps'] / first['steps']:.0f}x the distillation, "
         f"{last['distil_seconds'] / 60:.0f} min here) the gap moves from {first['gap']['points']:.1f} to "

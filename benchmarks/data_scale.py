@@ -22,14 +22,39 @@ import numpy as np
 from common import REPO, WORK
 from report import command, machine, markdown_table, write_results, write_section
 
-OLD_PATH = """
+
+def in_memory_blocks(corpus, tokenizer, seq_len: int, heldout_fraction: float) -> tuple:
+    """(train, held-out) blocks by the data path the store replaced, kept here as the reference the store
+    is measured (this benchmark) and tested (tests/test_data.py) against: every text in memory, split by
+    its hash, tokenised with `datasets.map`, packed into one tensor each."""
+    import datasets
+    import torch
+
+    from autodistil_evo.data import corpus_parts, hash_bucket, system_arrow_memory
+
+    with system_arrow_memory():
+        parts = [part for _, part in corpus_parts(corpus)]
+        ds = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    heldout = [hash_bucket(t) < heldout_fraction for t in ds["text"]]
+    blocks = []
+    for keep in (False, True):
+        split = ds.select([i for i, h in enumerate(heldout) if h == keep])
+        ids = split.map(lambda b: {"input_ids": tokenizer(b["text"], add_special_tokens=False)["input_ids"]},
+                        batched=True, remove_columns=["text"])["input_ids"]
+        stream = np.fromiter((t for doc in ids for t in (*doc, tokenizer.sep_token_id)), dtype=np.int64)
+        n = len(stream) // (seq_len - 2)
+        body = stream[: n * (seq_len - 2)].reshape(n, seq_len - 2)
+        ends = np.full((n, 1), tokenizer.cls_token_id), np.full((n, 1), tokenizer.sep_token_id)
+        blocks.append(torch.from_numpy(np.concatenate([ends[0], body, ends[1]], axis=1)))
+    return tuple(blocks)
+
+
+OLD_PATH = f"""
 import sys
-from autodistil_evo.data import load_texts, pack, split_texts, tokenize
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from data_scale import in_memory_blocks
 from autodistil_evo.teacher import load_teacher
-tokenizer = load_teacher(None).tokenizer
-train, heldout = split_texts(load_texts([sys.argv[1]]), 0.05)
-ids = tokenizer.cls_token_id, tokenizer.sep_token_id
-blocks = pack(tokenize(train, tokenizer)["input_ids"], 64, *ids), pack(tokenize(heldout, tokenizer)["input_ids"], 64, *ids)
+blocks = in_memory_blocks([sys.argv[1]], load_teacher(None).tokenizer, 64, 0.05)
 print(blocks[0].shape)
 """
 

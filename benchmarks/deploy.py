@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 from common import FINETUNE, REPO, WORK, cli, ensure_run, export_arch, in_parallel, saved_finetune
-from report import command, machine, markdown_table, write_results, write_section
+from report import command, describe_finetune, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.spaces.space import GENES
 
@@ -118,7 +118,7 @@ def main():
         "deploy",
         f"## Serving the quickstart front\n\nMachine: {machine()}. {len(results)} students spread over the FLOPs of the "
         "quickstart run's Pareto front (`evolve` population 12 x 4 generations), each fine-tuned on the embedded task "
-        f"({FINETUNE}, seed 0) and exported with `onnx --quantize int8`. Latency: batch 1 x 128, p50 of 20 after "
+        f"({describe_finetune(FINETUNE)}, seed 0) and exported with `onnx --quantize int8`. Latency: batch 1 x 128, p50 of 20 after "
         "warm-up, CPU execution provider; accuracy: the ONNX classifiers on the test split.\n\n"
         f"Command: `{command()}`\n\n{table}\n\n"
         f"Spearman rank correlation with FLOPs: onnxruntime latency {summary['spearman_onnxruntime_latency_vs_flops']:.3f}, "

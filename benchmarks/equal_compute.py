@@ -39,7 +39,7 @@ from common import (
     recipe_steps,
     searched_pick,
 )
-from report import command, machine, markdown_table, write_results, write_section
+from report import command, describe_finetune, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.distill.recipe import load_recipe
 from autodistil_evo.distill.trainer import step_flops, teacher_tap_flops
@@ -196,7 +196,7 @@ def report(rows, comparisons, teacher, compute, wins, losses, best) -> str:
         f"the tool's path adds {compute['student_steps']} `train-student` steps per pick, {compute['tool_total']:.3e} "
         f"training FLOPs in all ({compute['superlms']:.3e} of them the SuperLMs); each alone path trains "
         f"{compute['alone_steps']} steps per student ({compute['diy_total']:.3e} for the three hand shapes). Test accuracy on "
-        f"the embedded fresh/rotten task's test split after fine-tuning with the bench budget, mean ± standard error over "
+        f"the embedded fresh/rotten task's test split after fine-tuning ({describe_finetune(FINETUNE)}), mean ± standard error over "
         f"seeds 0-{SEEDS - 1}.\n\n{table}\n\n"
         f"Differences in points, paired by seed (± standard error):\n\n{diffs}\n"
     )

@@ -29,7 +29,7 @@ from common import (
     scored,
     searched_pick,
 )
-from report import RESULTS, command, machine, markdown_table, write_results, write_section
+from report import RESULTS, command, commit, describe_finetune, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.search.pareto import hypervolume, objective_matrix
 
@@ -95,7 +95,7 @@ def main():
     kept = RESULTS / "k_subspaces.json"
     if kept.is_file():
         measured = json.loads(kept.read_text()).get("budgets", {})
-    measured[args.budget] = measure(args.budget)
+    measured[args.budget] = {**measure(args.budget), "commit": commit()}
     write_results("k_subspaces", {"finetune_budget": FINETUNE, "seeds": SEEDS, "budgets": measured})
 
     def cell(entry):
@@ -112,7 +112,8 @@ def main():
         rows = markdown_table(["FLOPs budget", "K=3: best-proxy student", "K=1: best-proxy student"],
                               [(f"{r['fraction_of_teacher']:.0%} of teacher ({r['flops_budget'] / 1e9:.2f} GFLOPs)",
                                 cell(r["K=3"]), cell(r["K=1"])) for r in m["rows"]])
-        parts.append(f"### {name} budget ({m['recipe']}, {m['steps_per_subspace']} steps per K=3 SuperLM)\n\n{fronts}\n\n{rows}\n")
+        at = f", measured at {m['commit'][:7]}" if m.get("commit") else ""
+        parts.append(f"### {name} budget ({m['recipe']}, {m['steps_per_subspace']} steps per K=3 SuperLM{at})\n\n{fronts}\n\n{rows}\n")
     trend = markdown_table(
         ["budget", "HV: K=3 minus K=1", "accuracy points, K=3 minus K=1, per FLOPs budget"],
         [(name, f"{_hv_gap(m):+.4f}", ", ".join(_acc_gaps(m))) for name, m in measured.items()])
@@ -120,7 +121,7 @@ def main():
     write_section(
         "k_subspaces",
         f"## K=3 sub-spaces vs K=1\n\nMachine: {machine()}. Embedded teacher and corpus; K=3 = `spaces/minilm-l6.yaml`, "
-        f"K=1 = `spaces/minilm-l6-k1.yaml` (one SuperLM, 3x the steps). Fine-tuning {FINETUNE}, seeds 0-{SEEDS - 1}.\n\n"
+        f"K=1 = `spaces/minilm-l6-k1.yaml` (one SuperLM, 3x the steps). Fine-tuning {describe_finetune(FINETUNE)}, seeds 0-{SEEDS - 1}.\n\n"
         f"Command: `{command()}`\n\n" + "\n".join(parts),
     )
 

@@ -29,7 +29,7 @@ from common import (
     recipe_steps,
     student_dir,
 )
-from report import command, machine, markdown_table, save_figure, write_results, write_section
+from report import command, describe_finetune, machine, markdown_table, save_figure, write_results, write_section
 from scipy.stats import kendalltau
 
 from autodistil_evo.spaces.space import GENES
@@ -147,7 +147,7 @@ def main():
         "proxy_correlation",
         f"## Proxy trustworthiness\n\n{partial}Machine: {machine()}. Bench run (`recipes/bench.yaml`) and its K=3 search; "
         f"{len(rows)} students ({len(front_rows)} spread over the global front's FLOPs range, the rest off it), each "
-        f"exported and fine-tuned on the embedded fresh/rotten task ({FINETUNE}, seeds 0-{SEEDS - 1}); accuracy on its "
+        f"exported and fine-tuned on the embedded fresh/rotten task ({describe_finetune(FINETUNE)}, seeds 0-{SEEDS - 1}); accuracy on its "
         f"test split, majority class {majority:.3f}. {cleared} of {len(front_rows)} front students clear the majority "
         f"class by 5 points or more. Bootstrap: 2,000 resamples of the students.\n\n"
         f"Command: `{command()}`\n\n{summary}\n\n{table}\n\n![proxy vs accuracy](benchmarks/proxy_correlation.png)\n",

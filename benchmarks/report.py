@@ -18,6 +18,21 @@ def machine() -> str:
     return f"{platform.machine()}{gpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, {platform.python_version()}"
 
 
+def commit() -> str:
+    """The checkout's HEAD commit ("unknown" outside git)."""
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def describe_finetune(budget: dict) -> str:
+    """A fine-tuning budget as a person reads it: "3,000 examples, 2 epochs, batch 32, lr 3e-4, max length 64"."""
+    words = {"max_train": lambda v: f"{v:,} examples", "epochs": lambda v: f"{v} epoch{'s' if v != 1 else ''}",
+             "batch_size": lambda v: f"batch {v}", "lr": lambda v: f"lr {v:g}", "max_len": lambda v: f"max length {v}"}
+    return ", ".join(words[k](v) if k in words else f"{k} {v}" for k, v in budget.items())
+
+
 def command() -> str:
     return "python " + " ".join(["benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]])
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from common import REPO, SMOKE, WORK
-from report import machine, markdown_table, write_results, write_section
+from report import commit, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.fileio import write_json
 
@@ -56,11 +56,6 @@ SMOKE_ARGS = {
     "data_scale.py": ["--sizes", "2e5,4e5", "--old-max-tokens", "4e5"],
     "proxy_correlation.py": ["--front", "4", "--off", "2", "--alone", "3"],
 }
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def inputs(stage: list) -> list:

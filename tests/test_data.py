@@ -13,17 +13,20 @@ import torch
 from conftest import REPO
 from helpers import run_cli
 
-from autodistil_evo.data import build_corpus, load_texts, pack, permute, proxy_sample, split_texts, tokenize
+from autodistil_evo.data import build_corpus, permute, proxy_sample
 from autodistil_evo.distill.trainer import step_samples
 from autodistil_evo.errors import UserError
 from autodistil_evo.teacher import load_teacher
 
 
 def in_memory(corpus, tokenizer, seq_len, fraction):
-    """The data path before the store (kept here as the reference): everything in Python memory."""
-    train, heldout = split_texts(load_texts(corpus), fraction)
-    ids = tokenizer.cls_token_id, tokenizer.sep_token_id
-    return pack(tokenize(train, tokenizer)["input_ids"], seq_len, *ids), pack(tokenize(heldout, tokenizer)["input_ids"], seq_len, *ids)
+    """The data path before the store: the reference kept in benchmarks/data_scale.py."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from data_scale import in_memory_blocks
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return in_memory_blocks(corpus, tokenizer, seq_len, fraction)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +86,7 @@ def test_interrupted_preparation_leaves_nothing(tokenizer, corpus_file, monkeypa
     assert after == {p for p in before if not p.name.endswith(".lock")}
 
 
+@pytest.mark.slow
 def test_two_processes_prepare_one_store(tmp_path, corpus_file):
     env = {**os.environ, "AUTODISTIL_EVO_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "autodistil_evo.cli", "prepare", "--corpus", str(corpus_file)]
@@ -93,6 +97,7 @@ def test_two_processes_prepare_one_store(tmp_path, corpus_file):
     assert len(stores) == 1 and all(str(stores[0]) in out for out, _ in outs)
 
 
+@pytest.mark.slow
 def test_memory_is_flat_in_corpus_size(tmp_path, recipe_file, monkeypatch):
     """`info` and `train --steps 2` on a ~0.3M- and a ~3.5M-token corpus: anonymous memory barely moves.
 

@@ -60,6 +60,7 @@ def test_search_outputs(uninterrupted):
         assert len(summary["hv"]) == 4 and summary["hv"] == sorted(summary["hv"])  # the archive only grows
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, run_dir, uninterrupted):
     out = tmp_path / "resumed"
     run_cli("evolve", run_dir, "--out", out, "--generations", 2, *SMALL)
@@ -67,6 +68,7 @@ def test_resume_equals_uninterrupted(tmp_path, run_dir, uninterrupted):
     assert outputs(out) == outputs(uninterrupted)
 
 
+@pytest.mark.slow
 def test_kill_inside_a_generation_then_resume(tmp_path, run_dir, uninterrupted):
     out = tmp_path / "killed"
     # 6 evaluations make generation 1 of "big"; the 7th is inside generation 2.
@@ -134,6 +136,7 @@ def test_baselines_cover_the_space_without_duplicates(tmp_path, run_dir, algorit
     assert len(keys) == len(set(keys)) == 40  # the 40 archs of per-layer 'small', then it stops
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path, run_dir, uninterrupted):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29657", "-m"]
     out = tmp_path / "two"

@@ -91,6 +91,7 @@ def _reference_outputs(run_dir, arch, ids, mask):
         return trained.superlm(ids, mask)[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "space, arch, model_class",
     [

@@ -72,6 +72,7 @@ def make_family_teacher(path, model_type, corpus_file):
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_type", list(FAMILY_CLASS))
 def test_family_train_evolve_export_reload_finetune(tmp_path, model_type, corpus_file, tiny_space_file):
     teacher = make_family_teacher(tmp_path / f"teacher-{model_type}", model_type, corpus_file)

@@ -1,11 +1,12 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from helpers import run_cli
 
 from autodistil_evo import __version__
-from autodistil_evo.data import build_corpus, hash_bucket, load_texts, pack, split_texts
+from autodistil_evo.data import BlockWriter, build_corpus, hash_bucket
 from autodistil_evo.teacher import load_teacher
 
 
@@ -22,21 +23,26 @@ def test_info_prints_teacher_and_corpus(tiny_teacher, corpus_file):
     assert "corpus documents" in out and "held-out" in out
 
 
-def test_split_is_deterministic_and_disjoint(corpus_file):
-    ds = load_texts([str(corpus_file)])
-    train_a, held_a = split_texts(ds, 0.2)
-    train_b, held_b = split_texts(ds, 0.2)
-    assert train_a["text"] == train_b["text"] and held_a["text"] == held_b["text"]
-    assert len(held_a) > 0 and len(train_a) > len(held_a)
-    assert not set(train_a["text"]) & set(held_a["text"])
-    assert all(hash_bucket(t) < 0.2 for t in held_a["text"])
+def test_split_is_deterministic_and_disjoint(tiny_teacher, corpus_file, tmp_path, monkeypatch):
+    """The store's held-out documents are exactly those whose text hashes below the fraction."""
+    tokenizer = load_teacher(str(tiny_teacher)).tokenizer
+    texts = [t for t in corpus_file.read_text().splitlines() if t.strip()]
+    expected = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts if hash_bucket(t) < 0.2)
+    for cache in ("a", "b"):
+        monkeypatch.setenv("AUTODISTIL_EVO_CACHE", str(tmp_path / cache))
+        packed = build_corpus([str(corpus_file)], tokenizer, 32, 0.2)
+        index = json.loads((packed.path / "index.json").read_text())
+        assert index["heldout"]["tokens"] == expected and index["train"]["documents"] > index["heldout"]["documents"] > 0
 
 
-def test_pack_makes_full_blocks():
-    blocks = pack([[5, 6, 7], [8, 9], [10, 11, 12, 13]], seq_len=6, cls_id=101, sep_id=102)
+def test_blocks_are_full_and_framed(tmp_path):
+    writer = BlockWriter(tmp_path / "b.bin", 6, 101, 102, np.int64)
+    writer.add([[5, 6, 7], [8, 9]])
+    writer.add([[10, 11, 12, 13]])
+    writer.close()
     # stream 5 6 7 S 8 9 S 10 11 12 13 S = 12 tokens -> 3 blocks of 4 body tokens
-    assert blocks.shape == (3, 6)
-    assert blocks[:, 0].eq(101).all() and blocks[:, -1].eq(102).all()
+    blocks = np.fromfile(tmp_path / "b.bin", dtype=np.int64).reshape(-1, 6)
+    assert blocks.shape == (3, 6) and (blocks[:, 0] == 101).all() and (blocks[:, -1] == 102).all()
     assert blocks[0].tolist() == [101, 5, 6, 7, 102, 102]
     assert blocks[1].tolist() == [101, 8, 9, 102, 10, 102]
 

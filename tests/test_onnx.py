@@ -10,6 +10,8 @@ STUDENTS = {
     "student": {"subspace": "small", "layers": 2, "heads": 3, "hidden": 32, "mlp_ratio": 2.0},
 }
 
+pytestmark = pytest.mark.slow  # ONNX export
+
 
 @pytest.fixture(scope="module")
 def students(tmp_path_factory, tiny_search, layerwise_run):

@@ -30,6 +30,7 @@ def trained(tiny_search):
     return tiny_search
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path, recipe_file):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -205,6 +206,10 @@ CASES = {
                                             "--out", _nonempty(t)], "not empty; pass --force", "out"),
     "export: bad arch": (lambda t, c: ["export", c["trained"] / "run", "--arch", '{"subspace": "big", "layers": "two"}',
                                        "--out", t / "out"], "--arch: missing field(s)", "out"),
+    "train-student: unknown id": (lambda t, c: ["train-student", c["trained"] / "search", "--id", "nope", "--recipe", c["recipe"],
+                                                "--out", t / "out"], "no student with id 'nope'", "out"),
+    "train-student: not a student folder": (lambda t, c: ["train-student", c["teacher"], "--recipe", c["recipe"], "--out", t / "out"],
+                                            "not a student folder exported by autodistil-evo", "out"),
 }
 
 
@@ -248,8 +253,8 @@ def test_bad_input(name, tmp_path, context):
 
 
 def test_bad_input_suite_size_is_documented():
-    readme = (REPO / "README.md").read_text()
-    match = re.search(r"bad-input suite of (\d+) cases", readme)
+    page = (REPO / "docs" / "reliability.md").read_text()
+    match = re.search(r"bad-input suite of (\d+) cases", page)
     assert match and int(match.group(1)) == len(CASES)
 
 
@@ -285,6 +290,7 @@ def reference_runs(tmp_path_factory, recipe_file, tiny_search):
     return base
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])  # 0: checkpoint-write:6 + search-generation:1; 1: train-step:2 + search-eval:3
 def test_random_kill_points_then_resume(seed, tmp_path, recipe_file, tiny_search, reference_runs):
     import random

@@ -28,6 +28,11 @@ def train(run_dir, recipe, *extra, fault=None, expect=0):
     return proc
 
 
+def train_in_process(run_dir, recipe, *extra, expect=0) -> str:
+    """`train` run in this process (no kill needed): its terminal output."""
+    return run_cli("train", "--recipe", recipe, "--out", run_dir, *extra, expect=expect)
+
+
 def losses(run_dir, sub):
     return [json.loads(line) for line in (run_dir / sub / "metrics.jsonl").read_text().splitlines()]
 
@@ -53,6 +58,7 @@ def uninterrupted(tmp_path_factory, recipe_file):
     return run
 
 
+@pytest.mark.slow
 def test_outputs_of_a_run(uninterrupted):
     sub = uninterrupted / "small"
     assert [m["step"] for m in losses(uninterrupted, "small")] == list(range(1, 7))
@@ -66,6 +72,7 @@ def test_outputs_of_a_run(uninterrupted):
     assert rows[-1]["loss"] < rows[0]["loss"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, recipe_file, uninterrupted):
     run = tmp_path / "killed"
     train(run, recipe_file, "--subspace", "small", fault="train-step:4", expect=-9)
@@ -74,6 +81,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, recipe_file, uninter
     assert_same_run(run, uninterrupted, "small")
 
 
+@pytest.mark.slow
 def test_kill_during_checkpoint_write_then_resume(tmp_path, recipe_file, uninterrupted):
     run = tmp_path / "killed-in-write"
     train(run, recipe_file, "--subspace", "small", fault="checkpoint-write:6", expect=-9)
@@ -82,6 +90,7 @@ def test_kill_during_checkpoint_write_then_resume(tmp_path, recipe_file, uninter
     assert_same_run(run, uninterrupted, "small")
 
 
+@pytest.mark.slow
 def test_damaged_checkpoint_is_skipped_not_deleted(tmp_path, recipe_file, uninterrupted):
     run = tmp_path / "damaged"
     shutil.copytree(uninterrupted, run)
@@ -94,6 +103,7 @@ def test_damaged_checkpoint_is_skipped_not_deleted(tmp_path, recipe_file, uninte
     assert_same_run(run, uninterrupted, "small")
 
 
+@pytest.mark.slow
 def test_no_usable_checkpoint_is_a_clear_error(tmp_path, recipe_file, uninterrupted):
     run = tmp_path / "all-damaged"
     shutil.copytree(uninterrupted, run)
@@ -105,11 +115,13 @@ def test_no_usable_checkpoint_is_a_clear_error(tmp_path, recipe_file, uninterrup
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_existing_run_needs_resume(uninterrupted, recipe_file):
     proc = train(uninterrupted, recipe_file, "--subspace", "small", expect=2)
     assert "--resume" in proc.stderr
 
 
+@pytest.mark.slow
 def test_resume_with_changed_problem_is_refused(tmp_path, recipe_file, uninterrupted):
     run = tmp_path / "changed"
     shutil.copytree(uninterrupted, run)
@@ -127,7 +139,7 @@ def _recipe_args(recipe_file):
 
 def test_steps_zero_writes_teacher_initialised_superlm(tmp_path, recipe_file, tiny_teacher):
     run = tmp_path / "zero"
-    train(run, recipe_file, "--subspace", "big", "--steps", 0)
+    train_in_process(run, recipe_file, "--subspace", "big", "--steps", 0)
     w = weights(run, "big")
     teacher = load_file(tiny_teacher / "model.safetensors")
     key = "encoder.layer.1.attention.self.query.weight"
@@ -135,6 +147,7 @@ def test_steps_zero_writes_teacher_initialised_superlm(tmp_path, recipe_file, ti
     assert torch.equal(w[key], teacher[t_key][: w[key].shape[0], : w[key].shape[1]])
 
 
+@pytest.mark.slow
 def test_weights_the_loss_never_reaches_keep_their_teacher_values(tmp_path, recipe_file, uninterrupted):
     """The pooler and the last layer's attention output and FFN get no gradient (the loss stops at the
     last layer's Q/K/V): training must leave them exactly as initialised, not shrunk by weight decay."""
@@ -157,7 +170,7 @@ def test_one_arch_subspace_is_standalone_distillation(tmp_path, tiny_teacher, co
     space.write_text(yaml.safe_dump({"name": "one", "head_dim": "teacher", "seq_len": 32, "subspaces": {
         "solo": {"layers": [2], "heads": [2], "hidden": [32], "mlp_ratio": [2.0]}}}))
     recipe = tiny_recipe(tmp_path / "r.yaml", tiny_teacher, space, corpus_file, steps=3, save_every=3)
-    train(tmp_path / "run", recipe)
+    train_in_process(tmp_path / "run", recipe)
     rows = losses(tmp_path / "run", "solo")
     assert [r["archs"] for r in rows] == [["L2-H2-D32-R2"]] * 3
     assert all(len(r["member_losses"]) == 1 and r["loss"] > 0 for r in rows)
@@ -169,6 +182,7 @@ def hidden_recipe(tmp_path_factory, tiny_teacher, tiny_space_file, corpus_file):
                        hidden_weight=1.0)
 
 
+@pytest.mark.slow
 def test_hidden_distillation_trains_the_last_layer_and_resumes_exactly(tmp_path, hidden_recipe, uninterrupted):
     """`hidden_weight` > 0: the student's last layer after Q/K/V now trains (relations alone leave it
     at its teacher values), the hidden MSE falls, a killed run resumes to the same weights (the head
@@ -204,6 +218,7 @@ def bf16_run(tmp_path_factory, recipe_file):
     return run
 
 
+@pytest.mark.slow
 def test_bf16_run_learns_like_fp32_and_ships_fp32_masters(bf16_run, uninterrupted):
     bf16, fp32 = losses(bf16_run, "small"), losses(uninterrupted, "small")
     assert bf16[-1]["loss"] < bf16[0]["loss"]
@@ -222,6 +237,7 @@ def test_bf16_run_learns_like_fp32_and_ships_fp32_masters(bf16_run, uninterrupte
     assert "fp32_groups" in state["optimizer"]["wrapper"] and state["identity"]["precision"] == "bf16"
 
 
+@pytest.mark.slow
 def test_bf16_sigkill_then_resume_equals_uninterrupted(tmp_path, recipe_file, bf16_run):
     run = tmp_path / "killed-bf16"
     train(run, recipe_file, "--subspace", "small", "--precision", "bf16", fault="train-step:4", expect=-9)
@@ -229,6 +245,7 @@ def test_bf16_sigkill_then_resume_equals_uninterrupted(tmp_path, recipe_file, bf
     assert_same_run(run, bf16_run, "small")
 
 
+@pytest.mark.slow
 def test_precision_errors(tmp_path, recipe_file, bf16_run):
     out = tmp_path / "fp16"
     proc = train(out, recipe_file, "--subspace", "small", "--precision", "fp16", expect=2)
@@ -244,6 +261,7 @@ def test_precision_errors(tmp_path, recipe_file, bf16_run):
     assert "precision: 'fp8' is not one of fp32, bf16, fp16" in train(tmp_path / "x", bad, expect=2).stderr
 
 
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path, tiny_teacher, tiny_space_file, corpus_file):
     args = dict(teacher=tiny_teacher, space=tiny_space_file, corpus=corpus_file, dropout=0.0, steps=4, save_every=4)
     one = tiny_recipe(tmp_path / "one.yaml", micro_batch=2, accumulation=2, **args)
@@ -287,11 +305,10 @@ def test_recipe_errors(tmp_path, recipe_file, overrides, message):
 
 def test_resume_with_other_steps_warns_and_records_it(tmp_path, recipe_file):
     run = tmp_path / "run"
-    train(run, recipe_file, "--subspace", "small", "--steps", 2, "--save-every", 1)
-    same = train(run, recipe_file, "--subspace", "small", "--steps", 2, "--resume")
-    assert "re-planned" not in same.stdout + same.stderr
-    proc = train(run, recipe_file, "--subspace", "small", "--steps", 4, "--resume")
-    out = " ".join((proc.stdout + proc.stderr).split())
+    train_in_process(run, recipe_file, "--subspace", "small", "--steps", 2, "--save-every", 1)
+    same = train_in_process(run, recipe_file, "--subspace", "small", "--steps", 2, "--resume")
+    assert "re-planned" not in same
+    out = " ".join(train_in_process(run, recipe_file, "--subspace", "small", "--steps", 4, "--resume").split())
     assert "planned for 2 steps, this one for 4" in out and "learning-rate schedule is re-planned from step 2" in out
     rows = losses(run, "small")
     assert [r["step"] for r in rows] == [1, 2, 2, 3, 4]

@@ -66,6 +66,7 @@ def test_step_zero_student_equals_its_superlm_subnet(tmp_path, layerwise_run, re
     assert "trained alone for 0 steps from its SuperLM subnet" in card
 
 
+@pytest.mark.slow
 def test_trained_student_learns_counts_flops_and_exports(trained, tiny_search, tmp_path):
     metrics = rows(trained)
     assert [m["step"] for m in metrics] == list(range(1, 7)) and all(len(m["archs"]) == 1 for m in metrics)
@@ -93,6 +94,7 @@ def test_trained_student_learns_counts_flops_and_exports(trained, tiny_search, t
         assert (student.superlm(ids, mask)[0] - hidden).abs().max().item() <= 1e-5
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, trained, tiny_search, recipe_file):
     out = tmp_path / "killed"
     args = [tiny_search / "search", "--id", pick(tiny_search / "search"), "--recipe", recipe_file, "--out", out]
@@ -106,6 +108,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, trained, tiny_search
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-6
 
 
+@pytest.mark.slow
 def test_from_an_exported_folder_and_from_the_teacher(tmp_path, trained, tiny_search, recipe_file):
     """An exported student continues from its own SuperLM; --init teacher starts from the teacher's slices."""
     run_cli("train-student", trained / "model", "--recipe", recipe_file, "--steps", 2, "--out", tmp_path / "again")

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from autodistil_evo.faults import maybe_die
-from autodistil_evo.fileio import file_sha256
+from autodistil_evo.fileio import atomic_dir, file_sha256
 
 SCHEMA = 1
 PREFIX = "step-"
@@ -108,10 +108,7 @@ class Checkpoint:
 def save_checkpoint(directory: Path, step: int, model_state: dict, optimizer_state: dict, extra: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{PREFIX}{step:08d}"
-    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_dir(final) as tmp:  # a previous run's checkpoint of the same step is replaced whole
         save_file({k: v.detach().contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
         maybe_die("checkpoint-write", step)
         opt_tensors, opt_meta = optimizer_to_flat(optimizer_state)
@@ -127,12 +124,6 @@ def save_checkpoint(directory: Path, step: int, model_state: dict, optimizer_sta
             json.dump(state, f, indent=1)
             f.flush()
             os.fsync(f.fileno())
-        if final.exists():  # a previous run's checkpoint of the same step, replaced whole
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

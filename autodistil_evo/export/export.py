@@ -8,7 +8,6 @@ copied beside the weights, so `AutoModel.from_pretrained(DIR, trust_remote_code=
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ from autodistil_evo import __version__
 from autodistil_evo.distill.artifact import load_superlm
 from autodistil_evo.distill.checkpoint import sha256
 from autodistil_evo.errors import UserError
-from autodistil_evo.fileio import read_json, read_jsonl, replace_dir
+from autodistil_evo.fileio import atomic_dir, read_json, read_jsonl
 from autodistil_evo.spaces import Arch, count_flops, count_params
 from autodistil_evo.supernet import StudentModel
 
@@ -198,10 +197,7 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
     texts[-1] = texts[-1][: len(texts[-1]) // 3]  # a shorter text, so padding is checked too
     batch = _verification_batch(teacher.tokenizer, texts)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out_dir) as tmp:
         if remote_code:
             student.config.auto_map = dict(STUDENT_AUTO_MAP)
             student.config._auto_class = "AutoConfig"  # makes save_pretrained copy modeling_student.py
@@ -245,7 +241,4 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
         os.umask(umask)
         for file in tmp.iterdir():  # some writers create 0600 files; a model folder is for sharing
             file.chmod(0o666 & ~umask)
-        replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return provenance

@@ -31,7 +31,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from autodistil_evo.data import hash_bucket, sentiment_task
 from autodistil_evo.errors import UserError
 from autodistil_evo.export.trust import model_folder
-from autodistil_evo.fileio import replace_dir
+from autodistil_evo.fileio import atomic_dir
 
 EMBEDDED_TASKS = ("rotten-tomatoes",)
 FILE_BUILDERS = {".csv": ("csv", ()), ".tsv": ("csv", (("delimiter", "\t"),)), ".json": ("json", ()),
@@ -448,15 +448,6 @@ def finetune(model_dir, task: Task, epochs=1, batch_size=32, lrs=(1e-4,), max_le
 
 def _save(model, tokenizer, save_dir: Path):
     """The fine-tuned model as an HF folder (label names in its config), put in place atomically."""
-    import os
-    import shutil
-
-    save_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = save_dir.parent / f".{save_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(save_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        replace_dir(tmp, save_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -9,7 +9,6 @@ packages are the optional extra `autodistil-evo[onnx]`.
 """
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import torch
 
 from autodistil_evo.errors import UserError
 from autodistil_evo.export.trust import model_folder
-from autodistil_evo.fileio import replace_dir
+from autodistil_evo.fileio import atomic_dir
 from autodistil_evo.supernet.latency import OnnxGraph, require_onnx
 
 TOLERANCE = 1e-4
@@ -105,11 +104,7 @@ def export_onnx(model_dir, out_dir, quantize=None, opset=DEFAULT_OPSET, force=Fa
     texts = check_texts()
     example = {k: torch.from_numpy(v) for k, v in feeds(tokenizer, texts[:2], 24, token_types).items()}
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_dir(out_dir) as tmp:
         try:
             graph.export(tmp / "model.onnx", example, opset)
         except Exception as e:  # the exporter raises many types; an opset it refuses among them
@@ -142,7 +137,4 @@ def export_onnx(model_dir, out_dir, quantize=None, opset=DEFAULT_OPSET, force=Fa
         for code_file in Path(source).glob("*.py"):  # the config's auto_map needs its (our, checked) model file
             shutil.copy(code_file, tmp / code_file.name)
         (tmp / "autodistil_onnx.json").write_text(json.dumps(result, indent=2) + "\n")
-        replace_dir(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return result
