@@ -289,6 +289,8 @@ def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file
               help="NSGA-II variation: uniform crossover + random-reset mutation, or SBX + polynomial mutation.")
 @click.option("--latency-runtime", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="Where a latency objective or bound is measured (median of 5 after warm-up, batch 1, per arch).")
+@click.option("--latency-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where a latency objective or bound is measured (torch runtime).")
 @click.option("--eval-samples", type=int, default=64, show_default=True, help="Held-out blocks in the proxy set.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="SuperLM and teacher dtype for the proxy (relations and KL in fp32); part of the search's identity.")
@@ -296,14 +298,15 @@ def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file
 @click.option("--resume", is_flag=True, help="Continue the search in --out.")
 @click.pass_context
 def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectives, constraints, algorithm, operators,
-           latency_runtime, eval_samples, precision, seed, resume):
+           latency_runtime, latency_device, eval_samples, precision, seed, resume):
     """Search the trained SuperLMs with NSGA-II for the Pareto set of proxy loss x cost."""
     from autodistil_evo.search.evolve import SearchSettings, run_search
 
     settings = SearchSettings(
         subspace=subspace, population=population, generations=generations,
         objectives=[o.strip() for o in objectives.split(",") if o.strip()], constraints=list(constraints),
-        algorithm=algorithm, operators=operators, latency_runtime=latency_runtime, eval_samples=eval_samples,
+        algorithm=algorithm, operators=operators, latency_runtime=latency_runtime, latency_device=latency_device,
+        eval_samples=eval_samples,
         seed=_seed(ctx, seed), resume=resume, precision=precision,
     )
     result = run_search(run_dir, search_dir, settings, console)
@@ -457,18 +460,21 @@ def finetune(ctx, model_dirs, task, train_file, eval_file, text_column, text_pai
               help="onnxruntime: MODEL_DIRs are folders written by `autodistil-evo onnx` (their int8 file too).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="dtype the model runs in (torch runtime).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the model runs (torch runtime): measure where the student is served; cuda is timed by device events.")
 @click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(model_dirs, batch, seq_len, repeats, runtime, precision, trust_remote_code, as_json):
+def bench(model_dirs, batch, seq_len, repeats, runtime, precision, device, trust_remote_code, as_json):
     """Measured forward latency (p50 / p90 after warm-up) and throughput of model folders."""
     from autodistil_evo.export.bench import bench_models
 
-    rows = bench_models(model_dirs, batch, seq_len, repeats, trust_remote_code, runtime, precision)
+    rows = bench_models(model_dirs, batch, seq_len, repeats, trust_remote_code, runtime, precision, device)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
     console.print(_table(
-        f"forward latency in {runtime}, batch {batch} x {seq_len}, {repeats} repeats after warm-up",
+        f"forward latency in {runtime} on {rows[0]['device'] if rows else device}, batch {batch} x {seq_len}, "
+        f"{repeats} repeats after warm-up",
         ["name", "params", "p50 ms", "p90 ms", "seq/s", "threads"],
         [(r["model"], f"{r['params']:,}", f"{r['latency_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['throughput_seq_per_s']:.1f}",
           r["threads"]) for r in rows],

@@ -1,5 +1,7 @@
 """Training throughput: the trainer's own step (`distill_step`) on a SuperLM sandwich vs. the same
-step distilling one standalone student (a one-arch sub-space: its sandwich is that arch alone).
+step distilling one standalone student (a one-arch sub-space: its sandwich is that arch alone), and
+the SuperLM step with attention computed eagerly (matmul, softmax, matmul: the path before fused
+attention, `eager_attention` below) against the package's fused one, in the same run.
 
 Both run on the DeepSpeed engine the trainer builds (`make_engine`), with the same teacher tap,
 batches and optimizer config; the standalone student has the sub-space's largest arch. Reports
@@ -12,8 +14,10 @@ import statistics
 import time
 from dataclasses import replace
 
+import torch
 from report import command, machine, markdown_table, write_results, write_section
 
+import autodistil_evo.supernet.elastic as elastic
 from autodistil_evo.data import build_corpus
 from autodistil_evo.distill.recipe import load_recipe
 from autodistil_evo.distill.trainer import distill_step, make_engine, sandwich, sandwich_size
@@ -21,6 +25,19 @@ from autodistil_evo.distributed import device, init_distributed
 from autodistil_evo.spaces import load_space
 from autodistil_evo.supernet import SuperLM
 from autodistil_evo.teacher import RelationTap, load_teacher
+
+
+def eager_attention(q, k, v, additive_mask, head_dim, dropout_p, training):
+    """Attention as the SuperLM computed it before `scaled_dot_product_attention`: the full score tensor
+    in memory. The reference the fused path is timed (here) and tested (tests/test_supernet.py) against."""
+    batch, seq, width = q.shape
+    shape = (batch, seq, width // head_dim, head_dim)
+    q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
+    scores = torch.matmul(q, k.transpose(2, 3)) * (head_dim**-0.5)
+    if additive_mask is not None:
+        scores = scores + additive_mask
+    probs = torch.nn.functional.dropout(torch.nn.functional.softmax(scores, dim=-1), p=dropout_p, training=training)
+    return torch.matmul(probs, v).transpose(1, 2).reshape(batch, seq, width)
 
 
 def main():
@@ -34,7 +51,7 @@ def main():
 
     init_distributed()
     recipe = replace(load_recipe(args.recipe), precision=args.precision)
-    space = load_space(recipe.space)
+    space = load_space(recipe.resolve(recipe.space))
     sub = space.subspace(args.subspace)
     largest = sub.largest()
     alone = replace(sub, name="standalone", layers=[largest.layers], heads=[largest.heads],
@@ -43,7 +60,9 @@ def main():
     blocks = build_corpus(recipe.corpus, teacher.tokenizer, recipe.seq_len, recipe.heldout_fraction).train
 
     runs = {}
-    for name, subspace in (("superlm", sub), ("standalone", alone)):
+    fused = elastic.multi_head_attention
+    for name, subspace, attention in (("superlm", sub, fused), ("standalone", alone, fused), ("superlm_eager", sub, eager_attention)):
+        elastic.multi_head_attention = attention
         superlm = SuperLM(subspace, space.dims(teacher.shape), dropout=recipe.dropout)
         superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
         members = sandwich_size(subspace, recipe.sandwich_random)
@@ -60,13 +79,15 @@ def main():
                 if step >= 2:  # warm-up
                     times.append(time.perf_counter() - start)
         runs[name] = {"members": members, "step_s": statistics.median(times)}
+    elastic.multi_head_attention = fused
 
     tokens = recipe.micro_batch * recipe.seq_len
-    s, a = runs["superlm"]["step_s"], runs["standalone"]["step_s"]
+    s, a, e = runs["superlm"]["step_s"], runs["standalone"]["step_s"], runs["superlm_eager"]["step_s"]
     members = runs["superlm"]["members"]
     rows = [
         (f"SuperLM sandwich of {members}", f"{s * 1e3:.0f}", f"{tokens / s:.0f}", f"{members * tokens / s:.0f}"),
         (f"standalone student {largest.key()}", f"{a * 1e3:.0f}", f"{tokens / a:.0f}", f"{tokens / a:.0f}"),
+        (f"SuperLM sandwich of {members}, eager attention", f"{e * 1e3:.0f}", f"{tokens / e:.0f}", f"{members * tokens / e:.0f}"),
     ]
     table = markdown_table(["training", "optimizer step (ms)", "tokens/s", "subnet-tokens/s"], rows)
     write_results(args.section, {
@@ -74,17 +95,18 @@ def main():
         "recipe": args.recipe, "subspace": args.subspace, "steps_timed": args.steps,
         "batch": [recipe.micro_batch, recipe.seq_len], "superlm_step_ms": s * 1e3, "standalone_step_ms": a * 1e3,
         "sandwich": members, "superlm_tokens_per_s": tokens / s, "standalone_tokens_per_s": tokens / a,
-        "subnet_rate_vs_standalone": members * a / s,
+        "subnet_rate_vs_standalone": members * a / s, "superlm_eager_step_ms": e * 1e3, "fused_vs_eager_step": s / e,
     })
     write_section(
         args.section,
-        f"## Training throughput ({args.precision}, {device().type})\n\nMachine: {machine()}. Sub-space `{args.subspace}` of `{recipe.space}`, teacher "
+        f"## Training throughput ({args.precision}, {device().type})\n\nMachine: {machine()}. Sub-space `{args.subspace}` of space `{space.name}`, teacher "
         f"{teacher.shape.name}, batch {recipe.micro_batch} x {recipe.seq_len}, median of {args.steps} steps after 2 "
         f"warm-up. Both rows time the trainer's own `distill_step` (teacher forward to its tapped layer included) "
         f"on the engine the trainer builds.\n\nCommand: `{command()}`\n\n{table}\n\n"
         f"A SuperLM step costs {s / a:.2f}x a standalone step of its largest student while training {members} "
         f"subnets; per subnet trained it runs at {members * a / s:.2f}x the standalone rate (the smaller sandwich "
-        f"members are cheaper than the largest, and the teacher runs once for all of them).\n",
+        f"members are cheaper than the largest, and the teacher runs once for all of them). Fused attention "
+        f"(`scaled_dot_product_attention`) takes {s / e:.2f}x the eager path's step time.\n",
     )
 
 

@@ -64,3 +64,21 @@ def test_paired_difference_is_the_mean_of_per_seed_differences(bench):
     assert d["per_seed"] == pytest.approx([2.0, 3.0, 1.0])
     assert d["points"] == pytest.approx(2.0) and d["sem"] == pytest.approx(1.0 / 3**0.5)
     assert bench["common"].paired_difference(a, None) is None
+
+
+def test_gpu_scale_script_runs_at_tiny_sizes_on_the_cpu(bench, tmp_path, monkeypatch):
+    """benchmarks/gpu_scale.py (what gpu_scale.sh runs on a GPU) at toy sizes: every figure of its JSON is there."""
+    import importlib
+
+    monkeypatch.setattr(bench["report"], "RESULTS", tmp_path)
+    monkeypatch.setattr(bench["report"], "BENCHMARKS_MD", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(sys, "argv", ["gpu_scale.py", "--tiny", "--micro-batches", "2", "--precisions", "fp32,bf16",
+                                      "--steps", "1", "--section", "gpu_scale"])
+    importlib.import_module("gpu_scale").main()
+    data = json.loads((tmp_path / "gpu_scale.json").read_text())
+    assert data["device"] == "cpu" and data["peak_matmul_tflops"] > 0
+    assert [(r["precision"], r["micro_batch"]) for r in data["rows"]] == [("fp32", 2), ("bf16", 2)]
+    for row in data["rows"]:
+        assert row["superlm_subnet_tokens_per_s"] == pytest.approx(4 * row["superlm_tokens_per_s"])
+        assert row["reference_tokens_per_s"] > 0 and 0 < row["mfu"] and "peak_memory_gb" in row
+    assert "## GPU scale" in (tmp_path / "BENCHMARKS.md").read_text()

@@ -1,5 +1,6 @@
 """select / export / finetune / bench on a tiny run and search."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -203,6 +204,15 @@ def test_finetune_and_bench_on_a_student(tmp_path, search):
     rows = json.loads(run_cli("bench", out, "--seq-len", 16, "--repeats", 3, "--precision", "bf16", "--json"))
     assert rows[0]["precision"] == "bf16" and rows[0]["latency_ms"] > 0
     assert "only with --runtime torch" in run_cli("bench", out, "--precision", "bf16", "--runtime", "onnxruntime", expect=2)
+    rows = json.loads(run_cli("bench", out, "--seq-len", 16, "--repeats", 2, "--device", "cpu", "--json"))
+    assert rows[0]["device"] == "cpu" and rows[0]["latency_ms"] > 0
+    if not torch.cuda.is_available():  # asking for a GPU where there is none is one line, exit 2
+        message = run_cli("bench", out, "--device", "cuda", expect=2)
+        assert "--device cuda: no CUDA device on this machine" in message and "Traceback" not in message
+        message = run_cli("evolve", search / "run", "--out", tmp_path / "s", "--objectives", "loss,latency",
+                          "--latency-device", "cuda", expect=2)
+        assert "--latency-device cuda: no CUDA device" in message and not (tmp_path / "s").exists()
+    assert "'gpu' is not one of" in run_cli("bench", out, "--device", "gpu", expect=2)
 
 
 def test_finetune_bad_csv(tmp_path, search):
@@ -230,3 +240,28 @@ def test_only_our_own_model_code_runs(tmp_path, search):
         assert not marker.exists()
     run_cli("bench", hostile, "--repeats", 1, "--seq-len", 16, "--trust-remote-code")
     assert marker.read_text() == "ran"  # the gate, not something else, kept it from running
+
+
+def test_students_exported_by_an_earlier_version_still_run(tmp_path, search):
+    """A folder carrying an earlier release's model file (from this repository's history) is our own code too."""
+    import shutil
+    import subprocess
+
+    from conftest import REPO
+
+    from autodistil_evo.export.trust import EARLIER_STUDENT_FILES
+
+    path = "autodistil_evo/supernet/modeling_student.py"
+    log = subprocess.run(["git", "log", "--format=%H", "--", path], cwd=REPO, capture_output=True, text=True)
+    versions = [subprocess.run(["git", "show", f"{c}:{path}"], cwd=REPO, capture_output=True, text=True).stdout
+                for c in log.stdout.split()[:3]] if log.returncode == 0 else []
+    earlier = [t for t in versions if hashlib.sha256(t.encode()).hexdigest() in EARLIER_STUDENT_FILES]
+    if not earlier:
+        pytest.skip("no git history here")
+    student = tmp_path / "student"
+    run_cli("export", search / "run", "--arch", json.dumps({"subspace": "small", "layers": 1, "heads": 2, "hidden": 16,
+            "mlp_ratio": 1.0}), "--out", student)
+    old = tmp_path / "old"
+    shutil.copytree(student, old)
+    (old / "modeling_student.py").write_text(earlier[0])
+    assert json.loads(run_cli("bench", old, "--repeats", 1, "--seq-len", 16, "--json"))[0]["latency_ms"] > 0

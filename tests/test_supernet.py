@@ -2,6 +2,7 @@
 
 import random
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,6 +110,13 @@ def test_uniform_stride_depth():
     assert stride_layers(6, 6) == list(range(6))
 
 
+def math_attention():
+    """SDPA's math backend: its matrix products are ones FlopCounterMode counts (the fused CPU kernel's are not)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 def test_forward_cost_tracks_the_subnet():
     """Slicing, not masking: a small subnet's forward does fewer FLOPs than the largest."""
     space = load_space("spaces/minilm-l6.yaml")
@@ -119,7 +127,7 @@ def test_forward_cost_tracks_the_subnet():
     measured = {}
     for arch in (sub.largest(), sub.smallest()):
         superlm.set_active(arch)
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
+        with FlopCounterMode(display=False) as counter, torch.no_grad(), math_attention():
             superlm(ids)
         measured[arch] = counter.get_total_flops()
         assert measured[arch] == count_flops(arch, dims, 32)
@@ -136,6 +144,40 @@ def test_analytic_params_and_flops_match_measurement(space_file):
             embeddings = sum(p.numel() for p in student.embeddings.parameters())
             assert count_params(arch, dims, include_embeddings=False) == count_params(arch, dims) - embeddings
             seq = 24
-            with FlopCounterMode(display=False) as counter, torch.no_grad():
+            with FlopCounterMode(display=False) as counter, torch.no_grad(), math_attention():
                 student(input_ids=torch.zeros((1, seq), dtype=torch.long))
             assert counter.get_total_flops() == count_flops(arch, dims, seq)
+
+
+def test_fused_attention_equals_the_eager_path_on_a_padded_batch(monkeypatch):
+    """SuperLM subnets and StudentModels attend through `scaled_dot_product_attention`; in fp32 with dropout
+    off they equal the eager matmul-softmax-matmul path (the reference kept in benchmarks/) within 1e-5."""
+    import importlib
+    import sys
+
+    import autodistil_evo.supernet.elastic as elastic
+    import autodistil_evo.supernet.modeling_student as modeling_student
+    from autodistil_evo.spaces.space import parse_space
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    eager_attention = importlib.import_module("train_throughput").eager_attention
+    sys.modules.pop("train_throughput", None)
+    space = parse_space({"name": "t", "head_dim": 16, "vocab_size": 500, "max_position_embeddings": 64, "subspaces": {
+        "s": {"layers": [2, 3], "heads": [2, 3], "hidden": [40, 48], "mlp_ratio": [1.5, 2.0], "per_layer": ["heads"]}}})
+    torch.manual_seed(0)
+    superlm = SuperLM(space.subspace("s"), space.dims()).eval()
+    arch = Arch(3, (3, 2, 3), 40, 2.0)  # Q/K/V width differs from hidden: a StudentModel
+    superlm.set_active(arch)
+    student = superlm.extract(arch)
+    ids = torch.randint(5, 500, (3, 20))
+    mask = torch.ones_like(ids)
+    mask[1, 12:] = 0
+    mask[2, 5:] = 0
+    with torch.no_grad():
+        fused = superlm(ids, mask)[0], student(input_ids=ids, attention_mask=mask).last_hidden_state
+        monkeypatch.setattr(elastic, "multi_head_attention", eager_attention)
+        monkeypatch.setattr(modeling_student, "multi_head_attention", eager_attention)
+        eager = superlm(ids, mask)[0], student(input_ids=ids, attention_mask=mask).last_hidden_state
+    for a, b in zip(fused, eager):
+        assert (a - b)[mask.bool()].abs().max().item() <= 1e-5
+    assert (fused[0] - fused[1])[mask.bool()].abs().max().item() <= 1e-5

@@ -9,7 +9,7 @@ from transformers import AutoModel
 
 from autodistil_evo.errors import UserError
 from autodistil_evo.export.trust import model_folder
-from autodistil_evo.supernet.latency import measure_latency, require_onnx, session_latency
+from autodistil_evo.supernet.latency import measure_latency, require_onnx, resolve_device, session_latency
 
 RUNTIMES = ("torch", "onnxruntime")
 
@@ -17,7 +17,7 @@ RUNTIMES = ("torch", "onnxruntime")
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def _torch_row(model_dir, batch, seq_len, repeats, trust_remote_code, precision="fp32") -> dict:
+def _torch_row(model_dir, batch, seq_len, repeats, trust_remote_code, precision="fp32", device="cpu") -> dict:
     import torch
 
     path, remote_code = model_folder(model_dir, trust_remote_code)
@@ -26,7 +26,7 @@ def _torch_row(model_dir, batch, seq_len, repeats, trust_remote_code, precision=
     except (OSError, ValueError) as e:
         raise UserError(f"{model_dir}: cannot load ({str(e).splitlines()[0]})") from None
     model = model.to(getattr(torch, PRECISIONS[precision]))
-    result = measure_latency(model, batch=batch, seq_len=seq_len, repeats=repeats, vocab=model.config.vocab_size)
+    result = measure_latency(model, batch=batch, seq_len=seq_len, repeats=repeats, vocab=model.config.vocab_size, device=device)
     return {"model": str(model_dir), "runtime": "torch", "precision": precision, "params": sum(p.numel() for p in model.parameters()), **result}
 
 
@@ -42,21 +42,24 @@ def _onnx_rows(model_dir, batch, seq_len, repeats) -> list:
             import onnx
 
             params = sum(int(np.prod(t.dims)) for t in onnx.load(str(folder / name), load_external_data=False).graph.initializer)
-            rows.append({"model": f"{model_dir}/{name}", "runtime": "onnxruntime", "params": params,
+            rows.append({"model": f"{model_dir}/{name}", "runtime": "onnxruntime", "params": params, "device": "cpu",
                          **session_latency(folder / name, batch, seq_len, repeats, vocab)})
     return rows
 
 
 def bench_models(model_dirs, batch=1, seq_len=128, repeats=10, trust_remote_code=False, runtime="torch",
-                 precision="fp32") -> list:
+                 precision="fp32", device="cpu") -> list:
     if runtime not in RUNTIMES:
         raise UserError(f"--runtime: unknown '{runtime}' (known: {', '.join(RUNTIMES)})")
     if precision != "fp32" and runtime != "torch":
         raise UserError(f"--precision {precision}: only with --runtime torch (ONNX files carry their own dtype)")
+    resolve_device(device)
+    if device != "cpu" and runtime != "torch":
+        raise UserError(f"--device {device}: only with --runtime torch (onnxruntime runs on the CPU here)")
     rows = []
     for model_dir in model_dirs:
         if runtime == "torch":
-            rows.append(_torch_row(model_dir, batch, seq_len, repeats, trust_remote_code, precision))
+            rows.append(_torch_row(model_dir, batch, seq_len, repeats, trust_remote_code, precision, device))
         else:
             rows += _onnx_rows(model_dir, batch, seq_len, repeats)
     return rows

@@ -19,11 +19,11 @@ from autodistil_evo.teacher import RelationTap
 class ProxyEvaluator:
     def __init__(self, superlm: SuperLM, teacher_model, heldout: torch.Tensor, relation_heads: int,
                  teacher_layer: int = -1, batch_size: int = 32, measure_latency_too: bool = False, cache=None,
-                 latency_runtime: str = "torch", latency_repeats: int = 5, dtype=torch.float32):
+                 latency_runtime: str = "torch", latency_repeats: int = 5, dtype=torch.float32, latency_device: str = "cpu"):
         self.superlm = superlm.eval().to(device(), dtype=dtype)
         self.relation_heads = relation_heads
         self.measure_latency_too = measure_latency_too
-        self.latency_runtime, self.latency_repeats = latency_runtime, latency_repeats
+        self.latency_runtime, self.latency_repeats, self.latency_device = latency_runtime, latency_repeats, latency_device
         self.cache = cache if cache is not None else {}  # arch key -> {"loss": .., "latency_ms": ..}
         self.hits = 0
         self.batches = []
@@ -52,8 +52,8 @@ class ProxyEvaluator:
         if self.measure_latency_too:
             seq = self.batches[0][0].shape[1]
             student = self.superlm.extract(arch)
-            latency = latency_of(student, self.latency_runtime, batch=1, seq_len=seq, repeats=self.latency_repeats,
-                                 vocab=student.config.vocab_size)["latency_ms"]
+            latency = latency_of(student, self.latency_runtime, self.latency_device, batch=1, seq_len=seq,
+                                 repeats=self.latency_repeats, vocab=student.config.vocab_size)["latency_ms"]
         return [loss, latency]
 
     def evaluate_many(self, archs: list, count_hits: bool = True) -> list:

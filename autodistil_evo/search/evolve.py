@@ -23,7 +23,7 @@ from autodistil_evo.search.evaluator import ProxyEvaluator
 from autodistil_evo.search.pareto import front_row, hypervolume, non_dominated, plot_front, write_front
 from autodistil_evo.search.problem import BOUND_NAMES, COLUMN, OBJECTIVES, SubspaceProblem
 from autodistil_evo.spaces import count_flops, count_params
-from autodistil_evo.supernet.latency import require_onnx
+from autodistil_evo.supernet.latency import require_onnx, resolve_device
 
 STATE_SCHEMA = 1
 
@@ -41,6 +41,7 @@ class SearchSettings:
     algorithm: str = "nsga2"
     operators: str = DEFAULT_OPERATORS
     latency_runtime: str = "torch"
+    latency_device: str = "cpu"  # torch runtime: where latencies are measured
     eval_samples: int = 64
     seed: int = 0
     resume: bool = False
@@ -59,6 +60,10 @@ def _validate(settings: SearchSettings):
         raise UserError(f"--latency-runtime: unknown '{settings.latency_runtime}' (known: torch, onnxruntime)")
     if settings.latency_runtime == "onnxruntime" and _measures_latency(settings):
         require_onnx()
+    if _measures_latency(settings):
+        resolve_device(settings.latency_device, "--latency-device")
+        if settings.latency_device != "cpu" and settings.latency_runtime != "torch":
+            raise UserError(f"--latency-device {settings.latency_device}: only with --latency-runtime torch")
     if settings.operators not in OPERATORS:
         raise UserError(f"--operators: unknown '{settings.operators}' (known: {', '.join(OPERATORS)})")
     if settings.precision not in PRECISION_DTYPES:
@@ -74,14 +79,17 @@ def _measures_latency(settings: SearchSettings) -> bool:
     return "latency" in settings.objectives or any(c.strip().lower().startswith("latency") for c in settings.constraints)
 
 
-def latency_machine(runtime: str) -> dict:
-    """Where latencies were measured: they hold for that machine and runtime only."""
+def latency_machine(runtime: str, device: str = "cpu") -> dict:
+    """Where latencies were measured: they hold for that machine, runtime and device only."""
     import platform
 
     import torch
 
-    return {"runtime": runtime, "machine": platform.machine(), "processor": platform.processor() or "unknown",
-            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    where = {"runtime": runtime, "machine": platform.machine(), "processor": platform.processor() or "unknown",
+             "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if device != "cpu":  # searches from before --latency-device measured on the CPU and keep their identity
+        where["device"] = torch.cuda.get_device_name(0)
+    return where
 
 
 def _identity(settings: SearchSettings, superlms: list) -> dict:
@@ -91,8 +99,9 @@ def _identity(settings: SearchSettings, superlms: list) -> dict:
     d.pop("resume")
     if settings.precision == "fp32":  # searches written before --precision existed were fp32
         d.pop("precision")
-    if _measures_latency(settings):  # measured latencies from another machine or runtime do not mix
-        d["latency_measured_on"] = latency_machine(settings.latency_runtime)
+    d.pop("latency_device")  # in latency_measured_on, where it counts
+    if _measures_latency(settings):  # measured latencies from another machine, runtime or device do not mix
+        d["latency_measured_on"] = latency_machine(settings.latency_runtime, settings.latency_device)
     else:
         d.pop("latency_runtime")
     d["superlms"] = {t.subspace.name: t.meta["sha256"] for t in superlms}
@@ -223,6 +232,7 @@ def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, al
         trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"],
         measure_latency_too=_measures_latency(settings),
         cache=dict(state["cache"]) if state else None, latency_runtime=settings.latency_runtime,
+        latency_device=settings.latency_device,
         dtype=PRECISION_DTYPES[settings.precision],
     )
     dims = trained.space.dims(trained.teacher_shape)

@@ -71,7 +71,7 @@ def student_config(arch: Arch, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.
             config = config_class(embedding_size=dims.embedding_size or arch.hidden, **common)
         else:
             config = config_class(**common)
-        config._attn_implementation = "eager"
+        config._attn_implementation = "sdpa"
         return config
     return StudentConfig(head_dim=dims.head_dim, roberta_positions=own.roberta_positions,
                          embedding_size=dims.embedding_size or None, use_pooler=own.pooler, **common)

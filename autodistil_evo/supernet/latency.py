@@ -9,31 +9,56 @@ import time
 import numpy as np
 import torch
 
+DEVICES = ("cpu", "cuda")
 
-def time_calls(run, repeats: int = 10, warmup: int = 2) -> dict:
-    """p50 / p90 milliseconds of `run()` over `repeats` calls after `warmup` untimed ones."""
+
+def resolve_device(name: str, flag: str = "--device") -> torch.device:
+    """The torch device a latency is measured on; one line where it is unknown or absent here."""
+    from autodistil_evo.errors import UserError
+
+    if name not in DEVICES:
+        raise UserError(f"{flag}: unknown '{name}' (known: {', '.join(DEVICES)})")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{flag} cuda: no CUDA device on this machine; measure on the GPU you serve from, or use cpu")
+    return torch.device(name)
+
+
+def time_calls(run, repeats: int = 10, warmup: int = 2, device="cpu") -> dict:
+    """p50 / p90 milliseconds of `run()` over `repeats` calls after `warmup` untimed ones. On CUDA each call
+    is timed by device events around it (kernels run asynchronously; the host clock would time the launch)."""
     for _ in range(warmup):
         run()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+        if torch.device(device).type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
     return {"latency_ms": statistics.median(times) * 1e3, "p90_ms": float(np.percentile(times, 90)) * 1e3, "repeats": repeats}
 
 
 @torch.inference_mode()
-def measure_latency(model, batch: int = 1, seq_len: int = 128, repeats: int = 10, warmup: int = 2, vocab: int = 1000) -> dict:
-    model.eval()
-    ids = torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(0))
-    ids = ids.to(next(model.parameters()).device)
+def measure_latency(model, batch: int = 1, seq_len: int = 128, repeats: int = 10, warmup: int = 2, vocab: int = 1000,
+                    device: str = "cpu") -> dict:
+    """Forward latency of `model` on `device` (the model is moved there) on random ids of (batch, seq_len)."""
+    where = resolve_device(device)
+    model = model.eval().to(where)
+    ids = torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(0)).to(where)
     mask = torch.ones_like(ids)
-    timing = time_calls(lambda: model(input_ids=ids, attention_mask=mask), repeats, warmup)
+    timing = time_calls(lambda: model(input_ids=ids, attention_mask=mask), repeats, warmup, where)
     return {
         **timing,
         "throughput_seq_per_s": batch / (timing["latency_ms"] / 1e3),
         "batch": batch,
         "seq_len": seq_len,
+        "device": torch.cuda.get_device_name(where) if where.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
     }
 
@@ -99,6 +124,6 @@ def onnx_latency(model, batch: int = 1, seq_len: int = 128, repeats: int = 10, v
         return session_latency(path, batch, seq_len, repeats, vocab)
 
 
-def latency(model, runtime: str = "torch", **kwargs) -> dict:
-    """Latency of `model` in `runtime` (torch or onnxruntime)."""
-    return onnx_latency(model, **kwargs) if runtime == "onnxruntime" else measure_latency(model, **kwargs)
+def latency(model, runtime: str = "torch", device: str = "cpu", **kwargs) -> dict:
+    """Latency of `model` in `runtime` (torch on `device`, or onnxruntime on the CPU)."""
+    return onnx_latency(model, **kwargs) if runtime == "onnxruntime" else measure_latency(model, device=device, **kwargs)

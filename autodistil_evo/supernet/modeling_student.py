@@ -87,15 +87,16 @@ def extended_attention_mask(attention_mask: torch.Tensor, dtype: torch.dtype) ->
 
 
 def multi_head_attention(q, k, v, additive_mask, head_dim, dropout_p, training):
-    """Scaled dot-product attention over heads of `head_dim`; q/k/v are [batch, seq, heads*head_dim]."""
+    """Scaled dot-product attention over heads of `head_dim`; q/k/v are [batch, seq, heads*head_dim].
+
+    Through torch's `scaled_dot_product_attention`, as Transformers' BERT (its fused flash /
+    memory-efficient kernels where the device has them; dropout on the attention weights inside it)."""
     batch, seq, width = q.shape
     shape = (batch, seq, width // head_dim, head_dim)
     q, k, v = (t.view(shape).transpose(1, 2) for t in (q, k, v))
-    scores = torch.matmul(q, k.transpose(2, 3)) * (head_dim**-0.5)
-    if additive_mask is not None:
-        scores = scores + additive_mask
-    probs = nn.functional.dropout(nn.functional.softmax(scores, dim=-1), p=dropout_p, training=training)
-    return torch.matmul(probs, v).transpose(1, 2).reshape(batch, seq, width)
+    context = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask,
+                                                         dropout_p=dropout_p if training else 0.0)
+    return context.transpose(1, 2).reshape(batch, seq, width)
 
 
 def position_ids(input_ids, padding_idx, roberta_positions: bool):
