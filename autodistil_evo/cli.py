@@ -481,6 +481,31 @@ def bench(model_dirs, batch, seq_len, repeats, runtime, precision, device, trust
     ))
 
 
+@main.command("embed-eval")
+@click.argument("model_dirs", nargs=-1, required=True)
+@click.option("--teacher", default=None, help="The teacher to compare with [default: embedded all-MiniLM-L6-v2].")
+@click.option("--sentences", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Sentences compared: half held-out corpus text, half the embedded task's test texts.")
+@click.option("--seed", type=int, default=None)
+@click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def embed_eval_command(ctx, model_dirs, teacher, sentences, seed, trust_remote_code, as_json):
+    """Embedding fidelity to the teacher without labels: Spearman of cosine similarities, recall@10 of neighbours."""
+    from autodistil_evo.export.embed_eval import embed_eval
+
+    rows = embed_eval(model_dirs, teacher, sentences, _seed(ctx, seed), trust_remote_code)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    console.print(_table(
+        f"embedding fidelity to the teacher ({rows[0]['sentences']} sentences, {rows[0]['pairs']} pairs, "
+        f"{rows[0]['queries']} queries)",
+        ["name", "params", "width", "Spearman (cosine)", "recall@10"],
+        [(r["model"], f"{r['params']:,}", r["width"], f"{r['spearman']:.4f}", f"{r['recall_at_10']:.3f}") for r in rows],
+    ))
+
+
 @main.command("onnx")
 @click.argument("model_dir")
 @click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder to write model.onnx, tokenizer and config to.")

@@ -8,6 +8,7 @@ copied beside the weights, so `AutoModel.from_pretrained(DIR, trust_remote_code=
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -152,6 +153,34 @@ def _teacher_weights_hash(teacher_source: str) -> str:
     return "unknown"
 
 
+ST_MODULES = "sentence_transformers.models."
+ST_ADAPTED = {"Transformer", "Pooling", "Normalize"}  # modules a student of another width can carry over
+ST_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def sentence_transformer_files(teacher_dir: Path, out: Path, hidden: int) -> str | None:
+    """Where the teacher is a sentence-transformers folder (`modules.json`), write the student as one too:
+    the teacher's module list, its pooling (dimension set to the student's width) and normalisation, and
+    its sentence-transformers configs. Returns why it could not, or None."""
+    teacher_dir = Path(teacher_dir)
+    if not (teacher_dir / "modules.json").is_file():
+        return "the teacher is not a sentence-transformers folder"
+    modules = json.loads((teacher_dir / "modules.json").read_text())
+    kinds = {m["type"].removeprefix(ST_MODULES) for m in modules}
+    if not kinds <= ST_ADAPTED or not any(m["path"] == "" and m["type"] == ST_MODULES + "Transformer" for m in modules):
+        return f"its pipeline has modules a narrower student cannot reuse ({', '.join(sorted(kinds - ST_ADAPTED)) or 'layout'})"
+    for module in modules:
+        source = teacher_dir / module["path"] / "config.json"
+        if module["type"] == ST_MODULES + "Pooling" and source.is_file():
+            config = {**json.loads(source.read_text()), "word_embedding_dimension": hidden}
+            (out / module["path"]).mkdir(parents=True, exist_ok=True)
+            (out / module["path"] / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    for name in ST_FILES:
+        if (teacher_dir / name).is_file():
+            shutil.copy(teacher_dir / name, out / name)
+    return None
+
+
 def check_model_dir(out_dir, force: bool) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -203,6 +232,11 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
             student.config._auto_class = "AutoConfig"  # makes save_pretrained copy modeling_student.py
         student.save_pretrained(tmp)
         teacher.tokenizer.save_pretrained(tmp)
+        not_st = sentence_transformer_files(teacher.source, tmp, arch.hidden)
+        if not_st is None:
+            log("written as a sentence-transformers model too (the teacher's pooling and normalisation)")
+        elif (Path(teacher.source) / "modules.json").is_file():
+            log(f"not written as a sentence-transformers model: {not_st}")
         reloaded = AutoModel.from_pretrained(tmp, trust_remote_code=remote_code).eval()
         difference = max_output_difference(trained.superlm, arch, reloaded, batch)
         log(f"max abs difference, exported model vs. SuperLM subnet on held-out text: {difference:.2e}")
@@ -229,6 +263,7 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
             "model_class": type(student).__name__,
             "remote_code": remote_code,
             "max_abs_diff": difference,
+            "sentence_transformers": not_st is None,
             "train_flops_parts": training_compute(meta),
         }
         parts = provenance["train_flops_parts"]
@@ -239,6 +274,7 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
         (tmp / "autodistil_provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
         umask = os.umask(0)
         os.umask(umask)
-        for file in tmp.iterdir():  # some writers create 0600 files; a model folder is for sharing
-            file.chmod(0o666 & ~umask)
+        for file in tmp.rglob("*"):  # some writers create 0600 files; a model folder is for sharing
+            if file.is_file():
+                file.chmod(0o666 & ~umask)
     return provenance

@@ -1,0 +1,101 @@
+"""Embedding fidelity without labels: how well a student keeps its teacher's sentence-similarity structure.
+
+On a fixed sample of sentences (held-out text of the embedded corpus and the embedded task's test
+texts, half each), two numbers compare the student's sentence embeddings with the teacher's:
+- `spearman`: the Spearman correlation between the teacher's and the student's cosine similarities
+  over a fixed, seeded sample of sentence pairs;
+- `recall_at_10`: for a fixed set of query sentences, the share of each one's 10 nearest neighbours
+  under the teacher that are also among its 10 under the student, averaged.
+Both compare similarity structure, not vectors, so they hold whatever the student's width; a
+student equal to its teacher scores 1.0 on both. Embeddings are pooled as the model's
+sentence-transformers modules say (mean pooling and normalisation, all-MiniLM-L6-v2's, by default).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autodistil_evo.data import corpus_parts, hash_bucket, sentiment_task
+
+POOLING_MODES = ("cls", "mean", "max")
+
+
+def fidelity_sentences(n: int = 1000, seed: int = 0, heldout_fraction: float = 0.05) -> list:
+    """`n` sentences, fixed by (n, seed): half held-out embedded-corpus texts of 5 words or more (the corpus'
+    hash split, so none was trained on), half the embedded task's test texts."""
+    rng = np.random.default_rng(seed)
+    corpus = [t for _, part in corpus_parts(None) for t in part["text"]
+              if hash_bucket(t) < heldout_fraction and len(t.split()) >= 5]
+    reviews = [text for text, _ in sentiment_task().test]
+    half = n // 2
+    picks = [corpus[i] for i in sorted(rng.choice(len(corpus), size=min(half, len(corpus)), replace=False))]
+    picks += [reviews[i] for i in sorted(rng.choice(len(reviews), size=min(n - len(picks), len(reviews)), replace=False))]
+    return picks
+
+
+def pooling_of(folder) -> tuple:
+    """(mode, normalise) of a model folder: from its sentence-transformers modules, else (mean, True)."""
+    folder = Path(folder)
+    if not (folder / "modules.json").is_file():
+        return "mean", True
+    modules = json.loads((folder / "modules.json").read_text())
+    mode, normalise = "mean", False
+    for module in modules:
+        kind = module["type"].rsplit(".", 1)[-1]
+        config = folder / module["path"] / "config.json"
+        if kind == "Pooling" and config.is_file():
+            settings = json.loads(config.read_text())
+            mode = next((m for m in POOLING_MODES if settings.get(f"pooling_mode_{m}_token" if m == "cls" else
+                                                                  f"pooling_mode_{m}_tokens")), "mean")
+        normalise |= kind == "Normalize"
+    return mode, normalise
+
+
+@torch.no_grad()
+def embed(forward, tokenizer, texts: list, pooling=("mean", True), batch_size: int = 64, max_len: int = 128,
+          device="cpu") -> torch.Tensor:
+    """Sentence embeddings [len(texts), width]: `forward(input_ids, attention_mask)` gives the last hidden state."""
+    mode, normalise = pooling
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_len,
+                          return_tensors="pt")
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        hidden = forward(ids, mask).float()
+        weights = mask[..., None].to(hidden.dtype)
+        if mode == "cls":
+            pooled = hidden[:, 0]
+        elif mode == "max":
+            pooled = hidden.masked_fill(weights == 0, float("-inf")).amax(dim=1)
+        else:
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+        out.append(torch.nn.functional.normalize(pooled, dim=-1) if normalise else pooled)
+    return torch.cat(out).cpu()
+
+
+def fidelity(student: torch.Tensor, teacher: torch.Tensor, pairs: int = 5000, queries: int = 200, k: int = 10,
+             seed: int = 0) -> dict:
+    """Spearman of the two models' cosine similarities over `pairs` seeded pairs, and recall@k of the teacher's
+    nearest neighbours among all the sentences for `queries` seeded queries."""
+    from scipy.stats import spearmanr
+
+    s, t = (torch.nn.functional.normalize(x.double(), dim=-1) for x in (student, teacher))
+    n = len(t)
+    rng = np.random.default_rng(seed)
+    a, b = rng.integers(0, n, pairs), rng.integers(0, n, pairs)
+    keep = a != b
+    a, b = torch.from_numpy(a[keep]), torch.from_numpy(b[keep])
+    spearman = float(spearmanr((t[a] * t[b]).sum(-1).numpy(), (s[a] * s[b]).sum(-1).numpy())[0])
+    chosen = torch.from_numpy(rng.choice(n, size=min(queries, n), replace=False))
+
+    def neighbours(x):
+        similarity = x[chosen] @ x.T
+        similarity[torch.arange(len(chosen)), chosen] = float("-inf")  # a sentence is not its own neighbour
+        return similarity.topk(k, dim=1).indices
+
+    mine, theirs = neighbours(s), neighbours(t)
+    recall = float(np.mean([len(set(m.tolist()) & set(r.tolist())) / k for m, r in zip(mine, theirs)]))
+    return {"spearman": spearman, "recall_at_10" if k == 10 else f"recall_at_{k}": recall, "sentences": n,
+            "pairs": int(keep.sum()), "queries": len(chosen)}

@@ -1,0 +1,65 @@
+"""Students as sentence-embedding models: sentence-transformers folders, fidelity without labels."""
+
+import json
+
+import pytest
+import torch
+from conftest import REPO, make_teacher
+from helpers import run_cli
+
+from autodistil_evo.distill.artifact import load_superlm
+from autodistil_evo.search.fidelity import fidelity
+from autodistil_evo.spaces import Arch
+
+
+def test_fidelity_is_one_for_the_teacher_and_far_less_for_a_random_encoder(tmp_path, tiny_teacher):
+    other = make_teacher(tmp_path / "other", seed=1)
+    rows = json.loads(run_cli("embed-eval", tiny_teacher, other, "--teacher", tiny_teacher, "--sentences", 200, "--json"))
+    same, random = rows
+    assert same["spearman"] == pytest.approx(1.0) and same["recall_at_10"] == pytest.approx(1.0)
+    assert random["spearman"] < 0.9 and random["recall_at_10"] < 0.6
+    assert same["sentences"] == 200 and same["queries"] == 200 and same["pairs"] > 4000
+
+
+def test_fidelity_compares_structure_not_width():
+    torch.manual_seed(0)
+    teacher = torch.randn(300, 64)
+    rotated = teacher[:, :48] @ torch.linalg.qr(torch.randn(48, 48))[0]  # fewer dims, rotated: similar structure
+    scores = fidelity(rotated, teacher)
+    assert 0.5 < scores["spearman"] < 1.0 and scores["recall_at_10"] > 0.3
+    assert fidelity(torch.randn(300, 16), teacher)["spearman"] < 0.2
+
+
+def test_a_student_of_a_sentence_transformers_teacher_is_one(tmp_path, corpus_file):
+    """The embedded teacher is a sentence-transformers folder: its student loads with SentenceTransformer offline and
+    embeds as the SuperLM subnet does, mean-pooled and normalised (<= 1e-5)."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    run = tmp_path / "run"
+    run_cli("train", "--recipe", REPO / "recipes" / "quickstart.yaml", "--corpus", corpus_file, "--subspace", "tiny",
+            "--steps", 0, "--out", run)
+    arch = {"subspace": "tiny", "layers": 2, "heads": 7, "hidden": 64, "mlp_ratio": 2.0}
+    out = tmp_path / "student"
+    assert "sentence-transformers model too" in run_cli("export", run, "--arch", json.dumps(arch), "--out", out)
+    assert json.loads((out / "1_Pooling" / "config.json").read_text())["word_embedding_dimension"] == 64
+    assert json.loads((out / "autodistil_provenance.json").read_text())["sentence_transformers"] is True
+    texts = ["A film about a lonely lighthouse keeper.", "Stocks fell sharply on Monday.", "short"]
+    model = sentence_transformers.SentenceTransformer(str(out), trust_remote_code=True, device="cpu")
+    got = torch.as_tensor(model.encode(texts, convert_to_numpy=True))
+    trained = load_superlm(run / "tiny")
+    trained.superlm.set_active(Arch.from_dict(arch))
+    batch = model.tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = trained.superlm(batch["input_ids"], batch["attention_mask"])[0]
+    mask = batch["attention_mask"][..., None].float()
+    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+    assert (got - expected).abs().max().item() <= 1e-5
+    row = json.loads(run_cli("embed-eval", out, "--sentences", 60, "--json"))[0]  # our own model file: allowed
+    assert row["width"] == 64 and -1 <= row["spearman"] < 1
+
+
+def test_a_teacher_without_modules_json_exports_as_before(tmp_path, tiny_search):
+    arch = {"subspace": "small", "layers": 1, "heads": 2, "hidden": 16, "mlp_ratio": 1.0}
+    out = tmp_path / "student"
+    assert "sentence-transformers" not in run_cli("export", tiny_search / "run", "--arch", json.dumps(arch), "--out", out)
+    assert not (out / "modules.json").exists() and not (out / "1_Pooling").exists()
+    assert json.loads((out / "autodistil_provenance.json").read_text())["sentence_transformers"] is False
