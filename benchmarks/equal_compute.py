@@ -10,7 +10,8 @@ Budgets: the hand shapes of `common.HAND` (about 70%, 45% and 20% of the teacher
 - `searched-alone`: the searched arch distilled alone from the teacher (is it the shape or the weights?).
 
 Compute: training FLOPs as the trainer counts them (teacher forward + 3x each trained member's
-forward). The tool's path (the bench SuperLMs + `--student-steps` of `train-student` per pick) is
+forward); a row's `train_flops` is what made that student (its SuperLM's whole training, shared with
+the students taken from it, plus its own further training). The tool's path (the bench SuperLMs + `--student-steps` of `train-student` per pick) is
 the measured total; each alone path gets the same step count per student, chosen so that the three
 hand shapes together cost at least that total: the tool's path never gets more compute than the
 do-it-yourself one. All fine-tuned with the bench budget over the same seeds; differences are
@@ -134,7 +135,8 @@ def main():
         entries = {
             "layer-drop": (layer_drop(depth), f"teacher-bottom-{depth}", depth_flops[depth], 0),
             "hand-alone": (hand_model, f"{subspace}-{Arch.from_dict(arch).key()}", flops, hand_provenance["train_flops"]),
-            "searched-superlm": (found[1], found[0]["id"], found[0]["flops"], shared),
+            "searched-superlm": (found[1], found[0]["id"], found[0]["flops"],
+                                 json.loads((found[1] / "autodistil_provenance.json").read_text())["train_flops"]),
             TOOL: (tool_model, found[0]["id"], found[0]["flops"], tool_provenance["train_flops"]),
             "searched-alone": (alone_model, found[0]["id"], found[0]["flops"], alone_provenance["train_flops"]),
         }
