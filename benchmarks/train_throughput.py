@@ -101,7 +101,7 @@ def main():
         args.section,
         f"## Training throughput ({args.precision}, {device().type})\n\nMachine: {machine()}. Sub-space `{args.subspace}` of space `{space.name}`, teacher "
         f"{teacher.shape.name}, batch {recipe.micro_batch} x {recipe.seq_len}, median of {args.steps} steps after 2 "
-        f"warm-up. Both rows time the trainer's own `distill_step` (teacher forward to its tapped layer included) "
+        f"warm-up. Every row times the trainer's own `distill_step` (teacher forward to its tapped layer included) "
         f"on the engine the trainer builds.\n\nCommand: `{command()}`\n\n{table}\n\n"
         f"A SuperLM step costs {s / a:.2f}x a standalone step of its largest student while training {members} "
         f"subnets; per subnet trained it runs at {members * a / s:.2f}x the standalone rate (the smaller sandwich "
