@@ -282,7 +282,8 @@ def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file
 @click.option("--subspace", default="all", show_default=True, help="Sub-space name, or 'all' (global front).")
 @click.option("--population", type=int, default=16, show_default=True)
 @click.option("--generations", type=int, default=5, show_default=True, help="Total generations (a resumed run continues up to it).")
-@click.option("--objectives", default="loss,flops", show_default=True, help="Comma list of loss, flops, params, latency.")
+@click.option("--objectives", default="loss,flops", show_default=True,
+              help="Comma list of loss, flops, params, latency, fidelity (embedding fidelity to the teacher).")
 @click.option("--constraint", "constraints", multiple=True, help="Bound such as 'flops<=2e9', 'params<=10e6', 'latency_ms<=5' (repeatable).")
 @click.option("--algorithm", type=click.Choice(["nsga2", "random", "exhaustive"]), default="nsga2", show_default=True)
 @click.option("--operators", type=click.Choice(["ux-reset", "sbx-pm"]), default="ux-reset", show_default=True,
@@ -291,6 +292,8 @@ def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file
               help="Where a latency objective or bound is measured (median of 5 after warm-up, batch 1, per arch).")
 @click.option("--latency-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where a latency objective or bound is measured (torch runtime).")
+@click.option("--fidelity-sentences", type=int, default=256, show_default=True,
+              help="With the fidelity objective: sentences its Spearman to the teacher's embeddings is measured on.")
 @click.option("--eval-samples", type=int, default=64, show_default=True, help="Held-out blocks in the proxy set.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True,
               help="SuperLM and teacher dtype for the proxy (relations and KL in fp32); part of the search's identity.")
@@ -298,7 +301,7 @@ def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file
 @click.option("--resume", is_flag=True, help="Continue the search in --out.")
 @click.pass_context
 def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectives, constraints, algorithm, operators,
-           latency_runtime, latency_device, eval_samples, precision, seed, resume):
+           latency_runtime, latency_device, fidelity_sentences, eval_samples, precision, seed, resume):
     """Search the trained SuperLMs with NSGA-II for the Pareto set of proxy loss x cost."""
     from autodistil_evo.search.evolve import SearchSettings, run_search
 
@@ -306,7 +309,7 @@ def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectiv
         subspace=subspace, population=population, generations=generations,
         objectives=[o.strip() for o in objectives.split(",") if o.strip()], constraints=list(constraints),
         algorithm=algorithm, operators=operators, latency_runtime=latency_runtime, latency_device=latency_device,
-        eval_samples=eval_samples,
+        fidelity_sentences=fidelity_sentences, eval_samples=eval_samples,
         seed=_seed(ctx, seed), resume=resume, precision=precision,
     )
     result = run_search(run_dir, search_dir, settings, console)

@@ -63,3 +63,20 @@ def test_a_teacher_without_modules_json_exports_as_before(tmp_path, tiny_search)
     assert "sentence-transformers" not in run_cli("export", tiny_search / "run", "--arch", json.dumps(arch), "--out", out)
     assert not (out / "modules.json").exists() and not (out / "1_Pooling").exists()
     assert json.loads((out / "autodistil_provenance.json").read_text())["sentence_transformers"] is False
+
+
+def test_search_for_fidelity_and_the_export_agrees(tmp_path, tiny_search, tiny_teacher):
+    """`evolve --objectives fidelity,flops` measures each subnet's fidelity as embed-eval measures its export."""
+    out = tmp_path / "search"
+    run_cli("evolve", tiny_search / "run", "--out", out, "--subspace", "small", "--objectives", "fidelity,flops",
+            "--population", 4, "--generations", 1, "--fidelity-sentences", 40, "--eval-samples", 4)
+    front = json.loads((out / "pareto.json").read_text())["front"]
+    assert front and all(-1 <= r["fidelity"] <= 1 and r["fidelity_loss"] == pytest.approx(1 - r["fidelity"]) for r in front)
+    pick = front[0]
+    student = tmp_path / "student"
+    run_cli("export", out, "--id", pick["id"], "--out", student)
+    row = json.loads(run_cli("embed-eval", student, "--teacher", tiny_teacher, "--sentences", 40, "--json"))[0]
+    assert row["spearman"] == pytest.approx(pick["fidelity"], abs=1e-4)
+    message = run_cli("evolve", tiny_search / "run", "--out", tmp_path / "bad", "--objectives", "fidelity,flops",
+                      "--fidelity-sentences", 5, expect=2)
+    assert "--fidelity-sentences: 5 is too few" in message

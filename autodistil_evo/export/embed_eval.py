@@ -4,12 +4,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from autodistil_evo.errors import UserError
 from autodistil_evo.export.trust import model_folder
-from autodistil_evo.search.fidelity import embed, fidelity, fidelity_sentences, pooling_of
-
-
-def last_hidden(model):
-    """`forward(input_ids, attention_mask)` -> last hidden state of an HF encoder, as `embed` takes it."""
-    return lambda ids, mask: model(input_ids=ids, attention_mask=mask).last_hidden_state
+from autodistil_evo.search.fidelity import embed, encoder_forward, fidelity, fidelity_sentences, pooling_of
 
 
 def _encoder(path, remote_code):
@@ -31,12 +26,12 @@ def embed_eval(model_dirs, teacher_spec=None, sentences: int = 1000, seed: int =
     texts = fidelity_sentences(sentences, seed)
     # 128 tokens, or fewer where the teacher's positions end sooner (RoBERTa-style ids start past padding)
     max_len = min(128, getattr(teacher.model.config, "max_position_embeddings", 512) - 2)
-    reference = embed(last_hidden(teacher.model), teacher.tokenizer, texts, pooling_of(teacher.source), max_len=max_len)
+    reference = embed(encoder_forward(teacher.model), teacher.tokenizer, texts, pooling_of(teacher.source), max_len=max_len)
     rows = []
     for model_dir in model_dirs:
         path, remote_code = model_folder(model_dir, trust_remote_code)
         model, tokenizer = _encoder(path, remote_code)
-        vectors = embed(last_hidden(model), tokenizer, texts, pooling_of(path), max_len=max_len)
+        vectors = embed(encoder_forward(model), tokenizer, texts, pooling_of(path), max_len=max_len)
         rows.append({"model": str(model_dir), "width": vectors.shape[1], "params": sum(p.numel() for p in model.parameters()),
                      **fidelity(vectors, reference, seed=seed)})
     return rows

@@ -10,6 +10,7 @@ import torch
 from autodistil_evo.distill.loss import relation_loss_from_teacher, teacher_relations
 from autodistil_evo.distributed import device
 from autodistil_evo.faults import maybe_die
+from autodistil_evo.search.fidelity import embed, encoder_forward, fidelity
 from autodistil_evo.spaces import Arch
 from autodistil_evo.supernet import SuperLM
 from autodistil_evo.supernet.latency import latency as latency_of
@@ -19,12 +20,15 @@ from autodistil_evo.teacher import RelationTap
 class ProxyEvaluator:
     def __init__(self, superlm: SuperLM, teacher_model, heldout: torch.Tensor, relation_heads: int,
                  teacher_layer: int = -1, batch_size: int = 32, measure_latency_too: bool = False, cache=None,
-                 latency_runtime: str = "torch", latency_repeats: int = 5, dtype=torch.float32, latency_device: str = "cpu"):
+                 latency_runtime: str = "torch", latency_repeats: int = 5, dtype=torch.float32, latency_device: str = "cpu",
+                 fidelity_set: tuple | None = None):
+        """`fidelity_set`: (texts, tokenizer, pooling) to also measure each subnet's embedding fidelity to the
+        teacher on those texts (`search.fidelity`); None: not measured."""
         self.superlm = superlm.eval().to(device(), dtype=dtype)
         self.relation_heads = relation_heads
         self.measure_latency_too = measure_latency_too
         self.latency_runtime, self.latency_repeats, self.latency_device = latency_runtime, latency_repeats, latency_device
-        self.cache = cache if cache is not None else {}  # arch key -> {"loss": .., "latency_ms": ..}
+        self.cache = cache if cache is not None else {}  # arch key -> {"loss", "latency_ms"[, "fidelity", "fidelity_loss"]}
         self.hits = 0
         self.batches = []
         teacher_model.to(device(), dtype=dtype)
@@ -35,6 +39,24 @@ class ProxyEvaluator:
                 relations = teacher_relations(tap(teacher_model, ids, mask), relation_heads, mask)
                 self.batches.append((ids, mask, relations))
         self.tokens = sum(ids.numel() for ids, _, _ in self.batches)
+        self.fidelity_set, self.reference = fidelity_set, None
+        if fidelity_set is not None:
+            texts, tokenizer, pooling = fidelity_set
+            self.reference = embed(encoder_forward(teacher_model), tokenizer, texts, pooling, max_len=self.max_len(teacher_model),
+                                   device=device())
+
+    @staticmethod
+    def max_len(model) -> int:
+        return min(128, getattr(model.config, "max_position_embeddings", 512) - 2)
+
+    @torch.inference_mode()
+    def fidelity(self, arch: Arch) -> float:
+        """Spearman of the subnet's cosine similarities against the teacher's on the fidelity texts."""
+        texts, tokenizer, pooling = self.fidelity_set
+        self.superlm.set_active(arch)
+        vectors = embed(lambda ids, mask: self.superlm(ids, mask)[0], tokenizer, texts, pooling,
+                        max_len=min(128, self.superlm.dims.max_position_embeddings - 2), device=device())
+        return fidelity(vectors, self.reference)["spearman"]
 
     @torch.inference_mode()
     def proxy_loss(self, arch: Arch) -> float:
@@ -48,13 +70,15 @@ class ProxyEvaluator:
 
     def _evaluate_one(self, arch: Arch) -> list:
         loss = self.proxy_loss(arch)
-        latency = float("nan")
+        latency, spearman = float("nan"), float("nan")
+        if self.fidelity_set is not None:
+            spearman = self.fidelity(arch)
         if self.measure_latency_too:
             seq = self.batches[0][0].shape[1]
             student = self.superlm.extract(arch)
             latency = latency_of(student, self.latency_runtime, self.latency_device, batch=1, seq_len=seq,
                                  repeats=self.latency_repeats, vocab=student.config.vocab_size)["latency_ms"]
-        return [loss, latency]
+        return [loss, latency, spearman]
 
     def evaluate_many(self, archs: list, count_hits: bool = True) -> list:
         """Results for `archs` in order; uncached ones are computed (split over ranks) and cached."""
@@ -73,12 +97,15 @@ class ProxyEvaluator:
         if world > 1:
             per_rank = -(-len(todo) // world)
             where = device() if dist.get_backend() == "nccl" else "cpu"
-            local = torch.full((per_rank, 2), float("nan"), dtype=torch.float64, device=where)
+            local = torch.full((per_rank, 3), float("nan"), dtype=torch.float64, device=where)
             if values:
                 local[: len(values)] = torch.tensor(values, dtype=torch.float64)
             gathered = [torch.empty_like(local) for _ in range(world)]
             dist.all_gather(gathered, local)
             values = [gathered[i % world][i // world].tolist() for i in range(len(todo))]  # rank i%world did todo[i]
-        for arch, (loss, latency) in zip(todo, values):
-            self.cache[arch.key()] = {"loss": loss, "latency_ms": None if latency != latency else latency}
+        for arch, (loss, latency, spearman) in zip(todo, values):
+            entry = {"loss": loss, "latency_ms": None if latency != latency else latency}
+            if spearman == spearman:  # measured (not NaN)
+                entry.update(fidelity=spearman, fidelity_loss=1.0 - spearman)
+            self.cache[arch.key()] = entry
         return [self.cache[a.key()] for a in archs]

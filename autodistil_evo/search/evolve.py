@@ -42,6 +42,7 @@ class SearchSettings:
     operators: str = DEFAULT_OPERATORS
     latency_runtime: str = "torch"
     latency_device: str = "cpu"  # torch runtime: where latencies are measured
+    fidelity_sentences: int = 256  # with the fidelity objective: sentences its Spearman is measured on
     eval_samples: int = 64
     seed: int = 0
     resume: bool = False
@@ -70,6 +71,8 @@ def _validate(settings: SearchSettings):
         raise UserError(f"--precision: unknown '{settings.precision}' (known: {', '.join(PRECISION_DTYPES)})")
     if settings.precision == "fp16" and not torch.cuda.is_available():
         raise UserError("--precision fp16 needs a CUDA GPU; use bf16 or fp32")
+    if "fidelity" in settings.objectives and settings.fidelity_sentences < 20:
+        raise UserError(f"--fidelity-sentences: {settings.fidelity_sentences} is too few (at least 20)")
     if settings.population < 2 or settings.generations < 1 or settings.eval_samples < 1:
         raise UserError("--population must be >= 2, --generations and --eval-samples >= 1")
     return [parse_bound(c, BOUND_NAMES, "--constraint") for c in settings.constraints]
@@ -100,6 +103,8 @@ def _identity(settings: SearchSettings, superlms: list) -> dict:
     if settings.precision == "fp32":  # searches written before --precision existed were fp32
         d.pop("precision")
     d.pop("latency_device")  # in latency_measured_on, where it counts
+    if "fidelity" not in settings.objectives:
+        d.pop("fidelity_sentences")
     if _measures_latency(settings):  # measured latencies from another machine, runtime or device do not mix
         d["latency_measured_on"] = latency_machine(settings.latency_runtime, settings.latency_device)
     else:
@@ -232,7 +237,7 @@ def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, al
         trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"],
         measure_latency_too=_measures_latency(settings),
         cache=dict(state["cache"]) if state else None, latency_runtime=settings.latency_runtime,
-        latency_device=settings.latency_device,
+        latency_device=settings.latency_device, fidelity_set=_fidelity_set(settings, teacher),
         dtype=PRECISION_DTYPES[settings.precision],
     )
     dims = trained.space.dims(trained.teacher_shape)
@@ -285,6 +290,15 @@ def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, al
     return {"subspace": name, "algorithm": algorithm, "generations": generation, "evaluations": len(history),
             "unique": len({r["key"] for r in history}), "hv": hv, "reference": reference,
             "objectives": settings.objectives}
+
+
+def _fidelity_set(settings: SearchSettings, teacher):
+    """(texts, tokenizer, pooling) of the fidelity objective, or None when the search does not measure it."""
+    if "fidelity" not in settings.objectives:
+        return None
+    from autodistil_evo.search.fidelity import fidelity_sentences, pooling_of
+
+    return fidelity_sentences(settings.fidelity_sentences), teacher.tokenizer, pooling_of(teacher.source)
 
 
 def _algorithm_for(subspace, settings: SearchSettings, state, log) -> str:

@@ -53,6 +53,11 @@ def pooling_of(folder) -> tuple:
     return mode, normalise
 
 
+def encoder_forward(model):
+    """`forward(input_ids, attention_mask)` -> last hidden state of a Hugging Face encoder, as `embed` takes it."""
+    return lambda ids, mask: model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
 @torch.no_grad()
 def embed(forward, tokenizer, texts: list, pooling=("mean", True), batch_size: int = 64, max_len: int = 128,
           device="cpu") -> torch.Tensor:

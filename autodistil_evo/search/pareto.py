@@ -12,7 +12,8 @@ from autodistil_evo.plots import new_figure, save_png
 from autodistil_evo.search.problem import COLUMN
 from autodistil_evo.spaces import Arch
 
-CSV_COLUMNS = ["id", "subspace", "layers", "heads", "hidden", "mlp_ratio", "ffn", "params", "flops", "loss", "latency_ms"]
+CSV_COLUMNS = ["id", "subspace", "layers", "heads", "hidden", "mlp_ratio", "ffn", "params", "flops", "loss", "latency_ms",
+               "fidelity"]
 
 
 def objective_matrix(rows: list, objectives: list) -> np.ndarray:
@@ -50,6 +51,8 @@ def front_row(row: dict) -> dict:
         "flops": row["flops"],
         "loss": row["loss"],
         "latency_ms": row.get("latency_ms"),
+        "fidelity": row.get("fidelity"),
+        "fidelity_loss": row.get("fidelity_loss"),
     }
 
 

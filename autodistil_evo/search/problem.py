@@ -2,7 +2,8 @@
 
 The genome layout, decoding and encoding belong to `SubSpace`. Every genome is a valid arch;
 genes past a genome's depth are inactive, so several genomes can be one arch. Objectives (minimised) are any of proxy `loss`, `flops`, `params`,
-measured `latency` (ms); bounds go to pymoo as inequality constraints G <= 0.
+measured `latency` (ms) and embedding `fidelity` (as 1 - its Spearman, `fidelity_loss`); bounds go to pymoo as
+inequality constraints G <= 0.
 """
 
 import numpy as np
@@ -10,9 +11,9 @@ from pymoo.core.problem import Problem
 
 from autodistil_evo.spaces import ModelDims, SubSpace, count_flops, count_params
 
-OBJECTIVES = ("loss", "flops", "params", "latency")
+OBJECTIVES = ("loss", "flops", "params", "latency", "fidelity")
 BOUND_NAMES = ("loss", "flops", "params", "latency_ms")
-COLUMN = {"loss": "loss", "flops": "flops", "params": "params", "latency": "latency_ms"}
+COLUMN = {"loss": "loss", "flops": "flops", "params": "params", "latency": "latency_ms", "fidelity": "fidelity_loss"}
 
 
 class SubspaceProblem(Problem):
@@ -29,7 +30,7 @@ class SubspaceProblem(Problem):
         )
 
     def records(self, archs: list, count_hits: bool = True) -> list:
-        """Every value of each arch: proxy loss (and latency, when measured), params, FLOPs."""
+        """Every value of each arch: proxy loss (latency and fidelity, when measured), params, FLOPs."""
         measured = self.evaluator.evaluate_many(archs, count_hits)
         return [
             {**m, "params": count_params(a, self.dims), "flops": count_flops(a, self.dims, self.seq_len)}
