@@ -60,3 +60,23 @@ def test_hidden_loss_is_the_mse_over_real_tokens():
     student[0, 4:] += 100.0
     assert abs(hidden_loss(student, teacher, mask).item() - by_hand.item()) < 1e-6
     assert hidden_loss(teacher, teacher, mask).item() == 0.0
+
+
+def test_embedding_loss_compares_similarity_structure_whatever_the_width():
+    from autodistil_evo.distill.loss import embedding_loss
+
+    torch.manual_seed(0)
+    teacher, student = torch.randn(4, 6, 32), torch.randn(4, 6, 16)
+    mask = torch.ones(4, 6, dtype=torch.long)
+    mask[1, 4:] = 0
+    pool = lambda h: torch.nn.functional.normalize((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)  # noqa: E731
+    s, t = pool(student), pool(teacher)
+    off = ~torch.eye(4, dtype=torch.bool)
+    by_hand = ((s @ s.T - t @ t.T)[off] ** 2).mean()
+    assert abs(embedding_loss(student, teacher, mask).item() - by_hand.item()) < 1e-6
+    assert embedding_loss(teacher, teacher, mask).item() < 1e-12
+    rotated = teacher @ torch.linalg.qr(torch.randn(32, 32))[0]  # a rotation keeps every cosine
+    assert embedding_loss(rotated, teacher, mask).item() < 1e-10
+    student.requires_grad_(True)
+    embedding_loss(student, teacher, mask).backward()
+    assert student.grad.abs().sum() > 0 and student.grad[1, 4:].abs().sum() == 0  # padding gets no gradient

@@ -334,3 +334,36 @@ def test_dry_run_plan_trains_a_one_arch_subspace_alone():
     expected = 10 * recipe.micro_batch * recipe.accumulation * (
         count_flops(teacher.arch(), teacher.dims(), recipe.seq_len) + 3 * count_flops(arch, space.dims(teacher), recipe.seq_len))
     assert next(s["flops"] for s in p["subspaces"] if s["subspace"] == "one") == expected
+
+
+def test_embedding_term_trains_the_last_layer_and_is_part_of_the_identity(tmp_path, tiny_teacher, tiny_space_file,
+                                                                         corpus_file):
+    """`embedding_weight` > 0: the term is logged and falls, the last layer after Q/K/V trains (relations alone
+    never reach it), and a relations-only recipe cannot resume the run."""
+    recipe = tiny_recipe(tmp_path / "emb.yaml", tiny_teacher, tiny_space_file, corpus_file, embedding_weight=10.0)
+    train_in_process(tmp_path / "run", recipe, "--subspace", "small", "--steps", 4)
+    rows = losses(tmp_path / "run", "small")
+    assert all(r["embedding_loss"] > 0 for r in rows) and "hidden_loss" not in rows[0]
+    trained = weights(tmp_path / "run", "small")
+    train_in_process(tmp_path / "zero", recipe, "--subspace", "small", "--steps", 0)
+    start = weights(tmp_path / "zero", "small")
+    key = "encoder.layer.1.output.dense.weight"
+    assert not torch.equal(trained[key], start[key])
+    assert torch.equal(trained["pooler.dense.weight"], start["pooler.dense.weight"])
+    relations_only = tiny_recipe(tmp_path / "rel.yaml", tiny_teacher, tiny_space_file, corpus_file)
+    message = train_in_process(tmp_path / "run", relations_only, "--subspace", "small", "--steps", 6, "--resume", expect=2)
+    assert "embedding_weight" in message
+    bad = tiny_recipe(tmp_path / "bad.yaml", tiny_teacher, tiny_space_file, corpus_file, embedding_weight=-1)
+    assert "embedding_weight: -1 is not a non-negative number" in train_in_process(tmp_path / "x", bad, expect=2)
+
+
+@pytest.mark.slow
+def test_embedding_term_run_resumes_exactly(tmp_path, tiny_teacher, tiny_space_file, corpus_file):
+    recipe = tiny_recipe(tmp_path / "emb.yaml", tiny_teacher, tiny_space_file, corpus_file, embedding_weight=10.0)
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    train(full, recipe, "--subspace", "small")
+    train(killed, recipe, "--subspace", "small", fault="train-step:4", expect=-9)
+    train(killed, recipe, "--subspace", "small", "--resume")
+    assert_same_run(killed, full, "small")
+    assert [r["embedding_loss"] for r in losses(killed, "small")] == pytest.approx(
+        [r["embedding_loss"] for r in losses(full, "small")], abs=1e-6)

@@ -16,6 +16,10 @@ fp32 whatever the models' precision (bf16 softmax over 128+ keys loses the small
 the KL is made of), and the key mask is always applied: a data-dependent skip would need a host
 synchronisation every call.
 
+`embedding_loss` is the optional sentence-embedding term: the MSE between the student's and the
+tapped teacher layer's cosine-similarity matrices of the batch's mean-pooled embeddings (the
+all-MiniLM-L6-v2 pooling). It compares similarity structure, so it needs no map between widths.
+
 `hidden_loss` is the optional hidden-state term (TinyBERT, Jiao et al., 2020): the MSE between the
 student's last hidden state, mapped to the teacher's width by a learned matrix, and the tapped
 teacher layer's output, over real tokens.
@@ -72,3 +76,19 @@ def hidden_loss(student_projected: torch.Tensor, teacher_hidden: torch.Tensor, a
     weight = attention_mask.float()
     per_token = (student_projected.float() - teacher_hidden.float()).pow(2).mean(-1)
     return (per_token * weight).sum() / weight.sum()
+
+
+def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[batch, seq, width] -> unit-length mean over the real tokens [batch, width], in fp32."""
+    weight = attention_mask[..., None].float()
+    pooled = (hidden.float() * weight).sum(1) / weight.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def embedding_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """MSE between the batch's cosine-similarity matrices of mean-pooled student and teacher embeddings,
+    over the off-diagonal pairs (the diagonal is 1 for both)."""
+    s, t = mean_pooled(student_hidden, attention_mask), mean_pooled(teacher_hidden, attention_mask)
+    batch = s.shape[0]
+    off = ~torch.eye(batch, dtype=torch.bool, device=s.device)
+    return (s @ s.T - t @ t.T)[off].pow(2).mean() if batch > 1 else (s.sum() * 0.0)

@@ -40,6 +40,9 @@ class Recipe:
     # hidden state, mapped to the teacher's width by a learned matrix, and the tapped teacher
     # layer's output. 0: relations only (MiniLMv2), and the student's last layer after Q/K/V untrained.
     hidden_weight: float = 0.0
+    # > 0 adds the sentence-embedding term: the weight of the MSE between the student's and the teacher's
+    # cosine-similarity matrices of the batch's mean-pooled embeddings (trains the last layer too).
+    embedding_weight: float = 0.0
     dropout: float = 0.1
     lr: float = None  # overrides the DeepSpeed optimizer's lr when set
     warmup_steps: int = None  # overrides the scheduler's warmup when set
@@ -57,6 +60,11 @@ class Recipe:
     @property
     def teacher_name(self) -> str:
         return str(self.teacher.get("name", "embedded:all-MiniLM-L6-v2"))
+
+    @property
+    def reaches_last_layer(self) -> bool:
+        """A term on the student's last hidden state: each member runs its last layer whole, and trains it."""
+        return bool(self.hidden_weight or self.embedding_weight)
 
     def teacher_shape(self) -> TeacherShape:
         missing = [k for k in ("layers", "hidden", "heads", "head_dim", "ffn") if k not in self.teacher]
@@ -155,9 +163,9 @@ def parse_recipe(data, source="<memory>") -> Recipe:
         isinstance(data["heldout_fraction"], (int, float)) and 0 < data["heldout_fraction"] < 1
     ):
         raise UserError(f"{source}: heldout_fraction: {data['heldout_fraction']!r} is not in (0, 1)")
-    if "hidden_weight" in data and (isinstance(data["hidden_weight"], bool) or not isinstance(data["hidden_weight"], (int, float))
-                                    or not data["hidden_weight"] >= 0):
-        raise UserError(f"{source}: hidden_weight: {data['hidden_weight']!r} is not a non-negative number")
+    for key in ("hidden_weight", "embedding_weight"):
+        if key in data and (isinstance(data[key], bool) or not isinstance(data[key], (int, float)) or not data[key] >= 0):
+            raise UserError(f"{source}: {key}: {data[key]!r} is not a non-negative number")
     if "precision" in data and data["precision"] not in PRECISIONS:
         raise UserError(f"{source}: precision: {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
     if "tf32" in data and not isinstance(data["tf32"], bool):

@@ -21,7 +21,7 @@ from autodistil_evo import __version__
 from autodistil_evo.data import PackedCorpus, permute
 from autodistil_evo.distill import checkpoint as ckpt
 from autodistil_evo.distill.artifact import save_superlm
-from autodistil_evo.distill.loss import hidden_loss, relation_loss_from_teacher, teacher_relations
+from autodistil_evo.distill.loss import embedding_loss, hidden_loss, relation_loss_from_teacher, teacher_relations
 from autodistil_evo.distill.recipe import Recipe
 from autodistil_evo.distributed import device, init_distributed, mean_across_ranks
 from autodistil_evo.errors import UserError
@@ -132,28 +132,32 @@ def fp32_state(engine, superlm: SuperLM, fallback: dict) -> dict:
 
 
 def distill_step(engine, superlm: SuperLM, archs: list, micro_batches: list, teacher_model, tap: RelationTap,
-                 relation_heads: int, hidden_weight: float = 0.0) -> torch.Tensor:
-    """One optimizer step. Per micro-batch the teacher runs once (to its tapped Q/K/V) and its
-    relations are computed once; each sandwich member then runs to its last layer's Q/K/V, and its
-    relation KL is back-propagated. With `hidden_weight` > 0 (a tap with `hidden=True`) the teacher
-    runs through its tapped layer, each member through its last layer, and the weighted MSE of
-    their hidden states is added. DeepSpeed accumulates the members' gradients and steps at the
-    last one. Returns [relation KL, hidden MSE] per member as a [2, members] tensor: nothing here
-    waits for the device."""
-    losses = torch.zeros(2, len(archs), device=micro_batches[0].device)
+                 relation_heads: int, hidden_weight: float = 0.0, embedding_weight: float = 0.0) -> torch.Tensor:
+    """One optimizer step. Per micro-batch the teacher runs once (to its tapped Q/K/V) and its relations
+    are computed once; each sandwich member then runs to its last layer's Q/K/V, and its relation KL is
+    back-propagated. With `hidden_weight` or `embedding_weight` > 0 (a tap with `hidden=True`) the teacher
+    runs through its tapped layer and each member through its last layer, and the weighted hidden-state
+    MSE and sentence-embedding term are added. DeepSpeed accumulates the members' gradients and steps at
+    the last one. Returns [relation KL, hidden MSE, embedding term] per member as a [3, members] tensor:
+    nothing here waits for the device."""
+    losses = torch.zeros(3, len(archs), device=micro_batches[0].device)
     for ids in micro_batches:
         mask = torch.ones_like(ids)
         tapped = tap(teacher_model, ids, mask)
         relations = teacher_relations(tapped[:3], relation_heads, mask)
         for i, arch in enumerate(archs):
             superlm.set_active(arch)
-            student_hidden, _, student_qkv = engine(ids, mask, stop_at_last_qkv=not hidden_weight)
+            student_hidden, _, student_qkv = engine(ids, mask, stop_at_last_qkv=not (hidden_weight or embedding_weight))
             loss = relation_loss_from_teacher(relations, student_qkv, mask, relation_heads)
             losses[0, i] += loss.detach() / len(micro_batches)
             if hidden_weight:
                 hidden = hidden_loss(superlm.distill_head(student_hidden), tapped[3], mask)
                 losses[1, i] += hidden.detach() / len(micro_batches)
                 loss = loss + hidden_weight * hidden
+            if embedding_weight:
+                embedding = embedding_loss(student_hidden, tapped[3], mask)
+                losses[2, i] += embedding.detach() / len(micro_batches)
+                loss = loss + embedding_weight * embedding
             engine.backward(loss)
             engine.step()
     return losses
@@ -221,6 +225,7 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "relation_heads": recipe.relation_heads,
         "teacher_layer": recipe.teacher_layer,
         "hidden_weight": recipe.hidden_weight,
+        "embedding_weight": recipe.embedding_weight,
         "dropout": recipe.dropout,
         "precision": recipe.precision,
         "layer_norm_eps": teacher.layer_norm_eps,
@@ -233,7 +238,7 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
 
 
 # Identity fields added after checkpoints were first written: an older checkpoint holds their default.
-IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "student": None}
+IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "embedding_weight": 0.0, "student": None}
 
 
 def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint, untrained, student) -> dict:
@@ -251,6 +256,7 @@ def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_finge
         "relation_heads": recipe.relation_heads,
         "teacher_layer": recipe.teacher_layer,
         "hidden_weight": recipe.hidden_weight,
+        "embedding_weight": recipe.embedding_weight,
         "seed": recipe.seed,
         "student": student.identity() if student else None,
     }
@@ -297,7 +303,8 @@ class SubspaceTraining:
         torch.manual_seed(recipe.seed)
         self.superlm = SuperLM(self.subspace, self.dims, layer_norm_eps=teacher.layer_norm_eps, dropout=recipe.dropout,
                                pad_token_id=teacher.model.config.pad_token_id or 0,
-                               distill_width=teacher.shape.hidden if recipe.hidden_weight else None)
+                               distill_width=teacher.shape.hidden if recipe.hidden_weight else None,
+                               trains_last_layer=recipe.reaches_last_layer)
         self.superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
         if self.student is not None and self.student.init == "superlm":
             self.superlm.init_from_subnet(self.student.source, self.student.arch)
@@ -392,7 +399,7 @@ class SubspaceTraining:
         progress = Progress(TextColumn(f"[bold]{self.subspace.name}[/]"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} step/s"),
                             TimeRemainingColumn(), console=self.console, disable=not self.is_main)
-        tap = RelationTap(self.teacher.model, recipe.teacher_layer, hidden=bool(recipe.hidden_weight))
+        tap = RelationTap(self.teacher.model, recipe.teacher_layer, hidden=recipe.reaches_last_layer)
         with progress, _StopRequest() as stop, tap:
             task = progress.add_task("train", total=self.settings.steps, completed=step, loss=float("nan"), rate=0.0)
             while step < self.settings.steps:
@@ -403,8 +410,8 @@ class SubspaceTraining:
                 micro_batches = [blocks[mine[m * recipe.micro_batch:(m + 1) * recipe.micro_batch]].to(dev)
                                  for m in range(recipe.accumulation)]
                 losses = distill_step(self.engine, self.superlm, archs, micro_batches, self.teacher.model, tap,
-                                      recipe.relation_heads, recipe.hidden_weight)
-                member_losses, hidden_losses = mean_across_ranks(losses.tolist())  # the step's one host synchronisation
+                                      recipe.relation_heads, recipe.hidden_weight, recipe.embedding_weight)
+                member_losses, hidden_losses, embedding_losses = mean_across_ranks(losses.tolist())  # one host sync
                 spent += step_flops(archs, self.dims, self.teacher_flops, recipe.seq_len, self.per_step)
                 step += 1
                 self.spent = (step, spent)
@@ -414,6 +421,8 @@ class SubspaceTraining:
                        "tokens_per_s": self.per_step * recipe.seq_len / elapsed, "train_flops": spent}
                 if recipe.hidden_weight:  # "loss" stays the relation KL, the quantity the search's proxy measures
                     row["hidden_loss"] = sum(hidden_losses) / self.members
+                if recipe.embedding_weight:
+                    row["embedding_loss"] = sum(embedding_losses) / self.members
                 self._append_metric(row)
                 progress.update(task, completed=step, loss=row["loss"], rate=1.0 / elapsed)
                 stop_now = mean_across_ranks([float(stop.requested)])[0] > 0

@@ -183,10 +183,11 @@ class SuperLM(nn.Module):
     """Weight-sharing BERT encoder over one sub-space; `set_active` picks the subnet to run."""
 
     def __init__(self, subspace: SubSpace, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.1, pad_token_id=0,
-                 distill_width: int | None = None):
+                 distill_width: int | None = None, trains_last_layer: bool = False):
         """`distill_width`: the teacher's hidden size, when training adds hidden-state distillation; the
         SuperLM then holds `distill_head`, the learned map from a subnet's hidden state to the teacher's
-        width. A training aid, as an optimizer's state is: no student and no saved SuperLM carries it."""
+        width. A training aid, as an optimizer's state is: no student and no saved SuperLM carries it.
+        `trains_last_layer`: training has a term on the subnets' last hidden state (`distill_width` implies it)."""
         super().__init__()
         largest = subspace.largest()
         self.subspace = subspace
@@ -225,6 +226,7 @@ class SuperLM(nn.Module):
             with torch.no_grad():
                 self.distill_head.weight.copy_(torch.eye(distill_width, largest.hidden))
                 self.distill_head.bias.zero_()
+        self.trains_last_layer = trains_last_layer or bool(distill_width)
         self.active = largest
 
     def reset_parameters(self):
@@ -278,11 +280,10 @@ class SuperLM(nn.Module):
         """Names of the parameters distillation never reaches. The pooler is never on the path. Relation
         distillation alone stops at the Q/K/V of a subnet's last layer, and the SuperLM's last layer is
         only ever a last layer (of the full-depth subnets), so the rest of it is unreached too; hidden-state
-        distillation (a `distill_head`) reaches it. Left out of the optimizer, these keep the teacher's
-        values instead of being shrunk by weight decay."""
+        distillation and the embedding term (`trains_last_layer`) reach it. Left out of the optimizer, these
+        keep the teacher's values instead of being shrunk by weight decay."""
         last = f"encoder.layer.{len(self.encoder.layer) - 1}."
-        after_qkv = () if hasattr(self, "distill_head") else (last + "attention.output.", last + "intermediate.",
-                                                              last + "output.")
+        after_qkv = () if self.trains_last_layer else (last + "attention.output.", last + "intermediate.", last + "output.")
         return {name for name, _ in self.named_parameters() if name.startswith(("pooler.", *after_qkv))}
 
     def student_state(self) -> dict:
