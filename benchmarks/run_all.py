@@ -38,6 +38,7 @@ STAGES = [
     ["proxy_correlation.py"],  # trains the bench SuperLMs (recipes/bench.yaml) and searches them
     ["bench_superlms.py"],
     ["equal_compute.py"],
+    ["embedding.py"],
     ["k_subspaces.py", "--budget", "bench"],
 ]
 # `make bench-studies` (--studies): measurements kept out of `make bench` for its time; their last
@@ -55,6 +56,7 @@ SMOKE_ARGS = {
     "deploy.py": ["--students", "2"],
     "data_scale.py": ["--sizes", "2e5,4e5", "--old-max-tokens", "4e5"],
     "proxy_correlation.py": ["--front", "4", "--off", "2", "--alone", "3"],
+    "embedding.py": ["--students", "3", "--sentences", "200"],
 }
 
 
