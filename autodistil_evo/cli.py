@@ -58,6 +58,14 @@ def main(ctx, seed, verbose):
     _quiet_libraries(verbose)
 
 
+def _emit(rows, as_json: bool, title: str, columns: list, cells):
+    """`rows` as JSON, or as a table with one `cells(row)` tuple a row."""
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        console.print(_table(title, columns, [cells(r) for r in rows]))
+
+
 def _table(title, columns, rows):
     table = Table(title=title)
     for col in columns:
@@ -472,16 +480,10 @@ def bench(model_dirs, batch, seq_len, repeats, runtime, precision, device, trust
     from autodistil_evo.export.bench import bench_models
 
     rows = bench_models(model_dirs, batch, seq_len, repeats, trust_remote_code, runtime, precision, device)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    console.print(_table(
-        f"forward latency in {runtime} on {rows[0]['device'] if rows else device}, batch {batch} x {seq_len}, "
-        f"{repeats} repeats after warm-up",
-        ["name", "params", "p50 ms", "p90 ms", "seq/s", "threads"],
-        [(r["model"], f"{r['params']:,}", f"{r['latency_ms']:.2f}", f"{r['p90_ms']:.2f}", f"{r['throughput_seq_per_s']:.1f}",
-          r["threads"]) for r in rows],
-    ))
+    _emit(rows, as_json, f"forward latency in {runtime} on {rows[0]['device'] if rows else device}, batch {batch} x "
+          f"{seq_len}, {repeats} repeats after warm-up", ["name", "params", "p50 ms", "p90 ms", "seq/s", "threads"],
+          lambda r: (r["model"], f"{r['params']:,}", f"{r['latency_ms']:.2f}", f"{r['p90_ms']:.2f}",
+                     f"{r['throughput_seq_per_s']:.1f}", r["threads"]))
 
 
 @main.command("embed-eval")
@@ -498,15 +500,9 @@ def embed_eval_command(ctx, model_dirs, teacher, sentences, seed, trust_remote_c
     from autodistil_evo.export.embed_eval import embed_eval
 
     rows = embed_eval(model_dirs, teacher, sentences, _seed(ctx, seed), trust_remote_code)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    console.print(_table(
-        f"embedding fidelity to the teacher ({rows[0]['sentences']} sentences, {rows[0]['pairs']} pairs, "
-        f"{rows[0]['queries']} queries)",
-        ["name", "params", "width", "Spearman (cosine)", "recall@10"],
-        [(r["model"], f"{r['params']:,}", r["width"], f"{r['spearman']:.4f}", f"{r['recall_at_10']:.3f}") for r in rows],
-    ))
+    _emit(rows, as_json, f"embedding fidelity to the teacher ({rows[0]['sentences']} sentences, {rows[0]['pairs']} pairs, "
+          f"{rows[0]['queries']} queries)", ["name", "params", "width", "Spearman (cosine)", "recall@10"],
+          lambda r: (r["model"], f"{r['params']:,}", r["width"], f"{r['spearman']:.4f}", f"{r['recall_at_10']:.3f}"))
 
 
 @main.command("onnx")
