@@ -148,8 +148,8 @@ def main():
     above = sum(v["above"] for v in verdicts)
     write_section("embedding", (
         f"## Embedding students\n\nGoal {'met' if met else 'not met'}: {above} of {len(verdicts)} searched students have "
-        f"higher fidelity than the layer-dropped teacher at their FLOPs (the better of bottom and every-other layers, "
-        f"interpolated).\n\nMachine: {machine()}. Command: `{command()}`. Fidelity on {args.sentences} fixed sentences "
+        f"higher fidelity than the layer-dropped teacher at their FLOPs (the better of bottom and evenly spread layers, "
+        f"interpolated; below the 1-layer teacher's FLOPs, against the 1-layer teacher).\n\nMachine: {machine()}. Command: `{command()}`. Fidelity on {args.sentences} fixed sentences "
         f"(held-out corpus text and the embedded task's test texts): Spearman of the two models' cosine similarities "
         f"over seeded pairs, and recall@10 of the teacher's nearest neighbours. Searched students from the bench K=3 "
         f"run ({BENCH_RUN.name}) and from the same recipe with `embedding_weight` {args.embedding_weight:g}; PCA rows are "
