@@ -173,6 +173,7 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
     teacher = load_teacher(meta["teacher"]["spec"])
     packed = open_run_corpus(meta.get("corpus_store"), meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"])
     heldout = proxy_sample(packed.heldout, settings.eval_samples)
+    fidelity_set = _fidelity_set(settings, teacher)  # the same sentences for every sub-space, read once
 
     search_dir = prepare_output_dir(search_dir, "search directory")
     identity = _identity(settings, superlms)
@@ -196,7 +197,8 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
                 bound, minimum = unreachable
                 log(f"sub-space {trained.subspace.name}: skipped, its smallest {bound.name} is {minimum:.4g}, which breaks {bound}")
                 continue
-            summaries.append(_search_subspace(trained, teacher, heldout, settings, bounds, search_dir, all_rows, is_main, console))
+            summaries.append(_search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, search_dir, all_rows,
+                                              is_main, console))
         rows = [r for rows in all_rows.values() for r in rows]
         if not rows:
             raise UserError(
@@ -223,7 +225,8 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
     return {"front": front, "summaries": summaries}
 
 
-def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, all_rows, is_main, console) -> dict:
+def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, search_dir, all_rows, is_main,
+                     console) -> dict:
     """Run (or resume) one sub-space's search; after every generation its state is written atomically."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -237,7 +240,7 @@ def _search_subspace(trained, teacher, heldout, settings, bounds, search_dir, al
         trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"],
         measure_latency_too=_measures_latency(settings),
         cache=dict(state["cache"]) if state else None, latency_runtime=settings.latency_runtime,
-        latency_device=settings.latency_device, fidelity_set=_fidelity_set(settings, teacher),
+        latency_device=settings.latency_device, fidelity_set=fidelity_set,
         dtype=PRECISION_DTYPES[settings.precision],
     )
     dims = trained.space.dims(trained.teacher_shape)
