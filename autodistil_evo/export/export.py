@@ -199,6 +199,12 @@ def training_compute(meta: dict) -> dict:
     return {"superlm": student.get("superlm_train_flops"), "student": meta.get("train_flops")}
 
 
+def total_training_flops(meta: dict) -> int | None:
+    """All the FLOPs that made a SuperLM's students (`training_compute` summed); None where a part is not recorded."""
+    parts = training_compute(meta)
+    return None if None in parts.values() else sum(parts.values())
+
+
 def export_student(source, out_dir, student_id=None, arch_json=None, force=False, log=print) -> dict:
     """`autodistil-evo export`: a search pick or an arch of a run as an HF folder."""
     out_dir = check_model_dir(out_dir, force)
@@ -266,8 +272,7 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
             "sentence_transformers": not_st is None,
             "train_flops_parts": training_compute(meta),
         }
-        parts = provenance["train_flops_parts"]
-        provenance["train_flops"] = None if None in parts.values() else sum(parts.values())
+        provenance["train_flops"] = total_training_flops(meta)
         if "student" in meta:
             provenance["trained_alone"] = {**meta["student"], "steps": meta["step"]}
         (tmp / "README.md").write_text(model_card(provenance))

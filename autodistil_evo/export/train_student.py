@@ -13,7 +13,7 @@ from pathlib import Path
 
 from autodistil_evo.distill.recipe import Recipe
 from autodistil_evo.distill.trainer import StudentStart, TrainSettings, plan, run_training
-from autodistil_evo.export.export import PROVENANCE, export_trained, resolve_source, training_compute
+from autodistil_evo.export.export import PROVENANCE, export_trained, resolve_source, total_training_flops
 from autodistil_evo.fileio import check_output_dir, read_json
 from autodistil_evo.spaces import SubSpace
 
@@ -33,7 +33,6 @@ def student_start(source, student_id=None, arch_json=None, init="superlm") -> tu
         name = read_json(Path(source) / PROVENANCE, "student provenance").get("id")
     name = name or f"{trained.subspace.name}-{arch.key()}"
     space = replace(trained.space, subspaces={SUBSPACE: SubSpace.of_arch(SUBSPACE, arch)})
-    compute = training_compute(trained.meta)
     origin = {
         "source": str(Path(source).resolve()),
         "id": name,
@@ -41,7 +40,7 @@ def student_start(source, student_id=None, arch_json=None, init="superlm") -> tu
         "superlm_sha256": trained.meta.get("sha256"),
         "teacher": trained.meta["teacher"]["spec"],
         # The SuperLM's training is what a student started from it cost; from the teacher it cost nothing.
-        "superlm_train_flops": (None if None in compute.values() else sum(compute.values())) if init == "superlm" else 0,
+        "superlm_train_flops": total_training_flops(trained.meta) if init == "superlm" else 0,
     }
     start = StudentStart(arch, init, trained.superlm if init == "superlm" else None, trained.teacher_shape, origin)
     return space, start, name
