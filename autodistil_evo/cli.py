@@ -293,9 +293,13 @@ def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file
 @click.option("--objectives", default="loss,flops", show_default=True,
               help="Comma list of loss, flops, params, latency, fidelity (embedding fidelity to the teacher).")
 @click.option("--constraint", "constraints", multiple=True, help="Bound such as 'flops<=2e9', 'params<=10e6', 'latency_ms<=5' (repeatable).")
-@click.option("--algorithm", type=click.Choice(["nsga2", "random", "exhaustive"]), default="nsga2", show_default=True)
+@click.option("--algorithm", type=click.Choice(["nsga2", "linas", "random", "exhaustive"]), default="nsga2", show_default=True,
+              help="linas: NSGA-II on predictors of the measured objectives, measuring --population archs per "
+                   "generation (round).")
 @click.option("--operators", type=click.Choice(["ux-reset", "sbx-pm"]), default="ux-reset", show_default=True,
               help="NSGA-II variation: uniform crossover + random-reset mutation, or SBX + polynomial mutation.")
+@click.option("--inner-evaluations", type=int, default=5000, show_default=True,
+              help="linas: predictor evaluations of its inner NSGA-II per round.")
 @click.option("--latency-runtime", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
               help="Where a latency objective or bound is measured (median of 5 after warm-up, batch 1, per arch).")
 @click.option("--latency-device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
@@ -309,20 +313,25 @@ def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file
 @click.option("--resume", is_flag=True, help="Continue the search in --out.")
 @click.pass_context
 def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectives, constraints, algorithm, operators,
-           latency_runtime, latency_device, fidelity_sentences, eval_samples, precision, seed, resume):
+           inner_evaluations, latency_runtime, latency_device, fidelity_sentences, eval_samples, precision, seed, resume):
     """Search the trained SuperLMs with NSGA-II for the Pareto set of proxy loss x cost."""
     from autodistil_evo.search.evolve import SearchSettings, run_search
 
     settings = SearchSettings(
         subspace=subspace, population=population, generations=generations,
         objectives=[o.strip() for o in objectives.split(",") if o.strip()], constraints=list(constraints),
-        algorithm=algorithm, operators=operators, latency_runtime=latency_runtime, latency_device=latency_device,
+        algorithm=algorithm, operators=operators, inner_evaluations=inner_evaluations, latency_runtime=latency_runtime, latency_device=latency_device,
         fidelity_sentences=fidelity_sentences, eval_samples=eval_samples,
         seed=_seed(ctx, seed), resume=resume, precision=precision,
     )
     result = run_search(run_dir, search_dir, settings, console)
     for s in result["summaries"]:
         console.print(f"{s['subspace']}: {s['generations']} generations, {s['unique']} archs, final HV {s['hv'][-1]:.4f}")
+        for r in s.get("predictor", [])[-1:]:  # linas: how well the predictors ranked the last round's archs
+            if r["predictors"]:
+                console.print(f"  predictors, round {r['round']}: " + "; ".join(
+                    f"{c} {q['model']} Kendall tau {q['kendall_tau'] if q['kendall_tau'] is None else format(q['kendall_tau'], '.2f')}"
+                    f", MAPE {q['mape']:.1%}" for c, q in r["predictors"].items()))
     print_front(result["front"], f"global Pareto set ({search_dir}/pareto.json)")
 
 

@@ -154,11 +154,12 @@ def ensure_bench_search() -> tuple:
 
 
 def finetune_key(budget: dict, seeds: int) -> dict:
-    """What a cached fine-tune must match to be reused. The fine-tuning code is part of it: a result
-    from older code (an unseeded head) is not reused."""
+    """What a cached fine-tune must match to be reused. The fine-tuning code and the task's splits
+    (data.py) are part of it: a result from older code or another test split is not reused."""
     from autodistil_evo.fileio import file_sha256
 
-    return {"budget": budget, "seeds": seeds, "code": file_sha256(REPO / "autodistil_evo" / "export" / "finetune.py")}
+    return {"budget": budget, "seeds": seeds, "code": file_sha256(REPO / "autodistil_evo" / "export" / "finetune.py"),
+            "data": file_sha256(REPO / "autodistil_evo" / "data.py")}
 
 
 def _finetune_cache(model_dir, budget: dict) -> Path:

@@ -196,3 +196,64 @@ def test_bf16_proxy_is_close_to_fp32_and_part_of_the_identity(tmp_path, run_dir,
     assert "precision" in message
     assert "--precision fp16 needs a CUDA GPU" in run_cli("evolve", run_dir, "--out", tmp_path / "x", "--precision", "fp16", expect=2)
     assert not (tmp_path / "x").exists()
+
+
+LINAS = ["--algorithm", "linas", "--population", 5, "--eval-samples", 8, "--inner-evaluations", 150]
+
+
+@pytest.fixture(scope="module")
+def linas_uninterrupted(tmp_path_factory, run_dir):
+    out = tmp_path_factory.mktemp("linas") / "full"
+    run_cli("evolve", run_dir, "--out", out, "--subspace", "big", "--generations", 3, *LINAS)
+    return out
+
+
+def test_linas_reports_its_predictors_and_measures_distinct_archs(linas_uninterrupted):
+    rows = [json.loads(line) for line in (linas_uninterrupted / "history.jsonl").read_text().splitlines()]
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == 15  # 3 rounds of 5 new archs out of 40
+    assert not any("predicted" in r for r in rows if r["generation"] == 1)  # the first round is a random sample
+    later = [r for r in rows if r["generation"] > 1]
+    assert all(set(r["predicted"]) == {"loss"} for r in later)  # FLOPs are counted, not predicted
+    summary = json.loads((linas_uninterrupted / "hypervolume.json").read_text())[0]
+    rounds = summary["predictor"]
+    assert [r["round"] for r in rounds] == [1, 2, 3] and rounds[0]["predictors"] is None
+    for r in rounds[1:]:
+        quality = r["predictors"]["loss"]
+        assert quality["n"] == 5 and -1 <= quality["kendall_tau"] <= 1 and quality["mape"] >= 0
+        predicted = [x["predicted"]["loss"] for x in later if x["generation"] == r["round"]]
+        measured = [x["loss"] for x in later if x["generation"] == r["round"]]
+        mape = sum(abs(p - m) / max(abs(m), 1e-12) for p, m in zip(predicted, measured)) / len(measured)
+        assert quality["mape"] == pytest.approx(mape)
+
+
+@pytest.mark.slow
+def test_linas_killed_mid_round_resumes_to_the_same_history(tmp_path, run_dir, linas_uninterrupted):
+    out = tmp_path / "killed"
+    # 5 evaluations make round 1; the 8th is inside round 2 (after its predictors proposed it).
+    evolve_subprocess(run_dir, out, "--subspace", "big", "--generations", 3, *LINAS, fault="search-eval:8", expect=-9)
+    assert json.loads((out / "state" / "big.json").read_text())["generation"] == 1
+    evolve_subprocess(run_dir, out, "--subspace", "big", "--generations", 3, "--resume", *LINAS)
+    assert outputs(out) == outputs(linas_uninterrupted)
+
+
+def test_linas_finds_the_exhaustive_fronts_knee(tmp_path, run_dir, linas_uninterrupted):
+    exhaustive = tmp_path / "exhaustive"
+    run_cli("evolve", run_dir, "--out", exhaustive, "--subspace", "big", "--algorithm", "exhaustive", "--generations", 8, *SMALL)
+    assert len((exhaustive / "history.jsonl").read_text().splitlines()) == 40
+
+    def knee(search_dir):
+        picked = json.loads(run_cli("select", search_dir, "--pick", "knee", "--json"))
+        return next(r["id"] for r in picked if r["picked"])
+
+    linas_front = {r["id"] for r in json.loads((linas_uninterrupted / "pareto.json").read_text())["front"]}
+    assert knee(exhaustive) in linas_front  # found in 15 of the 40 measurements
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--population", 0], "--population must be >= 2"),
+    (["--inner-evaluations", 20], "--inner-evaluations: 20 is below the inner NSGA-II's population of 50"),
+])
+def test_bad_linas_options(tmp_path, run_dir, args, message):
+    out = run_cli("evolve", run_dir, "--out", tmp_path / "s", "--algorithm", "linas", "--eval-samples", 8, *args, expect=2)
+    assert message in out and not (tmp_path / "s" / "state").exists()

@@ -2,8 +2,9 @@
 
 NSGA-II is pymoo's, driven by ask/tell. Its state (population, objective and constraint values,
 rank and crowding, RNG) is restored without pickle, in population order, so a resumed search
-draws exactly the offspring an uninterrupted one would. `random` and `exhaustive` are the
-baselines on the same problem and budget.
+draws exactly the offspring an uninterrupted one would. `linas` is NSGA-II run on
+cheap predictors of the measured objectives, measuring only the front they predict (below).
+`random` and `exhaustive` are the baselines on the same problem and budget.
 
 Duplicates are judged by the arch a genome decodes to (its canonical genome), not by the raw
 genome: genes past a genome's depth are inactive, and two genomes of one arch are one candidate.
@@ -21,18 +22,24 @@ from pymoo.core.duplicate import DefaultDuplicateElimination
 from pymoo.core.evaluator import Evaluator
 from pymoo.core.mutation import Mutation
 from pymoo.core.population import Population
+from pymoo.core.problem import Problem
 from pymoo.core.sampling import Sampling
 from pymoo.core.termination import NoTermination
 from pymoo.operators.crossover.sbx import SBX
 from pymoo.operators.crossover.ux import UniformCrossover
 from pymoo.operators.mutation.pm import PM
 from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.optimize import minimize
 
-ALGORITHMS = ("nsga2", "random", "exhaustive")
+from autodistil_evo.search.predictors import Predictor, arch_features, prediction_quality
+
+ALGORITHMS = ("nsga2", "linas", "random", "exhaustive")
 OPERATORS = ("ux-reset", "sbx-pm")
 # Measured on the per-layer quickstart space (BENCHMARKS.md, search quality): ux-reset's front is
 # better than sbx-pm's at 100, 200 and 400 evaluations, and above random search's at 200 and 400.
 DEFAULT_OPERATORS = "ux-reset"
+# LINAS: predictor evaluations per round (DyNAS-T runs its inner NSGA-II for thousands).
+DEFAULT_INNER_EVALUATIONS = 5000
 
 
 def _array_state(a: np.ndarray) -> dict:
@@ -106,6 +113,9 @@ class NSGA2Search:
     def tell(self, pop):
         self.algorithm.tell(infills=pop)
 
+    def round_info(self) -> dict:
+        return {}
+
     def state(self) -> dict:
         alg = self.algorithm
         pop = alg.pop
@@ -162,6 +172,9 @@ class _EnumeratingSearch:
     def tell(self, pop):
         pass
 
+    def round_info(self) -> dict:
+        return {}
+
     def state(self) -> dict:
         return {"seen": sorted(list(s) for s in self.seen)}
 
@@ -209,6 +222,135 @@ class ExhaustiveSearch(_EnumeratingSearch):
         return out
 
 
-def make_search(name: str, problem, population: int, seed: int, operators: str = DEFAULT_OPERATORS):
+def inner_population(population: int) -> int:
+    """The population of LINAS's inner NSGA-II: room for a round's candidates twice over, 50 at least."""
+    return max(50, 2 * population)
+
+
+class PredictedProblem(Problem):
+    """A sub-space problem whose measured quantities come from predictors; FLOPs and params stay exact."""
+
+    def __init__(self, problem, predictors: dict):
+        self.problem, self.predictors = problem, predictors
+        super().__init__(n_var=problem.n_var, n_obj=problem.n_obj, n_ieq_constr=problem.n_ieq_constr,
+                         xl=problem.xl, xu=problem.xu, vtype=int)
+        self.subspace = problem.subspace  # for DistinctArchSampling and canonical_genomes
+
+    def rows(self, archs) -> list:
+        p = self.problem
+        features = arch_features(p.subspace, archs, p.dims, p.seq_len)
+        predicted = {name: predictor.predict(features) for name, predictor in self.predictors.items()}
+        return [{**p.exact(a), **{name: float(v[i]) for name, v in predicted.items()}} for i, a in enumerate(archs)]
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        self.problem.fill(self.rows([self.subspace.decode(x) for x in X]), out)
+
+
+class LinasSearch:
+    """Predictor-assisted NSGA-II (LINAS, as in Intel's DyNAS-T): each round measures `population` archs
+    for real; then predictors of every measured quantity are refit on all measurements so far
+    (`predictors.Predictor`), NSGA-II runs on them for `inner_evaluations`, and its predicted front's
+    best-ranked archs not measured yet are the next round. The first round is a random sample.
+
+    State: the measured archs and values, the RNG and each round's predictor quality; the predictors
+    are refit from the measurements on resume (deterministically), so nothing is pickled.
+    """
+
+    name = "linas"
+
+    def __init__(self, problem, population: int, seed: int, operators: str = DEFAULT_OPERATORS,
+                 inner_evaluations: int = DEFAULT_INNER_EVALUATIONS):
+        self.problem, self.population, self.operators = problem, population, operators
+        self.inner_evaluations, self.inner_population = inner_evaluations, inner_population(population)
+        self.rng = np.random.default_rng(seed)
+        self.evaluator = Evaluator()
+        self.columns = problem.measured_columns()
+        self.X, self.values, self.quality = [], {c: [] for c in self.columns}, []
+        self.pending = None  # what the predictors said of the archs last asked: (models, predictions)
+
+    def _archs(self, X) -> list:
+        return [self.problem.subspace.decode(x) for x in X]
+
+    def _fit(self) -> dict:
+        p = self.problem
+        features = arch_features(p.subspace, self._archs(self.X), p.dims, p.seq_len)
+        return {c: Predictor(features, self.values[c]) for c in self.columns}
+
+    def _propose(self) -> list:
+        """The next round: the inner search's final population by rank then crowding, unmeasured archs only,
+        topped up with random unmeasured archs when it holds too few."""
+        problem, seen = self.problem, {tuple(x) for x in self.X}
+        predictors = self._fit()
+        surrogate = PredictedProblem(problem, predictors)
+        inner = NSGA2(pop_size=self.inner_population, sampling=DistinctArchSampling(), **_variation(self.operators),
+                      eliminate_duplicates=DefaultDuplicateElimination(func=lambda pop: canonical_genomes(problem, pop.get("X"))))
+        result = minimize(surrogate, inner, ("n_eval", self.inner_evaluations), seed=int(self.rng.integers(2**31 - 1)),
+                          verbose=False)
+        pop = result.algorithm.pop
+        order = sorted(range(len(pop)), key=lambda i: (pop[i].get("rank"), -pop[i].get("crowding")))
+        chosen = []
+        for x in canonical_genomes(problem, pop.get("X")[order]):
+            key = tuple(float(v) for v in x)
+            if key not in seen and len(chosen) < self.population:
+                seen.add(key)
+                chosen.append(list(key))
+        sizes, want = [int(u) + 1 for u in problem.xu], min(self.population, problem.subspace.candidate_count() - len(self.X))
+        while len(chosen) < want:  # terminates: `want` unmeasured archs exist
+            x = canonical_genomes(problem, [[int(self.rng.integers(n)) for n in sizes]])[0]
+            key = tuple(float(v) for v in x)
+            if key not in seen:
+                seen.add(key)
+                chosen.append(list(key))
+        if chosen:
+            archs = self._archs(chosen)
+            self.pending = ({c: predictors[c].label for c in self.columns},
+                            {c: [r[c] for r in surrogate.rows(archs)] for c in self.columns})
+        return chosen
+
+    def ask(self):
+        if len(self.X) >= self.problem.subspace.candidate_count():
+            return None
+        if self.X:
+            X = self._propose()
+        else:
+            X = canonical_genomes(self.problem, DistinctArchSampling()._do(self.problem, self.population, random_state=self.rng))
+            self.pending = None
+        return Population.new(X=np.array(X, dtype=float)) if len(X) else None
+
+    def evaluate(self, pop):
+        self.evaluator.eval(self.problem, pop)
+
+    def tell(self, pop):
+        X = canonical_genomes(self.problem, pop.get("X"))
+        records = self.problem.records(self._archs(X), count_hits=False)  # just evaluated: cache reads
+        measured = {c: [float(r[c]) for r in records] for c in self.columns}
+        report = {"round": len(self.quality) + 1, "evaluations": len(self.X) + len(X), "predictors": None}
+        if self.pending is not None:
+            models, predicted = self.pending
+            report["predictors"] = {c: {"model": models[c], **prediction_quality(predicted[c], measured[c])}
+                                    for c in self.columns}
+        self.quality.append(report)
+        self.X += [[float(v) for v in x] for x in X]
+        for c in self.columns:
+            self.values[c] += measured[c]
+
+    def round_info(self) -> dict:
+        """The last round's predictions per arch (None in the random first round) and predictor quality."""
+        predicted = None if self.pending is None else [
+            {c: self.pending[1][c][i] for c in self.columns} for i in range(len(self.pending[1][self.columns[0]]))]
+        return {"predicted": predicted, "predictor": self.quality[-1] if self.quality else None}
+
+    def state(self) -> dict:
+        return {"X": self.X, "values": self.values, "quality": self.quality, "random_state": self.rng.bit_generator.state}
+
+    def restore(self, state: dict):
+        self.X, self.values, self.quality = state["X"], state["values"], state["quality"]
+        self.rng.bit_generator.state = state["random_state"]
+
+
+def make_search(name: str, problem, population: int, seed: int, operators: str = DEFAULT_OPERATORS,
+                inner_evaluations: int = DEFAULT_INNER_EVALUATIONS):
+    if name == "linas":
+        return LinasSearch(problem, population, seed, operators, inner_evaluations)
     searches = {"nsga2": NSGA2Search, "random": RandomSearch, "exhaustive": ExhaustiveSearch}
     return searches[name](problem, population, seed, operators)

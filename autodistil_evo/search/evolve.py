@@ -18,7 +18,14 @@ from autodistil_evo.distill.artifact import load_superlm, trained_subspaces
 from autodistil_evo.errors import UserError
 from autodistil_evo.faults import maybe_die
 from autodistil_evo.fileio import directory_lock, prepare_output_dir, read_json, write_json, write_jsonl
-from autodistil_evo.search.algorithms import ALGORITHMS, DEFAULT_OPERATORS, OPERATORS, make_search
+from autodistil_evo.search.algorithms import (
+    ALGORITHMS,
+    DEFAULT_INNER_EVALUATIONS,
+    DEFAULT_OPERATORS,
+    OPERATORS,
+    inner_population,
+    make_search,
+)
 from autodistil_evo.search.evaluator import ProxyEvaluator
 from autodistil_evo.search.pareto import front_row, hypervolume, non_dominated, plot_front, write_front
 from autodistil_evo.search.problem import BOUND_NAMES, COLUMN, OBJECTIVES, SubspaceProblem
@@ -40,6 +47,7 @@ class SearchSettings:
     constraints: list = field(default_factory=list)
     algorithm: str = "nsga2"
     operators: str = DEFAULT_OPERATORS
+    inner_evaluations: int = DEFAULT_INNER_EVALUATIONS  # linas: predictor evaluations per round
     latency_runtime: str = "torch"
     latency_device: str = "cpu"  # torch runtime: where latencies are measured
     fidelity_sentences: int = 256  # with the fidelity objective: sentences its Spearman is measured on
@@ -75,6 +83,9 @@ def _validate(settings: SearchSettings):
         raise UserError(f"--fidelity-sentences: {settings.fidelity_sentences} is too few (at least 20)")
     if settings.population < 2 or settings.generations < 1 or settings.eval_samples < 1:
         raise UserError("--population must be >= 2, --generations and --eval-samples >= 1")
+    if settings.algorithm == "linas" and settings.inner_evaluations < inner_population(settings.population):
+        raise UserError(f"--inner-evaluations: {settings.inner_evaluations} is below the inner NSGA-II's population of "
+                        f"{inner_population(settings.population)} (2 x --population, at least 50)")
     return [parse_bound(c, BOUND_NAMES, "--constraint") for c in settings.constraints]
 
 
@@ -105,6 +116,8 @@ def _identity(settings: SearchSettings, superlms: list) -> dict:
     d.pop("latency_device")  # in latency_measured_on, where it counts
     if "fidelity" not in settings.objectives:
         d.pop("fidelity_sentences")
+    if settings.algorithm != "linas":
+        d.pop("inner_evaluations")
     if _measures_latency(settings):  # measured latencies from another machine, runtime or device do not mix
         d["latency_measured_on"] = latency_machine(settings.latency_runtime, settings.latency_device)
     else:
@@ -246,11 +259,12 @@ def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, 
     dims = trained.space.dims(trained.teacher_shape)
     problem = SubspaceProblem(trained.subspace, dims, trained.space.seq_len, evaluator, settings.objectives, bounds)
     algorithm = _algorithm_for(trained.subspace, settings, state, log)
-    search = make_search(algorithm, problem, settings.population, settings.seed, settings.operators)
-    history, hv, reference, generation = [], [], None, 0
+    search = make_search(algorithm, problem, settings.population, settings.seed, settings.operators, settings.inner_evaluations)
+    history, hv, reference, generation, predictor = [], [], None, 0, []
     if state:
         search.restore(state["algorithm"])
         history, hv, reference, generation = state["history"], state["hv"], state["reference"], state["generation"]
+        predictor = state.get("predictor", [])
         log(f"resuming {name} after generation {generation}")
     progress = Progress(
         TextColumn(f"[bold]{name}[/] gen"), BarColumn(), MofNCompleteColumn(),
@@ -270,11 +284,15 @@ def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, 
             search.tell(pop)
             generation += 1
             archs = [trained.subspace.decode(x) for x in pop.get("X")]
+            info = search.round_info()  # linas: what its predictors said of these archs, and how well
+            if info.get("predictor"):
+                predictor.append(info["predictor"])
             # pymoo just evaluated these: read the cache without counting the reads as cache hits
-            for arch, record in zip(archs, problem.records(archs, count_hits=False)):
+            for i, (arch, record) in enumerate(zip(archs, problem.records(archs, count_hits=False))):
                 history.append({
                     "generation": generation, "subspace": name, "key": arch.key(), "arch": arch.to_dict(),
                     **record, "feasible": all(b.holds(float(record[b.name])) for b in bounds),
+                    **({"predicted": info["predicted"][i]} if info.get("predicted") else {}),
                 })
             if reference is None:  # fixed once, from the first generation, and recorded
                 first = [r for r in history if r["generation"] == 1]
@@ -285,6 +303,7 @@ def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, 
                 write_json(state_file, {
                     "schema": STATE_SCHEMA, "generation": generation, "algorithm_name": algorithm, "algorithm": search.state(),
                     "cache": evaluator.cache, "history": history, "hv": hv, "reference": reference,
+                    **({"predictor": predictor} if predictor else {}),
                 })
                 write_jsonl(search_dir / "history.jsonl", [r for rows in all_rows.values() for r in rows])
             progress.update(task, completed=generation, evals=len(history), hits=evaluator.hits, hv=hv[-1])
@@ -292,7 +311,7 @@ def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, 
     all_rows[name] = history
     return {"subspace": name, "algorithm": algorithm, "generations": generation, "evaluations": len(history),
             "unique": len({r["key"] for r in history}), "hv": hv, "reference": reference,
-            "objectives": settings.objectives}
+            "objectives": settings.objectives, **({"predictor": predictor} if predictor else {})}
 
 
 def _fidelity_set(settings: SearchSettings, teacher):
@@ -305,14 +324,14 @@ def _fidelity_set(settings: SearchSettings, teacher):
 
 
 def _algorithm_for(subspace, settings: SearchSettings, state, log) -> str:
-    """NSGA-II, unless its budget covers the whole sub-space: then enumerating it is cheaper and exact.
+    """NSGA-II or LINAS, unless its budget covers the whole sub-space: then enumerating it is cheaper and exact.
 
     The choice is recorded in the sub-space's state, so a resume with more --generations keeps it.
     """
     if state is not None:
         return state.get("algorithm_name", settings.algorithm)
     budget = settings.population * settings.generations
-    if settings.algorithm == "nsga2" and budget >= subspace.candidate_count():
+    if settings.algorithm in ("nsga2", "linas") and budget >= subspace.candidate_count():
         log(f"{subspace.name}: population x generations = {budget} >= its {subspace.candidate_count()} candidates; "
             f"evaluating all of them instead of evolving")
         return "exhaustive"

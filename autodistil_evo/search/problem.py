@@ -14,6 +14,7 @@ from autodistil_evo.spaces import ModelDims, SubSpace, count_flops, count_params
 OBJECTIVES = ("loss", "flops", "params", "latency", "fidelity")
 BOUND_NAMES = ("loss", "flops", "params", "latency_ms")
 COLUMN = {"loss": "loss", "flops": "flops", "params": "params", "latency": "latency_ms", "fidelity": "fidelity_loss"}
+EXACT = ("flops", "params")  # counted from the arch; the other quantities are measured
 
 
 class SubspaceProblem(Problem):
@@ -32,13 +33,21 @@ class SubspaceProblem(Problem):
     def records(self, archs: list, count_hits: bool = True) -> list:
         """Every value of each arch: proxy loss (latency and fidelity, when measured), params, FLOPs."""
         measured = self.evaluator.evaluate_many(archs, count_hits)
-        return [
-            {**m, "params": count_params(a, self.dims), "flops": count_flops(a, self.dims, self.seq_len)}
-            for a, m in zip(archs, measured)
-        ]
+        return [{**m, **self.exact(a)} for a, m in zip(archs, measured)]
 
-    def _evaluate(self, X, out, *args, **kwargs):
-        rows = self.records([self.subspace.decode(x) for x in X])
+    def measured_columns(self) -> list:
+        """The quantities of the objectives and bounds that are measured (not counted exactly), in order."""
+        names = [COLUMN[o] for o in self.objectives] + [b.name for b in self.constraint_bounds]
+        return list(dict.fromkeys(n for n in names if n not in EXACT))
+
+    def exact(self, arch) -> dict:
+        return {"params": count_params(arch, self.dims), "flops": count_flops(arch, self.dims, self.seq_len)}
+
+    def fill(self, rows, out):
+        """pymoo's F (and G) from each arch's values."""
         out["F"] = np.array([[float(r[COLUMN[o]]) for o in self.objectives] for r in rows])
         if self.constraint_bounds:
             out["G"] = np.array([[b.violation(float(r[b.name])) for b in self.constraint_bounds] for r in rows])
+
+    def _evaluate(self, X, out, *args, **kwargs):
+        self.fill(self.records([self.subspace.decode(x) for x in X]), out)
