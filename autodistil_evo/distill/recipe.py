@@ -43,6 +43,9 @@ class Recipe:
     # > 0 adds the sentence-embedding term: the weight of the MSE between the student's and the teacher's
     # cosine-similarity matrices of the batch's mean-pooled embeddings (trains the last layer too).
     embedding_weight: float = 0.0
+    # true: the teacher's heads and FFN neurons are sorted by importance before the SuperLM takes its
+    # first-k slices (importance-ordered slicing, distill/rewire.py); false: the teacher's own order.
+    rewire: bool = False
     dropout: float = 0.1
     lr: float = None  # overrides the DeepSpeed optimizer's lr when set
     warmup_steps: int = None  # overrides the scheduler's warmup when set
@@ -168,8 +171,9 @@ def parse_recipe(data, source="<memory>") -> Recipe:
             raise UserError(f"{source}: {key}: {data[key]!r} is not a non-negative number")
     if "precision" in data and data["precision"] not in PRECISIONS:
         raise UserError(f"{source}: precision: {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
-    if "tf32" in data and not isinstance(data["tf32"], bool):
-        raise UserError(f"{source}: tf32: {data['tf32']!r} is not true or false")
+    for key in ("tf32", "rewire"):
+        if key in data and not isinstance(data[key], bool):
+            raise UserError(f"{source}: {key}: {data[key]!r} is not true or false")
     if "corpus" in data:
         corpus = data["corpus"]
         data = {**data, "corpus": [corpus] if isinstance(corpus, str) else list(corpus)}

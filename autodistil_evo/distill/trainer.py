@@ -18,11 +18,12 @@ import numpy as np
 import torch
 
 from autodistil_evo import __version__
-from autodistil_evo.data import PackedCorpus, permute
+from autodistil_evo.data import PackedCorpus, permute, proxy_sample
 from autodistil_evo.distill import checkpoint as ckpt
 from autodistil_evo.distill.artifact import save_superlm
 from autodistil_evo.distill.loss import embedding_loss, hidden_loss, relation_loss_from_teacher, teacher_relations
 from autodistil_evo.distill.recipe import Recipe
+from autodistil_evo.distill.rewire import importance, rewired_state
 from autodistil_evo.distributed import device, init_distributed, mean_across_ranks
 from autodistil_evo.errors import UserError
 from autodistil_evo.faults import maybe_die
@@ -226,6 +227,7 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "teacher_layer": recipe.teacher_layer,
         "hidden_weight": recipe.hidden_weight,
         "embedding_weight": recipe.embedding_weight,
+        "rewire": recipe.rewire,
         "dropout": recipe.dropout,
         "precision": recipe.precision,
         "layer_norm_eps": teacher.layer_norm_eps,
@@ -237,8 +239,11 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
     return meta
 
 
+# Training blocks the importance of `rewire` is measured on.
+REWIRE_BLOCKS = 64
+
 # Identity fields added after checkpoints were first written: an older checkpoint holds their default.
-IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "embedding_weight": 0.0, "student": None}
+IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "embedding_weight": 0.0, "student": None, "rewire": False}
 
 
 def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint, untrained, student) -> dict:
@@ -257,6 +262,7 @@ def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_finge
         "teacher_layer": recipe.teacher_layer,
         "hidden_weight": recipe.hidden_weight,
         "embedding_weight": recipe.embedding_weight,
+        "rewire": recipe.rewire,
         "seed": recipe.seed,
         "student": student.identity() if student else None,
     }
@@ -278,7 +284,11 @@ class SubspaceTraining:
         self.dims = space.dims(teacher.shape)
         self.teacher_flops = teacher_tap_flops(teacher.shape, recipe.teacher_layer, recipe.seq_len)
         self.engine, self.checkpoint, self.start_step, self.metrics = None, None, 0, []
-        self.spent = (0, 0)  # (step, training FLOPs of the steps before it)
+        # `rewire` (unless the weights come from a SuperLM subnet): the teacher forwards that measure
+        # importance are spent before step 0 and counted as training.
+        self.rewire_blocks = min(REWIRE_BLOCKS, len(packed.train)) if recipe.rewire and not (student and student.init == "superlm") else 0
+        self.rewire_flops = self.rewire_blocks * count_flops(teacher.shape.arch(), teacher.shape.dims(), recipe.seq_len)
+        self.spent = (0, self.rewire_flops)  # (step, training FLOPs of the steps before it)
 
     def log(self, *args, **kwargs):
         if self.is_main:
@@ -291,7 +301,7 @@ class SubspaceTraining:
         """Training FLOPs of steps 0..step-1: exact, since each step's archs depend on (seed, step) alone."""
         done, spent = self.spent
         if step < done:
-            done, spent = 0, 0
+            done, spent = 0, self.rewire_flops
         for s in range(done, step):
             spent += step_flops(self.archs(s), self.dims, self.teacher_flops, self.recipe.seq_len, self.per_step)
         self.spent = (step, spent)
@@ -305,7 +315,11 @@ class SubspaceTraining:
                                pad_token_id=teacher.model.config.pad_token_id or 0,
                                distill_width=teacher.shape.hidden if recipe.hidden_weight else None,
                                trains_last_layer=recipe.reaches_last_layer)
-        self.superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+        teacher_state = teacher.state_dict()
+        if self.rewire_blocks:  # importance-ordered slicing, measured on a seeded sample of the training blocks
+            blocks = proxy_sample(self.packed.train, self.rewire_blocks, recipe.seed)
+            teacher_state = rewired_state(teacher, importance(teacher, blocks.long().to(next(teacher.model.parameters()).device)))
+        self.superlm.init_from_teacher(teacher_state, teacher.shape.layers)
         if self.student is not None and self.student.init == "superlm":
             self.superlm.init_from_subnet(self.student.source, self.student.arch)
         self.identity = _identity(recipe, self.space, self.subspace, teacher.shape, self.per_step, self.packed.fingerprint,
