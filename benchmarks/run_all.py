@@ -46,13 +46,15 @@ STAGES = [
 STUDIES = [
     ["k_subspaces.py", "--budget", "quickstart"],
     ["closing_gap.py"],
+    ["rewire.py"],
 ]
 STAMPS = WORK / "stages"
 # What each stage is given under smoke on top of common's smoke budgets: the knobs it has of its own.
 SMOKE_ARGS = {
     "supernet_overhead.py": ["--repeats", "2"],
     "train_throughput.py": ["--steps", "2"],
-    "search_quality.py": ["--seeds", "2", "--population", "8", "--budgets", "8,16", "--eval-samples", "4"],
+    "search_quality.py": ["--seeds", "2", "--population", "8", "--budgets", "8,16", "--eval-samples", "4",
+                          "--latency-budgets", "8,16", "--latency-population", "4", "--inner-evaluations", "100"],
     "deploy.py": ["--students", "2"],
     "data_scale.py": ["--sizes", "2e5,4e5", "--old-max-tokens", "4e5"],
     "proxy_correlation.py": ["--front", "4", "--off", "2", "--alone", "3"],

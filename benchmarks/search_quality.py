@@ -1,10 +1,13 @@
-"""Search quality on a trained per-layer sub-space: NSGA-II vs random search at equal evaluations.
+"""Search quality on a trained per-layer sub-space: NSGA-II, LINAS and random search at equal evaluations.
 
 The quickstart recipe trains the `small` sub-space of spaces/minilm-l6-layerwise.yaml (heads and
 FFN ratio per layer: 71,303,168 archs), so no search can enumerate it. Every search runs to 400
 distinct evaluated archs; its hypervolume after the first 100, 200 and 400 is compared with the
 best-known front (the union of every run's evaluations and the 128 uniform archs), under one
-reference point for all. Both NSGA-II operator sets are measured. Also: the heterogeneity gain
+reference point for all. Both NSGA-II operator sets are measured, and LINAS (NSGA-II on predictors,
+`evolve --algorithm linas`) with its predictors' Kendall tau and MAPE on each round's new archs.
+With the latency objective, the same searches run on the bench run's uniform `tiny` sub-space (128
+archs, so its exhaustive front is the best-known one). Also: the heterogeneity gain
 (HV of the per-layer front vs the exhaustive front of the same SuperLM's 128 uniform archs) and the
 cost of one proxy evaluation relative to a bare forward of the extracted subnet.
 """
@@ -21,7 +24,7 @@ from report import command, machine, markdown_table, write_results, write_sectio
 
 from autodistil_evo.data import open_run_corpus, proxy_sample
 from autodistil_evo.distill.artifact import load_superlm
-from autodistil_evo.search.algorithms import make_search
+from autodistil_evo.search.algorithms import DEFAULT_INNER_EVALUATIONS, make_search
 from autodistil_evo.search.evaluator import ProxyEvaluator
 from autodistil_evo.search.pareto import hypervolume, objective_matrix
 from autodistil_evo.search.problem import SubspaceProblem
@@ -33,13 +36,16 @@ SEARCHES = {
     "NSGA-II (ux-reset)": ("nsga2", "ux-reset", None),
     "NSGA-II (ux-reset, population 10)": ("nsga2", "ux-reset", 10),  # twice the generations for the same budget
     "NSGA-II (sbx-pm)": ("nsga2", "sbx-pm", None),
+    "LINAS": ("linas", "ux-reset", None),
     "random": ("random", None, None),
 }
+PLAIN, LINAS = "NSGA-II (ux-reset)", "LINAS"
 
 
-def run_search(algorithm, operators, problem, population, budget, seed):
-    """Records of the first `budget` distinct archs, in the order the search evaluated them."""
-    search = make_search(algorithm, problem, population, seed, *([operators] if operators else []))
+def run_search(algorithm, operators, problem, population, budget, seed, quality=None, inner=DEFAULT_INNER_EVALUATIONS):
+    """Records of the first `budget` distinct archs, in the order the search evaluated them; LINAS's
+    per-round predictor quality is appended to `quality`."""
+    search = make_search(algorithm, problem, population, seed, operators or "ux-reset", inner)
     seen, rows = set(), []
     for _ in range(8 * budget // population):  # NSGA-II may re-propose archs it saw (cache hits): cap it
         if len(seen) >= budget:
@@ -49,6 +55,8 @@ def run_search(algorithm, operators, problem, population, budget, seed):
             break
         search.evaluate(pop)
         search.tell(pop)
+        if quality is not None and (search.round_info().get("predictor") or {}).get("predictors"):
+            quality.append(search.round_info()["predictor"]["predictors"])
         archs = [problem.subspace.decode(x) for x in pop.get("X")]
         for arch, record in zip(archs, problem.records(archs)):
             if arch.key() not in seen and len(seen) < budget:
@@ -77,55 +85,29 @@ def proxy_cost_ratios(trained, evaluator, archs):
     return ratios
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--run-dir", default=str(WORK / "quickstart-layerwise-run"))
-    parser.add_argument("--subspace", default="small")
-    parser.add_argument("--eval-samples", type=int, default=16)
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--population", type=int, default=20)
-    parser.add_argument("--budgets", default="100,200,400", help="Distinct evaluations to compare at (the last is each run's length).")
-    args = parser.parse_args()
-    budgets = tuple(int(b) for b in args.budgets.split(","))
-    run_dir = ensure_run(args.run_dir, extra=("--space", "spaces/minilm-l6-layerwise.yaml", "--subspace", args.subspace),
-                         subspaces=(args.subspace,))
-    trained = load_superlm(f"{run_dir}/{args.subspace}")
-    sub, meta = trained.subspace, trained.meta
-    from autodistil_evo.teacher import load_teacher
-
-    teacher = load_teacher(meta["teacher"]["spec"])
-    packed = open_run_corpus(meta.get("corpus_store"), meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"])
-    heldout = proxy_sample(packed.heldout, args.eval_samples)  # the proxy set `evolve` uses
-    evaluator = ProxyEvaluator(trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"])
-    dims = trained.space.dims(trained.teacher_shape)
-    problem = SubspaceProblem(sub, dims, trained.space.seq_len, evaluator, OBJECTIVES, [])
-
-    # The 128 uniform archs of the same SuperLM, evaluated exhaustively.
+def compare(problem, known, budgets, seeds, population, objectives, inner):
+    """Every search of SEARCHES for `seeds` seeds up to max(budgets) distinct archs; HV ratios against the
+    best-known front (the union of every run's archs and the `known` ones) at each budget."""
+    runs, quality = {label: [] for label in SEARCHES}, []
     start = time.perf_counter()
-    uniform_archs = [Arch(*c) for c in itertools.product(sub.layers, sub.heads, sub.hidden, sub.mlp_ratio)]
-    uniform = [{**r, "key": a.key()} for a, r in zip(uniform_archs, problem.records(uniform_archs))]
-    uniform_seconds = (time.perf_counter() - start) / len(uniform)
-
-    runs = {label: [] for label in SEARCHES}
-    start = time.perf_counter()
-    for label, (algorithm, operators, population) in SEARCHES.items():
-        for seed in range(args.seeds):
-            runs[label].append(run_search(algorithm, operators, problem, population or args.population, max(budgets), seed))
-            print(f"{label} seed {seed}: {len(runs[label][-1])} distinct archs, cache {len(evaluator.cache)}", flush=True)
-    search_seconds = time.perf_counter() - start
-
-    union = list({r["key"]: r for r in uniform + [r for rs in runs.values() for rows in rs for r in rows]}.values())
-    reference = list(1.1 * objective_matrix(union, OBJECTIVES).max(axis=0))
-    best_hv = hypervolume(union, OBJECTIVES, reference)
-    uniform_hv = hypervolume(uniform, OBJECTIVES, reference)
+    for label, (algorithm, operators, pop) in SEARCHES.items():
+        for seed in range(seeds):
+            runs[label].append(run_search(algorithm, operators, problem, pop or population, max(budgets), seed,
+                                          quality if algorithm == "linas" else None, inner))
+            print(f"{label} seed {seed}: {len(runs[label][-1])} distinct archs", flush=True)
+    seconds = time.perf_counter() - start
+    union = list({r["key"]: r for r in known + [r for rs in runs.values() for rows in rs for r in rows]}.values())
+    reference = list(1.1 * objective_matrix(union, objectives).max(axis=0))
+    best_hv = hypervolume(union, objectives, reference)
 
     def ratio(rows):
-        return hypervolume(rows, OBJECTIVES, reference) / best_hv
+        return hypervolume(rows, objectives, reference) / best_hv
 
     def to_099(rows):
         """Distinct evaluations until 0.99 of the best-known HV (None: not within the budget)."""
-        for n in range(10, len(rows) + 1, 10):
-            if ratio(rows[:n]) >= 0.99:  # checked every 10 evaluations
+        step = max(1, budgets[0] // 10)
+        for n in range(step, len(rows) + 1, step):
+            if ratio(rows[:n]) >= 0.99:  # checked every `step` evaluations
                 return n
         return None
 
@@ -140,44 +122,143 @@ def main():
         reached = [r for r in reach if r is not None]
         table.append((label, *(f"{statistics.mean(v):.3f} ({min(v):.3f}-{max(v):.3f})" for v in at.values()),
                       f"{len(reached)}/{len(reach)} seeds" + (f", mean {statistics.mean(reached):.0f}" if reached else "")))
-    best_nsga = max((label for label in SEARCHES if label != "random"), key=lambda k: results[k]["hv_ratio"][str(budgets[1])]["mean"])
-    middle = str(budgets[1])
+    columns = problem.measured_columns()
+    results[LINAS]["predictor_quality"] = {c: {
+        "rounds": len(quality),
+        "kendall_tau_mean": statistics.mean(t) if (t := [q[c]["kendall_tau"] for q in quality if q[c]["kendall_tau"] is not None]) else None,
+        "mape_mean": statistics.mean(q[c]["mape"] for q in quality),
+        "models": dict(sorted({m: [q[c]["model"] for q in quality].count(m) for m in {q[c]["model"] for q in quality}}.items())),
+    } for c in columns} if quality else None
+    middle, last = str(budgets[1]), budgets[-1]
+    goals = {
+        "linas_0.99_within_last_in_4_of_5": sum(r is not None for r in results[LINAS]["evaluations_to_0.99"]) >= 4,
+        "linas_mean_at_middle_above_nsga2": results[LINAS]["hv_ratio"][middle]["mean"] > results[PLAIN]["hv_ratio"][middle]["mean"],
+    }
+    return {"runs": runs, "union": union, "reference": reference, "best_hv": best_hv, "ratio": ratio, "results": results,
+            "table": table, "seconds": seconds, "goals": goals, "middle": middle, "last": last}
+
+
+def predictor_line(results) -> str:
+    quality = results[LINAS]["predictor_quality"]
+    if not quality:
+        return ""
+    return "LINAS's predictors on each round's new archs (measured after they were proposed), mean over rounds and seeds: " + "; ".join(
+        f"{c}: Kendall tau {q['kendall_tau_mean']:.2f}, MAPE {q['mape_mean']:.1%} (models picked: "
+        + ", ".join(f"{m} x{n}" for m, n in q["models"].items()) + ")" for c, q in quality.items()) + "."
+
+
+def latency_study(args):
+    """Proxy loss x measured latency on the bench run's uniform `tiny` sub-space (exhaustive front known)."""
+    from common import BENCH_RECIPE, BENCH_RUN
+
+    run_dir = ensure_run(BENCH_RUN, BENCH_RECIPE)
+    trained = load_superlm(f"{run_dir}/tiny")
+    _, problem, _ = _problem(trained, args.eval_samples, ["loss", "latency"], latency=True)
+    start = time.perf_counter()
+    everything = [{**r, "key": a.key()} for a, r in zip(list(trained.subspace.candidates()),
+                                                       problem.records(list(trained.subspace.candidates())))]
+    per_eval = (time.perf_counter() - start) / len(everything)
+    budgets = tuple(int(b) for b in args.latency_budgets.split(","))
+    found = compare(problem, everything, budgets, args.seeds, args.latency_population, ["loss", "latency"], args.inner_evaluations)
+    return found, {"subspace": "tiny", "candidates": len(everything), "budgets": list(budgets), "population": args.latency_population,
+                   "seconds_per_evaluation": per_eval, "runtime": "torch, CPU, batch 1"}
+
+
+def _problem(trained, eval_samples, objectives, latency=False):
+    from autodistil_evo.teacher import load_teacher
+
+    meta = trained.meta
+    teacher = load_teacher(meta["teacher"]["spec"])
+    packed = open_run_corpus(meta.get("corpus_store"), meta["corpus"], teacher.tokenizer, meta["seq_len"], meta["heldout_fraction"])
+    heldout = proxy_sample(packed.heldout, eval_samples)  # the proxy set `evolve` uses
+    evaluator = ProxyEvaluator(trained.superlm, teacher.model, heldout, meta["relation_heads"], meta["teacher_layer"],
+                               measure_latency_too=latency)
+    dims = trained.space.dims(trained.teacher_shape)
+    return evaluator, SubspaceProblem(trained.subspace, dims, trained.space.seq_len, evaluator, objectives, []), {**meta, "blocks": len(heldout)}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run-dir", default=str(WORK / "quickstart-layerwise-run"))
+    parser.add_argument("--subspace", default="small")
+    parser.add_argument("--eval-samples", type=int, default=16)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--population", type=int, default=20)
+    parser.add_argument("--budgets", default="100,200,400", help="Distinct evaluations to compare at (the last is each run's length).")
+    parser.add_argument("--latency-budgets", default="16,32,64", help="The same, for the latency study on `tiny`.")
+    parser.add_argument("--latency-population", type=int, default=8)
+    parser.add_argument("--inner-evaluations", type=int, default=DEFAULT_INNER_EVALUATIONS, help="LINAS's, per round")
+    args = parser.parse_args()
+    budgets = tuple(int(b) for b in args.budgets.split(","))
+    run_dir = ensure_run(args.run_dir, extra=("--space", "spaces/minilm-l6-layerwise.yaml", "--subspace", args.subspace),
+                         subspaces=(args.subspace,))
+    trained = load_superlm(f"{run_dir}/{args.subspace}")
+    sub = trained.subspace
+    evaluator, problem, meta = _problem(trained, args.eval_samples, OBJECTIVES)
+
+    # The 128 uniform archs of the same SuperLM, evaluated exhaustively.
+    start = time.perf_counter()
+    uniform_archs = [Arch(*c) for c in itertools.product(sub.layers, sub.heads, sub.hidden, sub.mlp_ratio)]
+    uniform = [{**r, "key": a.key()} for a, r in zip(uniform_archs, problem.records(uniform_archs))]
+    uniform_seconds = (time.perf_counter() - start) / len(uniform)
+
+    found = compare(problem, uniform, budgets, args.seeds, args.population, OBJECTIVES, args.inner_evaluations)
+    results, ratio, middle = found["results"], found["ratio"], found["middle"]
+    best_nsga = max((label for label in SEARCHES if label not in ("random", LINAS)),
+                    key=lambda k: results[k]["hv_ratio"][middle]["mean"])
     goal_200 = results[best_nsga]["hv_ratio"][middle]["mean"] > results["random"]["hv_ratio"][middle]["max"]
     goal_400 = sum(r is not None for r in results[best_nsga]["evaluations_to_0.99"]) >= 4
-    searched_hv = [ratio(rows) for rows in runs[best_nsga]]
+    searched_hv = [ratio(rows) for rows in found["runs"][best_nsga]]
+    uniform_hv = ratio(uniform)
+    latency, latency_meta = latency_study(args)
 
     sample = [sub.sample(np.random.default_rng(i)) for i in range(6)]
     costs = proxy_cost_ratios(trained, evaluator, sample)
     data = {
         "subspace": args.subspace, "candidates": sub.candidate_count(), "seeds": args.seeds, "population": args.population,
-        "budgets": list(budgets), "proxy_blocks": len(heldout), "seq_len": meta["seq_len"],
-        "superlm_steps": meta["step"], "reference_point": reference, "best_known_hv": best_hv,
-        "best_known_archs": len(union), "searches": results,
+        "budgets": list(budgets), "proxy_blocks": meta["blocks"], "seq_len": meta["seq_len"],
+        "superlm_steps": meta["step"], "reference_point": found["reference"], "best_known_hv": found["best_hv"],
+        "best_known_archs": len(found["union"]), "searches": results,
         "goals": {"nsga2_mean_at_200_above_random_best": goal_200, "nsga2_0.99_within_400_in_4_of_5": goal_400,
-                  "operators_judged": best_nsga},
-        "heterogeneity": {"uniform_exhaustive_hv_ratio": uniform_hv / best_hv, "per_layer_searched_hv_ratio_mean": statistics.mean(searched_hv),
+                  "operators_judged": best_nsga, **found["goals"]},
+        "heterogeneity": {"uniform_exhaustive_hv_ratio": uniform_hv, "per_layer_searched_hv_ratio_mean": statistics.mean(searched_hv),
                           "per_layer_searched_hv_ratio_min": min(searched_hv), "uniform_archs": len(uniform)},
-        "seconds_per_evaluation": uniform_seconds, "search_seconds": search_seconds,
+        "seconds_per_evaluation": uniform_seconds, "search_seconds": found["seconds"],
         "proxy_cost_ratio": {"median": statistics.median(costs), "max": max(costs)},
+        "latency": {**latency_meta, "reference_point": latency["reference"], "best_known_hv": latency["best_hv"],
+                    "searches": latency["results"], "goals": latency["goals"], "search_seconds": latency["seconds"]},
     }
     write_results("search_quality", data)
-    header = ["search (5 seeds)" if args.seeds == 5 else f"search ({args.seeds} seeds)",
-              *(f"HV / best-known at {b} evals, mean (min-max)" for b in budgets), f"0.99 of best-known within {max(budgets)}"]
+    seeds = f"{args.seeds} seeds"
+    header = [f"search ({seeds})", *(f"HV / best-known at {b} evals, mean (min-max)" for b in budgets), f"0.99 of best-known within {max(budgets)}"]
+    lat_budgets = latency_meta["budgets"]
+    lat_header = [f"search ({seeds})", *(f"HV / best at {b} evals" for b in lat_budgets), f"0.99 of best within {max(lat_budgets)}"]
+    verdict = lambda ok: "met" if ok else "not met"  # noqa: E731
     write_section(
         "search_quality",
         f"## Search quality (per-layer space)\n\nMachine: {machine()}. Sub-space `{args.subspace}` of "
         f"`spaces/minilm-l6-layerwise.yaml` ({sub.candidate_count():,} archs), SuperLM trained by the quickstart recipe "
-        f"({meta['step']} steps); proxy set {len(heldout)} held-out blocks of {meta['seq_len']} tokens (seeded uniform sample, as `evolve`); objectives proxy "
-        f"loss x FLOPs; population {args.population}; seeds 0-{args.seeds - 1}. HV is measured against the best-known "
-        f"front (union of every run's {len(union):,} distinct archs and the 128 uniform ones) with one reference point "
+        f"({meta['step']} steps); proxy set {meta['blocks']} held-out blocks of {meta['seq_len']} tokens (seeded uniform sample, as `evolve`); objectives proxy "
+        f"loss x FLOPs; population {args.population} (LINAS: archs measured per round, inner NSGA-II on predictors for "
+        f"{args.inner_evaluations} evaluations); seeds 0-{args.seeds - 1}. HV is measured against the best-known "
+        f"front (union of every run's {len(found['union']):,} distinct archs and the 128 uniform ones) with one reference point "
         f"(1.1 x the worst value of each objective in that union). One evaluation: {uniform_seconds * 1e3:.0f} ms; "
-        f"all searches {search_seconds / 60:.1f} min (a shared cache: an arch is evaluated once).\n\n"
-        f"Command: `{command()}`\n\n{markdown_table(header, table)}\n\n"
+        f"all searches {found['seconds'] / 60:.1f} min (a shared cache: an arch is evaluated once).\n\n"
+        f"Command: `{command()}`\n\n{markdown_table(header, found['table'])}\n\n"
         f"Goals, judged on {best_nsga}: mean HV at {middle} evaluations above random's best seed: "
-        f"**{'met' if goal_200 else 'not met'}**; 0.99 of the best-known HV within {max(budgets)} evaluations in at least "
-        f"4 seeds: **{'met' if goal_400 else 'not met'}**.\n\n"
+        f"**{verdict(goal_200)}**; 0.99 of the best-known HV within {max(budgets)} evaluations in at least "
+        f"4 seeds: **{verdict(goal_400)}**. LINAS: 0.99 within {max(budgets)} in at least 4 of 5 seeds: "
+        f"**{verdict(found['goals']['linas_0.99_within_last_in_4_of_5'])}**; mean HV at {middle} above plain NSGA-II's: "
+        f"**{verdict(found['goals']['linas_mean_at_middle_above_nsga2'])}**. {predictor_line(results)}\n\n"
+        f"With the latency objective (proxy loss x CPU latency at batch 1, measured once per arch and shared by every search), "
+        f"on the bench run's uniform `tiny` sub-space ({latency_meta['candidates']} archs, all measured: the best-known front "
+        f"is the exact one; {latency_meta['seconds_per_evaluation'] * 1e3:.0f} ms per evaluation with its latency), "
+        f"population {args.latency_population}:\n\n{markdown_table(lat_header, latency['table'])}\n\n"
+        f"LINAS here: 0.99 within {max(lat_budgets)} in at least 4 of 5 seeds: "
+        f"**{verdict(latency['goals']['linas_0.99_within_last_in_4_of_5'])}**; mean HV at {latency['middle']} above plain NSGA-II's: "
+        f"**{verdict(latency['goals']['linas_mean_at_middle_above_nsga2'])}**. {predictor_line(latency['results'])}\n\n"
         f"Heterogeneity gain on the same SuperLM: the exhaustive front of its 128 uniform archs reaches "
-        f"{uniform_hv / best_hv:.3f} of the best-known HV; the per-layer fronts {best_nsga} found in {max(budgets)} evaluations "
+        f"{uniform_hv:.3f} of the best-known HV; the per-layer fronts {best_nsga} found in {max(budgets)} evaluations "
         f"reach {statistics.mean(searched_hv):.3f} (min {min(searched_hv):.3f}).\n\n"
         f"Proxy evaluation cost / bare forward of the extracted subnet on the same batches: median "
         f"{statistics.median(costs):.3f}, max {max(costs):.3f} over {len(costs)} heterogeneous archs (goal <= 1.25).\n",

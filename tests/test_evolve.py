@@ -257,3 +257,15 @@ def test_linas_finds_the_exhaustive_fronts_knee(tmp_path, run_dir, linas_uninter
 def test_bad_linas_options(tmp_path, run_dir, args, message):
     out = run_cli("evolve", run_dir, "--out", tmp_path / "s", "--algorithm", "linas", "--eval-samples", 8, *args, expect=2)
     assert message in out and not (tmp_path / "s" / "state").exists()
+
+
+def test_linas_respects_constraints(tmp_path, run_dir, linas_uninterrupted):
+    flops = sorted(r["flops"] for r in json.loads((linas_uninterrupted / "pareto.json").read_text())["front"])
+    bound = flops[len(flops) // 2]
+    out = tmp_path / "bounded"
+    run_cli("evolve", run_dir, "--out", out, "--subspace", "big", "--generations", 2, "--constraint", f"flops<={bound}", *LINAS)
+    front = json.loads((out / "pareto.json").read_text())["front"]
+    assert front and all(r["flops"] <= bound for r in front)
+    rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    # the predicted round proposes feasible archs only (FLOPs are exact inside the inner search)
+    assert all(r["flops"] <= bound for r in rows if r["generation"] == 2)

@@ -41,8 +41,11 @@ def test_rewire_run_slices_the_most_important_heads_and_counts_their_cost(tmp_pa
     teacher = load_teacher(str(tiny_teacher))
     meta = json.loads((tmp_path / "run" / "big" / "superlm.json").read_text())
     assert meta["rewire"] is True and meta["train_flops"] > 0  # the importance pass, before any step
-    q = next(v for k, v in teacher.state_dict().items() if k.endswith("encoder.layer.1.attention.self.query.weight"))
-    mine = w["encoder.layer.1.attention.self.query.weight"]
+    state = teacher.state_dict()
+    tapped = "encoder.layer.1.attention.self.query.weight"  # the last layer gives the relation targets: unchanged
+    assert torch.equal(w[tapped], next(v for k, v in state.items() if k.endswith(tapped))[: w[tapped].shape[0], : w[tapped].shape[1]])
+    q = next(v for k, v in state.items() if k.endswith("encoder.layer.0.attention.self.query.weight"))
+    mine = w["encoder.layer.0.attention.self.query.weight"]
     d = teacher.shape.head_dim
     rows = {tuple(mine[h * d:(h + 1) * d, 0].tolist()) for h in range(4)}
     assert rows == {tuple(q[h * d:(h + 1) * d, 0].tolist()) for h in range(4)}  # the same heads ...

@@ -4,7 +4,8 @@ first, before the SuperLM takes its first-k slices (DynaBERT's network rewiring,
 A subnet then keeps each layer's most useful heads and neurons rather than its first ones. The
 permutation is function-preserving: Q, K and V rows move in head blocks with the attention output's
 columns, FFN rows with the FFN output's columns, so the rewired teacher computes what the teacher
-does (tested). Importance is task-agnostic, measured on training text: a head's is the mean norm
+does (tested). The tapped layer's heads keep their order, so that the student's relation heads pair
+with the teacher's as under first-k slicing. Importance is task-agnostic, measured on training text: a head's is the mean norm
 of its contribution to the attention output (its context through its slice of the output
 projection), a neuron's the mean magnitude of its activation times the norm of its output
 weights. Both are first-order estimates of what removing it changes in the layer's output.
@@ -59,12 +60,15 @@ def importance(teacher: Teacher, blocks: torch.Tensor, batch_size: int = 16) -> 
     return [(h / tokens, n / tokens) for h, n in zip(heads, neurons)]
 
 
-def rewired_state(teacher: Teacher, scores: list) -> dict:
-    """The teacher's state dict with each layer's heads and FFN neurons in descending order of `scores`."""
+def rewired_state(teacher: Teacher, scores: list, keep_heads: tuple = ()) -> dict:
+    """The teacher's state dict with each layer's heads and FFN neurons in descending order of `scores`;
+    the layers in `keep_heads` keep their heads' order (the tapped layer: its Q/K/V give the relation
+    targets, which are split into relation heads in the teacher's own channel order)."""
     state = {k: v.clone() for k, v in teacher.state_dict().items()}
     d = teacher.shape.head_dim
     for layer, (head_scores, neuron_scores) in enumerate(scores):
-        head_order = torch.argsort(head_scores, descending=True, stable=True)
+        head_order = torch.arange(len(head_scores)) if layer in keep_heads else \
+            torch.argsort(head_scores, descending=True, stable=True)
         rows = torch.cat([torch.arange(h * d, (h + 1) * d) for h in head_order.tolist()])
         for module in QKV:
             name = _own(teacher, layer, module)

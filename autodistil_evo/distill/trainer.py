@@ -318,7 +318,8 @@ class SubspaceTraining:
         teacher_state = teacher.state_dict()
         if self.rewire_blocks:  # importance-ordered slicing, measured on a seeded sample of the training blocks
             blocks = proxy_sample(self.packed.train, self.rewire_blocks, recipe.seed)
-            teacher_state = rewired_state(teacher, importance(teacher, blocks.long().to(next(teacher.model.parameters()).device)))
+            scores = importance(teacher, blocks.long().to(next(teacher.model.parameters()).device))
+            teacher_state = rewired_state(teacher, scores, keep_heads=(recipe.teacher_layer % teacher.shape.layers,))
         self.superlm.init_from_teacher(teacher_state, teacher.shape.layers)
         if self.student is not None and self.student.init == "superlm":
             self.superlm.init_from_subnet(self.student.source, self.student.arch)

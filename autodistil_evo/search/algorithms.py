@@ -287,7 +287,14 @@ class LinasSearch:
         result = minimize(surrogate, inner, ("n_eval", self.inner_evaluations), seed=int(self.rng.integers(2**31 - 1)),
                           verbose=False)
         pop = result.algorithm.pop
-        order = sorted(range(len(pop)), key=lambda i: (pop[i].get("rank"), -pop[i].get("crowding")))
+        # feasible first, by rank then crowding (pymoo ranks feasible members only), then the least violating
+        def place(i):
+            ind = pop[i]
+            if ind.get("feasible")[0]:
+                return 0, ind.get("rank"), -ind.get("crowding"), 0.0
+            return 1, 0, 0.0, float(ind.get("CV")[0])
+
+        order = sorted(range(len(pop)), key=place)
         chosen = []
         for x in canonical_genomes(problem, pop.get("X")[order]):
             key = tuple(float(v) for v in x)
