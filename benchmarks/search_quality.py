@@ -55,8 +55,8 @@ def run_search(algorithm, operators, problem, population, budget, seed, quality=
             break
         search.evaluate(pop)
         search.tell(pop)
-        if quality is not None and (search.round_info().get("predictor") or {}).get("predictors"):
-            quality.append(search.round_info()["predictor"]["predictors"])
+        if quality is not None and search.report()["predictor"][-1]["predictors"]:
+            quality.append(search.report()["predictor"][-1]["predictors"])
         archs = [problem.subspace.decode(x) for x in pop.get("X")]
         for arch, record in zip(archs, problem.records(archs)):
             if arch.key() not in seen and len(seen) < budget:

@@ -90,7 +90,19 @@ def _variation(operators: str) -> dict:
     return {"crossover": UniformCrossover(), "mutation": ResetMutation()}
 
 
-class NSGA2Search:
+class _Search:
+    """What every search offers besides ask / evaluate / tell / state / restore; only LINAS predicts."""
+
+    def predictions(self) -> list | None:
+        """Per arch of the last round, what was predicted of it before it was measured (None: nothing)."""
+        return None
+
+    def report(self) -> dict:
+        """Extra fields of the sub-space's summary."""
+        return {}
+
+
+class NSGA2Search(_Search):
     name = "nsga2"
 
     def __init__(self, problem, population: int, seed: int, operators: str = DEFAULT_OPERATORS):
@@ -112,9 +124,6 @@ class NSGA2Search:
 
     def tell(self, pop):
         self.algorithm.tell(infills=pop)
-
-    def round_info(self) -> dict:
-        return {}
 
     def state(self) -> dict:
         alg = self.algorithm
@@ -148,7 +157,7 @@ class NSGA2Search:
         alg.random_state.bit_generator.state = state["random_state"]
 
 
-class _EnumeratingSearch:
+class _EnumeratingSearch(_Search):
     """Shared by the baselines: propose archs not seen before, `population` at a time, as canonical genomes."""
 
     def __init__(self, problem, population: int, seed: int, operators: str = None):
@@ -171,9 +180,6 @@ class _EnumeratingSearch:
 
     def tell(self, pop):
         pass
-
-    def round_info(self) -> dict:
-        return {}
 
     def state(self) -> dict:
         return {"seen": sorted(list(s) for s in self.seen)}
@@ -246,7 +252,7 @@ class PredictedProblem(Problem):
         self.problem.fill(self.rows([self.subspace.decode(x) for x in X]), out)
 
 
-class LinasSearch:
+class LinasSearch(_Search):
     """Predictor-assisted NSGA-II (LINAS, as in Intel's DyNAS-T): each round measures `population` archs
     for real; then predictors of every measured quantity are refit on all measurements so far
     (`predictors.Predictor`), NSGA-II runs on them for `inner_evaluations`, and its predicted front's
@@ -287,27 +293,23 @@ class LinasSearch:
         result = minimize(surrogate, inner, ("n_eval", self.inner_evaluations), seed=int(self.rng.integers(2**31 - 1)),
                           verbose=False)
         pop = result.algorithm.pop
-        # feasible first, by rank then crowding (pymoo ranks feasible members only), then the least violating
-        def place(i):
-            ind = pop[i]
-            if ind.get("feasible")[0]:
-                return 0, ind.get("rank"), -ind.get("crowding"), 0.0
-            return 1, 0, 0.0, float(ind.get("CV")[0])
+        def place(i):  # feasible first, by rank then crowding (pymoo ranks feasible members only), then the least violating
+            ind, violation = pop[i], float(pop[i].get("CV")[0])
+            return (0, ind.get("rank"), -ind.get("crowding"), 0.0) if violation <= 0 else (1, 0, 0.0, violation)
 
-        order = sorted(range(len(pop)), key=place)
-        chosen = []
-        for x in canonical_genomes(problem, pop.get("X")[order]):
+        chosen, want = [], min(self.population, problem.subspace.candidate_count() - len(self.X))
+
+        def take(x):
             key = tuple(float(v) for v in x)
-            if key not in seen and len(chosen) < self.population:
+            if key not in seen and len(chosen) < want:
                 seen.add(key)
                 chosen.append(list(key))
-        sizes, want = [int(u) + 1 for u in problem.xu], min(self.population, problem.subspace.candidate_count() - len(self.X))
+
+        for x in canonical_genomes(problem, pop.get("X")[sorted(range(len(pop)), key=place)]):
+            take(x)
+        sizes = [int(u) + 1 for u in problem.xu]
         while len(chosen) < want:  # terminates: `want` unmeasured archs exist
-            x = canonical_genomes(problem, [[int(self.rng.integers(n)) for n in sizes]])[0]
-            key = tuple(float(v) for v in x)
-            if key not in seen:
-                seen.add(key)
-                chosen.append(list(key))
+            take(canonical_genomes(problem, [[int(self.rng.integers(n)) for n in sizes]])[0])
         if chosen:
             archs = self._archs(chosen)
             self.pending = ({c: predictors[c].label for c in self.columns},
@@ -341,11 +343,16 @@ class LinasSearch:
         for c in self.columns:
             self.values[c] += measured[c]
 
-    def round_info(self) -> dict:
-        """The last round's predictions per arch (None in the random first round) and predictor quality."""
-        predicted = None if self.pending is None else [
-            {c: self.pending[1][c][i] for c in self.columns} for i in range(len(self.pending[1][self.columns[0]]))]
-        return {"predicted": predicted, "predictor": self.quality[-1] if self.quality else None}
+    def predictions(self) -> list | None:
+        """None in the random first round, and where every objective is counted exactly."""
+        if self.pending is None or not self.columns:
+            return None
+        predicted = self.pending[1]
+        return [{c: predicted[c][i] for c in self.columns} for i in range(len(predicted[self.columns[0]]))]
+
+    def report(self) -> dict:
+        """Each round's predictor quality: Kendall tau and MAPE of its predictions against its measurements."""
+        return {"predictor": self.quality}
 
     def state(self) -> dict:
         return {"X": self.X, "values": self.values, "quality": self.quality, "random_state": self.rng.bit_generator.state}

@@ -260,11 +260,10 @@ def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, 
     problem = SubspaceProblem(trained.subspace, dims, trained.space.seq_len, evaluator, settings.objectives, bounds)
     algorithm = _algorithm_for(trained.subspace, settings, state, log)
     search = make_search(algorithm, problem, settings.population, settings.seed, settings.operators, settings.inner_evaluations)
-    history, hv, reference, generation, predictor = [], [], None, 0, []
+    history, hv, reference, generation = [], [], None, 0
     if state:
         search.restore(state["algorithm"])
         history, hv, reference, generation = state["history"], state["hv"], state["reference"], state["generation"]
-        predictor = state.get("predictor", [])
         log(f"resuming {name} after generation {generation}")
     progress = Progress(
         TextColumn(f"[bold]{name}[/] gen"), BarColumn(), MofNCompleteColumn(),
@@ -284,15 +283,13 @@ def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, 
             search.tell(pop)
             generation += 1
             archs = [trained.subspace.decode(x) for x in pop.get("X")]
-            info = search.round_info()  # linas: what its predictors said of these archs, and how well
-            if info.get("predictor"):
-                predictor.append(info["predictor"])
+            predicted = search.predictions() or [None] * len(archs)  # linas: what its predictors said of these archs
             # pymoo just evaluated these: read the cache without counting the reads as cache hits
-            for i, (arch, record) in enumerate(zip(archs, problem.records(archs, count_hits=False))):
+            for arch, record, guess in zip(archs, problem.records(archs, count_hits=False), predicted):
                 history.append({
                     "generation": generation, "subspace": name, "key": arch.key(), "arch": arch.to_dict(),
                     **record, "feasible": all(b.holds(float(record[b.name])) for b in bounds),
-                    **({"predicted": info["predicted"][i]} if info.get("predicted") else {}),
+                    **({"predicted": guess} if guess else {}),
                 })
             if reference is None:  # fixed once, from the first generation, and recorded
                 first = [r for r in history if r["generation"] == 1]
@@ -303,7 +300,6 @@ def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, 
                 write_json(state_file, {
                     "schema": STATE_SCHEMA, "generation": generation, "algorithm_name": algorithm, "algorithm": search.state(),
                     "cache": evaluator.cache, "history": history, "hv": hv, "reference": reference,
-                    **({"predictor": predictor} if predictor else {}),
                 })
                 write_jsonl(search_dir / "history.jsonl", [r for rows in all_rows.values() for r in rows])
             progress.update(task, completed=generation, evals=len(history), hits=evaluator.hits, hv=hv[-1])
@@ -311,7 +307,7 @@ def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, 
     all_rows[name] = history
     return {"subspace": name, "algorithm": algorithm, "generations": generation, "evaluations": len(history),
             "unique": len({r["key"] for r in history}), "hv": hv, "reference": reference,
-            "objectives": settings.objectives, **({"predictor": predictor} if predictor else {})}
+            "objectives": settings.objectives, **search.report()}
 
 
 def _fidelity_set(settings: SearchSettings, teacher):
