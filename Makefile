@@ -48,7 +48,7 @@ test-fast: install
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 
-# The studies kept out of `make bench` for its time (K=3 vs K=1 at the quickstart budget, closing the gap).
+# The studies kept out of `make bench` for its time (benchmarks/run_all.py, STUDIES).
 bench-studies: install
 	$(BIN)/python benchmarks/run_all.py --studies
 
