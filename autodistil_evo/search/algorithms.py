@@ -243,10 +243,10 @@ class PredictedProblem(Problem):
         self.subspace = problem.subspace  # for DistinctArchSampling and canonical_genomes
 
     def rows(self, archs) -> list:
-        p = self.problem
-        features = arch_features(p.subspace, archs, p.dims, p.seq_len)
+        exact = [self.problem.exact(a) for a in archs]
+        features = arch_features(self.subspace, archs, exact)
         predicted = {name: predictor.predict(features) for name, predictor in self.predictors.items()}
-        return [{**p.exact(a), **{name: float(v[i]) for name, v in predicted.items()}} for i, a in enumerate(archs)]
+        return [{**counted, **{name: float(v[i]) for name, v in predicted.items()}} for i, counted in enumerate(exact)]
 
     def _evaluate(self, X, out, *args, **kwargs):
         self.problem.fill(self.rows([self.subspace.decode(x) for x in X]), out)
@@ -278,8 +278,8 @@ class LinasSearch(_Search):
         return [self.problem.subspace.decode(x) for x in X]
 
     def _fit(self) -> dict:
-        p = self.problem
-        features = arch_features(p.subspace, self._archs(self.X), p.dims, p.seq_len)
+        archs = self._archs(self.X)
+        features = arch_features(self.problem.subspace, archs, [self.problem.exact(a) for a in archs])
         return {c: Predictor(features, self.values[c]) for c in self.columns}
 
     def _propose(self) -> list:

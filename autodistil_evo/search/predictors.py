@@ -20,8 +20,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
-from autodistil_evo.spaces import count_flops, count_params
-
 # (label, estimator factory) tried on every fit; the best mean cross-validated absolute error wins.
 CANDIDATES = (
     *((f"ridge(alpha={a:g})", lambda a=a: Ridge(alpha=a)) for a in (0.1, 1.0, 10.0)),
@@ -32,15 +30,16 @@ FALLBACK = "ridge(alpha=10)"
 MIN_TO_CROSS_VALIDATE = 4
 
 
-def arch_features(subspace, archs, dims, seq_len: int) -> np.ndarray:
-    """One row per arch: depth, hidden, per-layer heads and FFN ratios (zero past depth), log FLOPs, log params."""
+def arch_features(subspace, archs, exact: list) -> np.ndarray:
+    """One row per arch: depth, hidden, per-layer heads and FFN ratios (zero past depth), log FLOPs, log params
+    (`exact`: each arch's {"flops", "params"}, counted once by the caller, which needs them too)."""
     depth = max(subspace.layers)
     rows = []
-    for arch in archs:
+    for arch, counted in zip(archs, exact):
         heads, ratios = list(arch.layer_heads), list(arch.layer_ratios)
         pad = [0.0] * (depth - arch.layers)
         rows.append([arch.layers, arch.hidden, *heads, *pad, *ratios, *pad,
-                     math.log(count_flops(arch, dims, seq_len)), math.log(count_params(arch, dims))])
+                     math.log(counted["flops"]), math.log(counted["params"])])
     return np.array(rows, dtype=float)
 
 
@@ -53,14 +52,12 @@ class Predictor:
 
     def __init__(self, features: np.ndarray, values: np.ndarray):
         values = np.asarray(values, dtype=float)
-        folds = KFold(n_splits=min(5, len(values)), shuffle=False)
-        scores = {}
-        for label, factory in CANDIDATES:
-            model = _model(factory)
-            scores[label] = cross_val_score(model, features, values, cv=folds, scoring="neg_mean_absolute_error").mean() \
-                if len(values) >= MIN_TO_CROSS_VALIDATE else 0.0
-        # The first best in CANDIDATES order; with too few measurements to cross-validate, the most regularised ridge.
-        self.label = max(scores, key=scores.get) if len(values) >= MIN_TO_CROSS_VALIDATE else FALLBACK
+        self.label = FALLBACK  # too few measurements to cross-validate: the most regularised ridge
+        if len(values) >= MIN_TO_CROSS_VALIDATE:
+            folds = KFold(n_splits=min(5, len(values)), shuffle=False)
+            scores = {label: cross_val_score(_model(factory), features, values, cv=folds,
+                                             scoring="neg_mean_absolute_error").mean() for label, factory in CANDIDATES}
+            self.label = max(scores, key=scores.get)  # the first best in CANDIDATES order
         self.model = _model(dict(CANDIDATES)[self.label]).fit(features, values)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
