@@ -76,7 +76,7 @@ def timed(step, steps: int) -> float:
     return statistics.median(times)
 
 
-def superlm_row(recipe, space, subspace, teacher, steps: int) -> dict:
+def superlm_row(recipe, space, subspace, teacher, steps: int, profile: bool = False) -> dict:
     superlm = SuperLM(subspace, space.dims(recipe.teacher_shape()), dropout=recipe.dropout)
     superlm.init_from_teacher(teacher.state_dict(), recipe.teacher_shape().layers)
     members = sandwich_size(subspace, recipe.sandwich_random)
@@ -93,19 +93,35 @@ def superlm_row(recipe, space, subspace, teacher, steps: int) -> dict:
                                     recipe.seq_len, recipe.micro_batch))
 
         seconds = timed(step, steps)
+        if profile:  # where a step's time goes: the top operators by self CPU and by device time
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            with torch_profile(activities=activities) as prof:
+                for i in range(3):
+                    step(steps + 2 + i)
+                sync()
+            for key in ("self_cpu_time_total", "self_device_time_total" if torch.cuda.is_available() else None):
+                if key:
+                    print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
     return {"seconds": seconds, "members": members, "flops_per_step": statistics.median(flops[2:])}
 
 
 def reference_row(recipe, space, subspace, steps: int) -> dict:
-    """A Transformers BertModel of the sub-space's largest arch: forward, a loss, backward, fused AdamW."""
+    """A Transformers BertModel of the sub-space's largest arch (else the teacher's shape): forward, a loss, backward, fused AdamW."""
     from transformers import BertConfig, BertModel
 
-    largest, dims = subspace.largest(), space.dims(recipe.teacher_shape())
-    config = BertConfig(hidden_size=largest.hidden, num_hidden_layers=largest.layers, num_attention_heads=largest.heads,
-                        intermediate_size=largest.ffn, vocab_size=dims.vocab_size,
+    largest, dims, teacher = subspace.largest(), space.dims(recipe.teacher_shape()), recipe.teacher_shape()
+    if largest.heads * dims.head_dim == largest.hidden:
+        shape = {"name": largest.key(), "layers": largest.layers, "hidden": largest.hidden, "heads": largest.heads,
+                 "ffn": largest.ffn}
+    else:  # Q/K/V width differs from hidden, which BertModel cannot express: the teacher's own shape instead
+        shape = {"name": "teacher", "layers": teacher.layers, "hidden": teacher.hidden, "heads": teacher.heads,
+                 "ffn": teacher.ffn}
+    config = BertConfig(hidden_size=shape["hidden"], num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
+                        intermediate_size=shape["ffn"], vocab_size=dims.vocab_size,
                         max_position_embeddings=dims.max_position_embeddings, attn_implementation="sdpa")
-    if largest.heads * dims.head_dim != largest.hidden:
-        raise SystemExit(f"{largest.key()}: Q/K/V width differs from hidden; BertModel cannot express it")
     model = BertModel(config).to(device()).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     batch = torch.randint(0, dims.vocab_size, (recipe.micro_batch, recipe.seq_len), device=device())
@@ -118,7 +134,7 @@ def reference_row(recipe, space, subspace, steps: int) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return {"seconds": timed(step, steps)}
+    return {"seconds": timed(step, steps), "shape": shape["name"]}
 
 
 def main():
@@ -128,6 +144,7 @@ def main():
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row, after 2 warm-up")
     parser.add_argument("--section", default="gpu_scale")
+    parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of 3 SuperLM steps per row")
     args = parser.parse_args()
     init_distributed()
     shape = TINY if args.tiny else BERT_BASE
@@ -145,7 +162,7 @@ def main():
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-            superlm = superlm_row(recipe, space, subspace, teacher, args.steps)
+            superlm = superlm_row(recipe, space, subspace, teacher, args.steps, args.profile)
             memory = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
             del teacher
             reference = reference_row(recipe, space, subspace, args.steps)
@@ -155,7 +172,7 @@ def main():
                 "superlm_step_ms": superlm["seconds"] * 1e3,
                 "superlm_tokens_per_s": tokens / superlm["seconds"],
                 "superlm_subnet_tokens_per_s": superlm["members"] * tokens / superlm["seconds"],
-                "reference_tokens_per_s": tokens / reference["seconds"],
+                "reference": reference["shape"], "reference_tokens_per_s": tokens / reference["seconds"],
                 "mfu": superlm["flops_per_step"] / superlm["seconds"] / (peak * 1e12),
                 "peak_memory_gb": memory,
             })
@@ -173,7 +190,8 @@ def main():
     write_section(args.section, (
         f"## GPU scale\n\nMachine: {machine()}. {'Toy sizes (--tiny). ' if args.tiny else ''}BERT-base-shaped teacher "
         f"(random weights), `{space.name}` sub-space `base`, sequence {seq_len}, sandwich of {rows[0]['sandwich']}; "
-        f"reference: a Transformers `BertModel` of the sub-space's largest arch (SDPA, fused AdamW, same precision). "
+        f"reference: a Transformers `BertModel` of shape `{rows[0]['reference']}` (the sub-space's largest arch where "
+        f"BertModel can express it, else the teacher's; SDPA, fused AdamW, same precision). "
         f"MFU: the step's training FLOPs (teacher forward + 3x each member's forward) over the measured bf16 matrix-product "
         f"peak, {peak:.3g} TFLOP/s.\n\nCommand: `{command()}`\n\n{table}\n"))
 
