@@ -97,14 +97,13 @@ def superlm_row(recipe, space, subspace, teacher, steps: int, profile: bool = Fa
             from torch.profiler import ProfilerActivity
             from torch.profiler import profile as torch_profile
 
-            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-            with torch_profile(activities=activities) as prof:
+            cuda = torch.cuda.is_available()
+            with torch_profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]) as prof:
                 for i in range(3):
                     step(steps + 2 + i)
                 sync()
-            for key in ("self_cpu_time_total", "self_device_time_total" if torch.cuda.is_available() else None):
-                if key:
-                    print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
+            for key in ["self_cpu_time_total", *(["self_device_time_total"] if cuda else [])]:
+                print(prof.key_averages().table(sort_by=key, row_limit=25), flush=True)
     return {"seconds": seconds, "members": members, "flops_per_step": statistics.median(flops[2:])}
 
 
@@ -113,14 +112,10 @@ def reference_row(recipe, space, subspace, steps: int) -> dict:
     from transformers import BertConfig, BertModel
 
     largest, dims, teacher = subspace.largest(), space.dims(recipe.teacher_shape()), recipe.teacher_shape()
-    if largest.heads * dims.head_dim == largest.hidden:
-        shape = {"name": largest.key(), "layers": largest.layers, "hidden": largest.hidden, "heads": largest.heads,
-                 "ffn": largest.ffn}
-    else:  # Q/K/V width differs from hidden, which BertModel cannot express: the teacher's own shape instead
-        shape = {"name": "teacher", "layers": teacher.layers, "hidden": teacher.hidden, "heads": teacher.heads,
-                 "ffn": teacher.ffn}
-    config = BertConfig(hidden_size=shape["hidden"], num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
-                        intermediate_size=shape["ffn"], vocab_size=dims.vocab_size,
+    # Where Q/K/V width differs from hidden, which BertModel cannot express: the teacher's own shape instead.
+    shape, name = (largest, largest.key()) if largest.heads * dims.head_dim == largest.hidden else (teacher, "teacher")
+    config = BertConfig(hidden_size=shape.hidden, num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
+                        intermediate_size=shape.ffn, vocab_size=dims.vocab_size,
                         max_position_embeddings=dims.max_position_embeddings, attn_implementation="sdpa")
     model = BertModel(config).to(device()).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -134,7 +129,7 @@ def reference_row(recipe, space, subspace, steps: int) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return {"seconds": timed(step, steps), "shape": shape["name"]}
+    return {"seconds": timed(step, steps), "shape": name}
 
 
 def main():
