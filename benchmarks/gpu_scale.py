@@ -5,9 +5,9 @@ the weights), `spaces/autodistil-bert-base.yaml`'s `base` sub-space, sequence 12
 64 and 128, fp32 and bf16. Per row: the trainer's own `distill_step` on its DeepSpeed engine
 (tokens/s of the batch, subnet-tokens/s = tokens x sandwich members, peak memory, MFU = the step's
 training FLOPs as the trainer counts them over the peak this script measures for a large bf16 matrix
-product on the device); beside it a Transformers `BertModel` of the SuperLM's largest subnet trained
-with SDPA attention, fused AdamW and the same precision (bf16: autocast over fp32 weights) as the
-reference. `--tiny` runs the same code at toy sizes on the CPU (a test does), so it cannot rot
+product on the device); beside it, as the reference, a Transformers `BertModel` of the SuperLM's
+largest subnet (the teacher's shape where BertModel cannot express that subnet's Q/K/V width) trained
+with SDPA attention, fused AdamW and the same precision (bf16: autocast over fp32 weights). `--tiny` runs the same code at toy sizes on the CPU (a test does), so it cannot rot
 between GPU runs. Writes benchmarks/results/gpu_scale.json and the *GPU scale* section.
 """
 
