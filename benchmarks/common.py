@@ -28,8 +28,8 @@ def write_recipe(source, out: Path, **changes) -> str:
 
     loaded = load_recipe(REPO / source)
     recipe = yaml.safe_load(Path(loaded.source).read_text())
-    recipe.update(space=str(Path(loaded.resolve(loaded.space)).resolve()),
-                  deepspeed=str(Path(loaded.resolve(loaded.deepspeed)).resolve()), **changes)
+    recipe.update({"space": str(Path(loaded.resolve(loaded.space)).resolve()),
+                   "deepspeed": str(Path(loaded.resolve(loaded.deepspeed)).resolve()), **changes})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(recipe))
     return str(out)
@@ -73,11 +73,12 @@ def cli(*args, threads: int | None = None):
     subprocess.run([sys.executable, "-m", "autodistil_evo.cli", *map(str, args)], cwd=REPO, check=True, env=_env(threads))
 
 
-# Fine-tunes (nothing timed) run this many at a time, the cores split between them. On the 2-core
-# machine two one-thread fine-tunes side by side did 1.2x (the teacher) to 1.6x (a 0.85-GFLOPs
-# student) the work of one two-thread fine-tune at a time, 1.25x over Serving's 8 students
-# (CHANGELOG): small matrices keep two threads of one process half idle. Training, latency and
-# throughput are still measured alone.
+# Fine-tunes and the standalone distillations of equal compute and proxy trustworthiness (none of them
+# timed) run this many at a time, the cores split between them. On the 2-core machine two one-thread
+# fine-tunes side by side did 1.2x (the teacher) to 1.6x (a 0.85-GFLOPs student) the work of one
+# two-thread fine-tune at a time, 1.25x over Serving's 8 students (CHANGELOG): small matrices keep two
+# threads of one process half idle. What is timed (throughput, latency, closing the gap's
+# distillations) still runs alone.
 WORKERS = 2
 
 
@@ -135,12 +136,14 @@ BENCH_RECIPE = _recipe("recipes/bench.yaml")
 BENCH_RUN = WORK / "bench-run"
 BENCH_SEARCH = WORK / "bench-k3-search"
 BENCH_SEARCH_SIZE = {"population": 16, "generations": 8}
-# Picked from a grid (1e-4, 3e-4, 1e-3) on dev over quickstart students; see BENCHMARKS.md.
-FINETUNE = {"max_train": 3000, "epochs": 2, "batch_size": 32, "lr": 3e-4, "max_len": 64}
+# Picked from a grid (1e-4, 3e-4, 1e-3) on dev over quickstart students; see BENCHMARKS.md. Four
+# length-sorted micro-batches per batch: the plain batch's update with less padding (a batch of 32
+# review snippets pads to about twice its mean length), about a sixth off the teacher's fine-tune.
+FINETUNE = {"max_train": 3000, "epochs": 2, "batch_size": 32, "lr": 3e-4, "max_len": 64, "micro_batches": 4}
 SEEDS = 3
 if SMOKE:  # two seeds: a spread still has two values
     BENCH_SEARCH_SIZE = {"population": 8, "generations": 2}
-    FINETUNE = {"max_train": 64, "epochs": 1, "batch_size": 32, "lr": 3e-4, "max_len": 32}
+    FINETUNE = {"max_train": 64, "epochs": 1, "batch_size": 32, "lr": 3e-4, "max_len": 32, "micro_batches": 4}
     SEEDS = 2
 
 
@@ -252,7 +255,7 @@ def alone_dir(arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> Path:
     return WORK / "alone" / f"{Path(recipe).stem}-{Arch.from_dict(arch).key()}-{steps}"
 
 
-def distil_alone(arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> dict:
+def distil_alone(arch: dict, steps: int, recipe: str = BENCH_RECIPE, threads: int | None = None) -> dict:
     """Distil one arch by itself (a one-arch space: its sandwich is the arch alone) with the recipe's
     data and schedule, then its held-out distillation loss on the recipe's proxy set (a one-arch
     `evolve`). Returns {"run", "heldout_loss", "seconds"}."""
@@ -278,11 +281,11 @@ def distil_alone(arch: dict, steps: int, recipe: str = BENCH_RECIPE) -> dict:
     (folder / "space.yaml").write_text(yaml.safe_dump(space))
     write_recipe(recipe, folder / "recipe.yaml", space=str(folder / "space.yaml"), steps=steps)
     start = time.perf_counter()
-    cli("train", "--recipe", folder / "recipe.yaml", "--out", run, "--resume")
+    cli("train", "--recipe", folder / "recipe.yaml", "--out", run, "--resume", threads=threads)
     seconds = time.perf_counter() - start
-    cli("evolve", run, "--out", search, "--population", 2, "--generations", 1, "--resume")
+    cli("evolve", run, "--out", search, "--population", 2, "--generations", 1, "--resume", threads=threads)
     loss = json.loads((search / "history.jsonl").read_text().splitlines()[0])["loss"]
-    kept = {"arch": arch, "steps": steps, "run": str(run), "heldout_loss": loss, "seconds": seconds}
+    kept = {"arch": arch, "steps": steps, "run": str(run), "heldout_loss": loss, "seconds": seconds, "threads": threads}
     from autodistil_evo.fileio import write_json
 
     write_json(result_file, kept)  # atomic: it is the marker that the distillation is done
@@ -340,6 +343,18 @@ HAND = [
     ("BERT proportions, 5 layers, 3/4 width", "base", {"layers": 5, "heads": 9, "hidden": 288, "mlp_ratio": 4.0}),
     ("uniformly scaled down", "small", {"layers": 6, "heads": 8, "hidden": 160, "mlp_ratio": 4.0}),
 ]
+
+
+def hand_budgets() -> list:
+    """The hand shapes of `HAND` with their FLOPs as the search counts them (the bench space's sequence
+    length): [(label, subspace, arch, flops)], the FLOPs budgets students are compared at."""
+    from autodistil_evo.distill.recipe import load_recipe
+    from autodistil_evo.spaces import Arch, count_flops, load_space
+
+    recipe = load_recipe(REPO / BENCH_RECIPE)
+    space = load_space(recipe.resolve(recipe.space))
+    dims = space.dims(recipe.teacher_shape())
+    return [(label, subspace, arch, count_flops(Arch.from_dict(arch), dims, space.seq_len)) for label, subspace, arch in HAND]
 
 
 def select_under(search_dir, flops_budget):

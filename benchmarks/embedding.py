@@ -4,7 +4,8 @@ Rows (all measured by `embed-eval`'s code on the same fixed sentences: held-out 
 embedded task's test texts):
 - `searched`: students spread over the bench K=3 search's front, taken from their SuperLMs;
 - `searched-embedding-term`: the same archs from K=3 SuperLMs trained with the bench recipe plus
-  `embedding_weight` (the sentence-embedding term), same steps;
+  `embedding_weight` (the sentence-embedding term), same steps; left out with `--embedding-weight 0`
+  (`make bench`, for its time: the second run is `make bench-studies`'s);
 - `layer-drop`: the teacher keeping k of its layers, untrained: the bottom k, and k spread evenly
   (layers floor(i * L / k): every other one at half depth, as sentence-transformers' layer-reduction
   recipe keeps them) (k = 1..L-1);
@@ -84,7 +85,7 @@ def pca_rows(widths: list, sentences: int, teacher_flops: int) -> list:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--students", type=int, default=6, help="front students, evenly over its FLOPs range")
-    parser.add_argument("--embedding-weight", type=float, default=10.0, help="the term's weight in the second run")
+    parser.add_argument("--embedding-weight", type=float, default=10.0, help="the term's weight in the second run (0: no second run)")
     parser.add_argument("--sentences", type=int, default=1000)
     args = parser.parse_args()
     import transformers
@@ -94,9 +95,11 @@ def main():
     from autodistil_evo.teacher import load_teacher
 
     run, search = ensure_bench_search()
-    term_recipe = write_recipe(BENCH_RECIPE, WORK / "recipes" / f"bench-embedding{args.embedding_weight:g}.yaml",
-                               embedding_weight=args.embedding_weight)
-    term_run = ensure_run(WORK / f"bench-embedding{args.embedding_weight:g}-run", term_recipe)
+    term_run = None
+    if args.embedding_weight:
+        term_recipe = write_recipe(BENCH_RECIPE, WORK / "recipes" / f"bench-embedding{args.embedding_weight:g}.yaml",
+                                   embedding_weight=args.embedding_weight)
+        term_run = ensure_run(WORK / f"bench-embedding{args.embedding_weight:g}-run", term_recipe)
     picks = front_picks(search, args.students)
     teacher = load_teacher(TEACHER)
     shape = teacher.shape
@@ -105,7 +108,8 @@ def main():
     models = []  # (folder, id, kind, flops)
     for p in picks:
         models.append((export_arch(run, p["subspace"], p["arch"]), p["id"], "searched", p["flops"]))
-        models.append((export_arch(term_run, p["subspace"], p["arch"]), p["id"], "searched-embedding-term", p["flops"]))
+        if term_run:
+            models.append((export_arch(term_run, p["subspace"], p["arch"]), p["id"], "searched-embedding-term", p["flops"]))
     for k in range(1, shape.layers):
         models.append((layer_drop(list(range(k)), f"bottom-{k}"), f"teacher-bottom-{k}", "layer-drop", depth_flops(k)))
         every = stride_layers(k, shape.layers)  # layers floor(i * L / k): every other one where k = L / 2
@@ -152,7 +156,8 @@ def main():
         f"interpolated; below the 1-layer teacher's FLOPs, against the 1-layer teacher).\n\nMachine: {machine()}. Command: `{command()}`. Fidelity on {args.sentences} fixed sentences "
         f"(held-out corpus text and the embedded task's test texts): Spearman of the two models' cosine similarities "
         f"over seeded pairs, and recall@10 of the teacher's nearest neighbours. Searched students from the bench K=3 "
-        f"run ({BENCH_RUN.name}) and from the same recipe with `embedding_weight` {args.embedding_weight:g}; PCA rows are "
+        f"run ({BENCH_RUN.name})" + (f" and from the same recipe with `embedding_weight` {args.embedding_weight:g}" if term_run else "") +
+        "; PCA rows are "
         f"the teacher's embeddings cut to a student's width.\n\n{table}\n\n![fidelity vs FLOPs](benchmarks/embedding.png)\n"))
 
 

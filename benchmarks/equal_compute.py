@@ -26,7 +26,6 @@ from pathlib import Path
 from common import (
     BENCH_RECIPE,
     FINETUNE,
-    HAND,
     SEEDS,
     SMOKE,
     TEACHER,
@@ -34,6 +33,8 @@ from common import (
     accuracy,
     cli,
     ensure_bench_search,
+    hand_budgets,
+    in_parallel,
     paired_difference,
     pick_arch,
     prefetch,
@@ -66,16 +67,24 @@ def layer_drop(layers: int) -> Path:
     return out
 
 
-def train_student(source, out: Path, steps: int, init: str, student_id=None, arch=None) -> tuple:
+def train_student(source, out: Path, steps: int, init: str, student_id=None, arch=None, threads=None) -> tuple:
     """`train-student` (skipped when its exported model is there from the same steps); (model folder, provenance)."""
     provenance = out / "model" / "autodistil_provenance.json"
     kept = json.loads(provenance.read_text()) if provenance.is_file() else None
     if not (kept and kept.get("trained_alone", {}).get("steps") == steps):
         which = ["--id", student_id] if student_id else ["--arch", json.dumps(arch)]
         cli("train-student", source, *which, "--init", init, "--recipe", BENCH_RECIPE, "--steps", steps, "--out", out,
-            "--resume")
+            "--resume", threads=threads)
         kept = json.loads(provenance.read_text())
     return out / "model", kept
+
+
+def train_students(jobs: list) -> list:
+    """`train_student(**job)` for every job, two at a time on a core each (`in_parallel`), the costliest
+    (steps x FLOPs) first; the results in the order given."""
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i].pop("cost"))
+    done = in_parallel(lambda i, threads: train_student(**jobs[i], threads=threads), order, label="train-student runs")
+    return [done[order.index(i)] for i in range(len(jobs))]
 
 
 def superlm_flops(run: Path) -> int:
@@ -101,37 +110,50 @@ def main():
     tap = teacher_tap_flops(shape, recipe.teacher_layer, recipe.seq_len)
     per_step = lambda arch: step_flops([arch], dims, tap, recipe.seq_len, recipe.micro_batch * recipe.accumulation)  # noqa: E731
     run, search = ensure_bench_search()
-    budgets = [(label, subspace, arch, count_flops(Arch.from_dict(arch), dims, space.seq_len)) for label, subspace, arch in HAND]
+    budgets = hand_budgets()
 
     # The tool's path: the SuperLMs, then each pick trained further.
-    picks, tool = {}, {}
+    picks = {}
     for label, _, _, flops in budgets:
         found = searched_pick(run, search, flops)
         if found is None:
             raise SystemExit(f"no searched student under {flops:.3g} FLOPs ({label})")
         picks[flops] = found
-        tool[flops] = train_student(search, WORK / "equal-compute" / f"tool-{found[0]['id']}-{args.student_steps}",
-                                    args.student_steps, "superlm", student_id=found[0]["id"])
+    searched = {f: pick_arch(json.loads((found[1] / "autodistil_provenance.json").read_text())["arch"])
+                for f, found in picks.items()}
+    # Compute: the SuperLMs plus each pick's further training (the trainer's own per-step count), and
+    # the do-it-yourself steps that make its three students cost at least that total.
     shared = superlm_flops(run)
-    tool_total = shared + sum(p["train_flops_parts"]["student"] for _, p in tool.values())
-    # The do-it-yourself path's steps: its three students cost at least the tool's total.
+    tool_total = shared + sum(args.student_steps * per_step(Arch.from_dict(a)) for a in searched.values())
     alone_steps = math.ceil(tool_total / sum(per_step(Arch.from_dict(arch)) for _, _, arch, _ in budgets))
     if SMOKE:
         alone_steps = min(alone_steps, recipe_steps(BENCH_RECIPE))
     depth_flops = {k: count_flops(Arch(k, shape.heads, shape.hidden, shape.ffn / shape.hidden), shape.dims(), space.seq_len)
                    for k in range(1, shape.layers + 1)}
 
+    # Nine independent trainings: each pick trained further (the tool), each hand shape and each searched
+    # arch distilled alone from the teacher (do-it-yourself, and is it the shape or the weights?).
+    jobs = []
+    for _, subspace, arch, flops in budgets:
+        found, pick = picks[flops], Arch.from_dict(searched[flops])
+        jobs += [{"source": search, "out": WORK / "equal-compute" / f"tool-{found[0]['id']}-{args.student_steps}",
+                  "steps": args.student_steps, "init": "superlm", "student_id": found[0]["id"],
+                  "cost": args.student_steps * per_step(pick)},
+                 {"source": run, "out": WORK / "equal-compute" / f"hand-{subspace}-{Arch.from_dict(arch).key()}-{alone_steps}",
+                  "steps": alone_steps, "init": "teacher", "arch": {"subspace": subspace, **arch},
+                  "cost": alone_steps * per_step(Arch.from_dict(arch))},
+                 {"source": search, "out": WORK / "equal-compute" / f"alone-{found[0]['id']}-{alone_steps}",
+                  "steps": alone_steps, "init": "teacher", "student_id": found[0]["id"], "cost": alone_steps * per_step(pick)}]
+    trained = train_students(jobs)
+    spent = shared + sum(trained[3 * i][1]["train_flops_parts"]["student"] for i in range(len(budgets)))
+    if spent != tool_total:  # the trainer counts what it spent: the plan must be what ran
+        raise SystemExit(f"the tool's path spent {spent:.4e} training FLOPs, {tool_total:.4e} planned")
+
     rows, models = [], [TEACHER]
-    for label, subspace, arch, flops in budgets:
-        found, (tool_model, tool_provenance) = picks[flops], tool[flops]
-        searched_arch = pick_arch(json.loads((found[1] / "autodistil_provenance.json").read_text())["arch"])
+    for i, (label, subspace, arch, flops) in enumerate(budgets):
+        found, searched_arch = picks[flops], searched[flops]
         depth = min(depth_flops, key=lambda k: abs(depth_flops[k] - flops))
-        hand_model, hand_provenance = train_student(
-            run, WORK / "equal-compute" / f"hand-{subspace}-{Arch.from_dict(arch).key()}-{alone_steps}", alone_steps,
-            "teacher", arch={"subspace": subspace, **arch})
-        alone_model, alone_provenance = train_student(
-            search, WORK / "equal-compute" / f"alone-{found[0]['id']}-{alone_steps}", alone_steps, "teacher",
-            student_id=found[0]["id"])
+        (tool_model, tool_provenance), (hand_model, hand_provenance), (alone_model, alone_provenance) = trained[3 * i : 3 * i + 3]
         entries = {
             "layer-drop": (layer_drop(depth), f"teacher-bottom-{depth}", depth_flops[depth], 0),
             "hand-alone": (hand_model, f"{subspace}-{Arch.from_dict(arch).key()}", flops, hand_provenance["train_flops"]),

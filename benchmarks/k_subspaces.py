@@ -24,6 +24,7 @@ from common import (
     difference,
     ensure_run,
     format_difference,
+    hand_budgets,
     prefetch,
     recipe_steps,
     scored,
@@ -39,7 +40,9 @@ BUDGETS = {
                    "k3_search": WORK / "quickstart-k3-search", "population": 12, "generations": 4},
     "bench": {"recipe": BENCH_RECIPE, "steps": recipe_steps(BENCH_RECIPE), "k3_run": BENCH_RUN, "k3_search": BENCH_SEARCH, **BENCH_SEARCH_SIZE},
 }
-FRACTIONS = (0.05, 0.2, 0.6)
+# The FLOPs budgets the students are compared at, as fractions of the teacher's: at the bench budget the
+# hand shapes' (`hand_budgets`), so its K=3 picks are equal compute's searched students, fine-tuned once.
+FRACTIONS = {"quickstart": (0.05, 0.2, 0.6), "bench": None}
 
 
 def measure(name: str) -> dict:
@@ -60,15 +63,16 @@ def measure(name: str) -> dict:
     reference = list(1.1 * objective_matrix(union, OBJECTIVES).max(axis=0))
     teacher_flops = fronts["K=3"]["teacher"]["flops"]
     runs = {"K=3": k3_run, "K=1": k1_run}
-    picks = {(k, f): searched_pick(runs[k], searches[k], f * teacher_flops) for f in FRACTIONS for k in runs}
+    budgets = [f * teacher_flops for f in FRACTIONS[name]] if FRACTIONS[name] else [b[3] for b in hand_budgets()]
+    picks = {(k, b): searched_pick(runs[k], searches[k], b) for b in budgets for k in runs}
     prefetch([found[1] for found in picks.values() if found])
     rows = []
-    for fraction in FRACTIONS:
-        row = {"fraction_of_teacher": fraction, "flops_budget": fraction * teacher_flops}
+    for budget in budgets:
+        row = {"fraction_of_teacher": budget / teacher_flops, "flops_budget": budget}
         for k in runs:
-            row[k] = scored(picks[k, fraction])
+            row[k] = scored(picks[k, budget])
             if row[k] is not None:
-                print(name, k, fraction, row[k]["id"], row[k]["accuracy_mean"], flush=True)
+                print(name, k, f"{budget:.3g}", row[k]["id"], row[k]["accuracy_mean"], flush=True)
         rows.append(row)
     return {
         "recipe": b["recipe"], "steps_per_subspace": b["steps"], "k1_steps": 3 * b["steps"],

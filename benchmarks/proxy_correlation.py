@@ -24,6 +24,7 @@ from common import (
     distil_alone,
     ensure_bench_search,
     export_arch,
+    in_parallel,
     kendall_with_ci,
     prefetch,
     recipe_steps,
@@ -76,9 +77,9 @@ def within_bands(rows, bands: int):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--front", type=int, default=8)
-    parser.add_argument("--off", type=int, default=4)
-    parser.add_argument("--alone", type=int, default=8, help="archs distilled standalone")
+    parser.add_argument("--front", type=int, default=6)
+    parser.add_argument("--off", type=int, default=2)
+    parser.add_argument("--alone", type=int, default=6, help="archs distilled standalone")
     parser.add_argument("--alone-steps", type=int, default=recipe_steps(BENCH_RECIPE),
                         help="steps per standalone arch (the bench recipe's)")
     parser.add_argument("--bands", type=int, default=3)
@@ -102,14 +103,13 @@ def main():
     # Standalone ground truth: every `len/alone`-th student by FLOPs, distilled alone.
     by_flops = sorted(rows, key=lambda r: r["flops"])
     alone_ids = [by_flops[i]["id"] for i in np.unique(np.linspace(0, len(rows) - 1, args.alone).round().astype(int))]
-    for r in rows:
-        if r["id"] in alone_ids:
-            if args.cached_only and not (alone_dir(r["arch"], args.alone_steps) / "result.json").is_file():
-                continue
-            alone = distil_alone(r["arch"], args.alone_steps)
-            r["standalone_heldout_loss"] = alone["heldout_loss"]
-            r["standalone_seconds"] = alone["seconds"]
-            print(r["id"], "alone", alone["heldout_loss"], flush=True)
+    todo = [r for r in reversed(by_flops) if r["id"] in alone_ids and  # the largest first, two at a time
+            not (args.cached_only and not (alone_dir(r["arch"], args.alone_steps) / "result.json").is_file())]
+    alones = in_parallel(lambda r, threads: distil_alone(r["arch"], args.alone_steps, threads=threads), todo,
+                         label="standalone distillations")
+    for r, alone in zip(todo, alones):
+        r["standalone_heldout_loss"] = alone["heldout_loss"]
+        print(r["id"], "alone", alone["heldout_loss"], flush=True)
     with_alone = [r for r in rows if "standalone_heldout_loss" in r]
     tau_alone, ci_alone = kendall_with_ci([r["proxy_loss"] for r in with_alone], [r["standalone_heldout_loss"] for r in with_alone]) \
         if len(with_alone) >= 3 else (float("nan"), [float("nan"), float("nan")])

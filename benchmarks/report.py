@@ -29,7 +29,8 @@ def commit() -> str:
 def describe_finetune(budget: dict) -> str:
     """A fine-tuning budget as a person reads it: "3,000 examples, 2 epochs, batch 32, lr 3e-4, max length 64"."""
     words = {"max_train": lambda v: f"{v:,} examples", "epochs": lambda v: f"{v} epoch{'s' if v != 1 else ''}",
-             "batch_size": lambda v: f"batch {v}", "lr": lambda v: f"lr {v:g}", "max_len": lambda v: f"max length {v}"}
+             "batch_size": lambda v: f"batch {v}", "lr": lambda v: f"lr {v:g}", "max_len": lambda v: f"max length {v}",
+             "micro_batches": lambda v: f"{v} length-sorted micro-batches a batch"}
     return ", ".join(words[k](v) if k in words else f"{k} {v}" for k, v in budget.items())
 
 
@@ -44,10 +45,12 @@ def markdown_table(header, rows) -> str:
 
 
 def write_section(name: str, body: str):
-    """Replace the text between `<!-- name:start -->` and `<!-- name:end -->` in BENCHMARKS.md."""
+    """Replace the text between `<!-- name:start -->` and `<!-- name:end -->` in BENCHMARKS.md, ending
+    with the commit it was measured at (sections of `make bench-studies` stay from older commits)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body.strip()}\n{end}"
+    body = f"{body.strip()}\n\nMeasured at {commit()[:10]}."
+    block = f"{start}\n{body}\n{end}"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     tmp = BENCHMARKS_MD.with_suffix(".md.tmp")

@@ -82,3 +82,24 @@ def test_gpu_scale_script_runs_at_tiny_sizes_on_the_cpu(bench, tmp_path, monkeyp
         assert row["superlm_subnet_tokens_per_s"] == pytest.approx(4 * row["superlm_tokens_per_s"])
         assert row["reference_tokens_per_s"] > 0 and 0 < row["mfu"] and "peak_memory_gb" in row
     assert "## GPU scale" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_write_recipe_overrides_the_space_and_keeps_paths_absolute(bench, tmp_path):
+    # A standalone distillation's recipe names its own one-arch space: that override crashed
+    # (`space` given twice) every proxy-trustworthiness stage until `make bench-smoke` found it.
+    import yaml
+
+    common = bench["common"]
+    out = common.write_recipe("recipes/bench.yaml", tmp_path / "r.yaml", space=str(tmp_path / "s.yaml"), steps=7)
+    recipe = yaml.safe_load(Path(out).read_text())
+    assert (recipe["space"], recipe["steps"]) == (str(tmp_path / "s.yaml"), 7)
+    assert Path(recipe["deepspeed"]).is_absolute() and Path(recipe["deepspeed"]).is_file()
+    default = yaml.safe_load(Path(common.write_recipe("recipes/bench.yaml", tmp_path / "d.yaml")).read_text())
+    assert Path(default["space"]).is_file() and default["steps"] == 300
+
+
+def test_hand_budgets_are_the_hand_shapes_flops(bench):
+    # equal compute compares at these budgets and K=3 vs K=1 picks at them: both must see the same numbers.
+    budgets = bench["common"].hand_budgets()
+    assert [b[:3] for b in budgets] == bench["common"].HAND
+    assert budgets[0][3] > budgets[1][3] > budgets[2][3] > 0
