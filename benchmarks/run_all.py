@@ -8,6 +8,9 @@ imports, the package, recipes and spaces) are unchanged since, so an interrupted
 starts again at the stage it stopped in, and a change re-runs only the stages it touches.
 `--fresh` ignores the stamps (the caches inside stages still count).
 
+`--pause` / `--resume` stop and continue a running `make bench` (the stage's processes and this one)
+to free the cores for a while; the time table leaves the pause out.
+
 `make bench-smoke` (AUTODISTIL_BENCH_SMOKE=1) runs every stage the same way on minutes-sized budgets
 (common.SMOKE, and SMOKE_ARGS below) into benchmarks/work-smoke/, report included: a check that a
 change to the benchmarks runs through, not a measurement.
@@ -20,6 +23,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -52,6 +56,7 @@ STUDIES = [
     ["rewire.py"],
 ]
 STAMPS = WORK / "stages"
+RUNNING = STAMPS / "running.json"  # the running `make bench`: its pid and its stage's process group
 # What each stage is given under smoke on top of common's smoke budgets: the knobs it has of its own.
 SMOKE_ARGS = {
     "supernet_overhead.py": ["--repeats", "2"],
@@ -105,6 +110,41 @@ def cpu_gflops(seconds: float = 1.0) -> float:
     return statistics.median(rates)
 
 
+class Stopwatch:
+    """Wall seconds since it started, less the time this process was stopped (`--pause`, or Ctrl-Z), seen as
+    gaps in a heartbeat thread's ticks: a stopped process's threads all stand still."""
+
+    def __init__(self, tick: float = 0.5, gap: float = 5.0):
+        self.start, self.paused = time.monotonic(), 0.0
+        threading.Thread(target=self._beat, args=(tick, gap), daemon=True).start()
+
+    def _beat(self, tick: float, gap: float):
+        last = time.monotonic()
+        while True:
+            time.sleep(tick)
+            now = time.monotonic()
+            if now - last > gap:
+                self.paused += now - last - tick
+            last = now
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.start - self.paused
+
+
+def signal_running(sig: int) -> None:
+    """Send `sig` (SIGSTOP, SIGCONT) to the running `make bench` and its stage's processes."""
+    if not RUNNING.is_file():
+        raise SystemExit(f"no make bench is running ({RUNNING} not found)")
+    running = json.loads(RUNNING.read_text())
+    for send, target in ((os.killpg, running.get("stage_pgid")), (os.kill, running["pid"])):
+        if target:
+            try:
+                send(target, sig)
+            except ProcessLookupError:
+                pass
+    print(f"make bench (pid {running['pid']}): {'paused' if sig == signal.SIGSTOP else 'resumed'}")
+
+
 def stage_name(stage: list) -> str:
     return " ".join(stage).replace(".py", "")
 
@@ -113,7 +153,11 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--fresh", action="store_true", help="run every stage, even those stamped as finished")
     parser.add_argument("--studies", action="store_true", help="run the studies kept out of make bench instead")
+    parser.add_argument("--pause", action="store_true", help="stop the running make bench (its time stops too)")
+    parser.add_argument("--resume", action="store_true", help="continue a paused make bench")
     args = parser.parse_args()
+    if args.pause or args.resume:
+        return signal_running(signal.SIGSTOP if args.pause else signal.SIGCONT)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` stops the stage and keeps its time
     head, speed = commit(), cpu_gflops()
     print(f"== CPU speed: {speed:.0f} GFLOP/s (fp32 matmul)", flush=True)
@@ -128,25 +172,27 @@ def main():
             continue
         print(f"== benchmarks/{' '.join(stage)}", flush=True)
         earlier = kept.get("interrupted_seconds", 0.0) if kept and not kept.get("finished") and unchanged(kept, stage) else 0.0
-        start = time.perf_counter()
+        clock = Stopwatch()
         known = {"stage": stage_name(stage), "commit": head, "cpu_gflops": speed}  # in the stamp either way
         # Its own process group, so an interruption stops the stage's subprocesses (train, finetune) too.
         smoke = SMOKE_ARGS.get(stage[0], []) if SMOKE else []
         child = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / stage[0]), *stage[1:], *smoke], cwd=REPO,
                                  start_new_session=True)
+        write_json(RUNNING, {"pid": os.getpid(), "stage_pgid": child.pid})
         try:
             if child.wait():
                 raise SystemExit(f"benchmarks/{' '.join(stage)} failed (exit {child.returncode})")
-            kept = {**known, "seconds": earlier + time.perf_counter() - start,
+            kept = {**known, "seconds": earlier + clock.seconds(),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         except BaseException:  # interrupted or failed: keep the time spent, so the resumed stage counts it
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
                 child.wait()
-            kept = {**known, "finished": None, "interrupted_seconds": earlier + time.perf_counter() - start}
+            kept = {**known, "finished": None, "interrupted_seconds": earlier + clock.seconds()}
             raise
         finally:
             write_json(stamp, kept)  # atomic: a half-written stamp would stop the next run
+            RUNNING.unlink(missing_ok=True)
         done.append({**kept, "this_invocation": True})
     if args.studies:
         return
@@ -158,7 +204,7 @@ def main():
                            [("**total**", f"**{total / 60:.1f}**", "", "", "")])
     write_section("make_bench", f"## `make bench`: time per stage\n\nMachine: {machine()}. "
                   "Each stage's wall time, summed over its attempts where `make bench` was interrupted and "
-                  "resumed (the total leaves out the pause), beside this machine's fp32 matmul speed when the stage "
+                  "resumed (the total leaves out the time between attempts and any `--pause`), beside this machine's fp32 matmul speed when the stage "
                   "last ran (a resumed `make bench` may have moved between machines); a stage re-run because its inputs changed counts "
                   "that re-run only, with the caches of its earlier run. "
                   f"Caches under `benchmarks/work/` start empty in a fresh clone.\n\nCommand: `make bench`\n\n{table}\n")

@@ -103,3 +103,25 @@ def test_hand_budgets_are_the_hand_shapes_flops(bench):
     budgets = bench["common"].hand_budgets()
     assert [b[:3] for b in budgets] == bench["common"].HAND
     assert budgets[0][3] > budgets[1][3] > budgets[2][3] > 0
+
+
+def test_a_paused_make_bench_leaves_the_pause_out_of_its_time(bench):
+    """`run_all.py --pause` stops the bench with SIGSTOP: its Stopwatch must not count the stop."""
+    import signal
+    import subprocess
+    import time
+
+    script = ("import sys, time; sys.path.insert(0, sys.argv[1]); from run_all import Stopwatch\n"
+              "clock = Stopwatch(tick=0.05, gap=0.5); print('ready', flush=True); sys.stdin.readline(); time.sleep(1)\n"
+              "print(clock.seconds())")
+    child = subprocess.Popen([sys.executable, "-c", script, str(BENCHMARKS)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGSTOP)
+    time.sleep(2.0)
+    child.send_signal(signal.SIGCONT)
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    seconds = float(child.stdout.readline())
+    assert child.wait() == 0
+    assert 0.9 < seconds < 1.8  # the 1 s it ran after the pause, not the 2 s it stood stopped
