@@ -147,13 +147,29 @@ if SMOKE:  # two seeds: a spread still has two values
     SEEDS = 2
 
 
-def ensure_bench_search() -> tuple:
-    """The bench run (K=3 SuperLMs of recipes/bench.yaml) and its NSGA-II search."""
-    run = ensure_run(BENCH_RUN, BENCH_RECIPE)
-    if not (BENCH_SEARCH / "pareto.json").is_file():
-        cli("evolve", run, "--out", BENCH_SEARCH, "--population", BENCH_SEARCH_SIZE["population"],
+def lever_tag(space: str | None = None, rewire: bool = False) -> str:
+    """The name of a lever of the bench SuperLMs ("" for none): "-minilm-l6-wide", "-rewire"."""
+    return (f"-{Path(space).stem}" if space else "") + ("-rewire" if rewire else "")
+
+
+def ensure_bench_search(space: str | None = None, rewire: bool = False) -> tuple:
+    """The bench run (K=3 SuperLMs of recipes/bench.yaml) and its NSGA-II search; with a lever (`space`, a
+    space file, or `rewire`, importance-ordered slicing) the same recipe so changed, in folders of its own."""
+    run, search, recipe, extra, subspaces = BENCH_RUN, BENCH_SEARCH, BENCH_RECIPE, (), ("base", "small", "tiny")
+    if space or rewire:
+        from autodistil_evo.spaces import load_space
+
+        tag = lever_tag(space, rewire)
+        run, search = WORK / f"bench-run{tag}", WORK / f"bench-search{tag}"
+        if rewire:
+            recipe = write_recipe(BENCH_RECIPE, WORK / "recipes" / "bench-rewire.yaml", rewire=True)
+        if space:
+            extra, subspaces = ("--space", space), tuple(load_space(space).subspaces)
+    run = ensure_run(run, recipe, extra, subspaces)
+    if not (search / "pareto.json").is_file():
+        cli("evolve", run, "--out", search, "--population", BENCH_SEARCH_SIZE["population"],
             "--generations", BENCH_SEARCH_SIZE["generations"], "--resume")
-    return run, BENCH_SEARCH
+    return run, search
 
 
 def finetune_key(budget: dict, seeds: int) -> dict:

@@ -16,6 +16,11 @@ the measured total; each alone path gets the same step count per student, chosen
 hand shapes together cost at least that total: the tool's path never gets more compute than the
 do-it-yourself one. All fine-tuned with the bench budget over the same seeds; differences are
 paired by seed, with their standard errors.
+
+`--space FILE` and `--rewire` measure levers of the tool's path, each in its own section: the same
+recipe's SuperLMs trained and searched on another space (`make bench-studies` runs
+`spaces/minilm-l6-wide.yaml`, which adds the teacher's full width at reduced depth), or with
+importance-ordered slicing; the do-it-yourself rows are the same shapes.
 """
 
 import argparse
@@ -26,6 +31,7 @@ from pathlib import Path
 from common import (
     BENCH_RECIPE,
     FINETUNE,
+    REPO,
     SEEDS,
     SMOKE,
     TEACHER,
@@ -35,6 +41,7 @@ from common import (
     ensure_bench_search,
     hand_budgets,
     in_parallel,
+    lever_tag,
     paired_difference,
     pick_arch,
     prefetch,
@@ -102,14 +109,20 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--student-steps", type=int, default=recipe_steps(BENCH_RECIPE),
                         help="train-student steps per searched pick (the tool's further training)")
+    parser.add_argument("--space", help="search this space file instead of the bench recipe's (a lever of the "
+                        "tool's path: its own SuperLMs, search and section, the do-it-yourself rows the same)")
+    parser.add_argument("--rewire", action="store_true", help="the lever of importance-ordered slicing (`rewire: true`)")
     args = parser.parse_args()
     recipe = load_recipe(BENCH_RECIPE)
-    space = load_space("spaces/minilm-l6.yaml")
+    space = load_space(args.space or recipe.resolve(recipe.space))
+    tag = lever_tag(args.space, args.rewire)
+    work, section = WORK / f"equal-compute{tag}", "equal_compute" + tag.replace("-", "_")
+    lever = " and ".join([f"searched on `{args.space}`"] * bool(args.space) + ["importance-ordered slicing"] * args.rewire)
     dims, shape = space.dims(recipe.teacher_shape()), recipe.teacher_shape()
     teacher_flops = count_flops(shape.arch(), shape.dims(), space.seq_len)
     tap = teacher_tap_flops(shape, recipe.teacher_layer, recipe.seq_len)
     per_step = lambda arch: step_flops([arch], dims, tap, recipe.seq_len, recipe.micro_batch * recipe.accumulation)  # noqa: E731
-    run, search = ensure_bench_search()
+    run, search = ensure_bench_search(args.space, args.rewire)
     budgets = hand_budgets()
 
     # The tool's path: the SuperLMs, then each pick trained further.
@@ -136,13 +149,14 @@ def main():
     jobs = []
     for _, subspace, arch, flops in budgets:
         found, pick = picks[flops], Arch.from_dict(searched[flops])
-        jobs += [{"source": search, "out": WORK / "equal-compute" / f"tool-{found[0]['id']}-{args.student_steps}",
+        jobs += [{"source": search, "out": work / f"tool-{found[0]['id']}-{args.student_steps}",
                   "steps": args.student_steps, "init": "superlm", "student_id": found[0]["id"],
                   "cost": args.student_steps * per_step(pick)},
+                 # A hand shape alone does not depend on the lever: one folder for every section (same steps, same student).
                  {"source": run, "out": WORK / "equal-compute" / f"hand-{subspace}-{Arch.from_dict(arch).key()}-{alone_steps}",
                   "steps": alone_steps, "init": "teacher", "arch": {"subspace": subspace, **arch},
                   "cost": alone_steps * per_step(Arch.from_dict(arch))},
-                 {"source": search, "out": WORK / "equal-compute" / f"alone-{found[0]['id']}-{alone_steps}",
+                 {"source": search, "out": work / f"alone-{found[0]['id']}-{alone_steps}",
                   "steps": alone_steps, "init": "teacher", "student_id": found[0]["id"], "cost": alone_steps * per_step(pick)}]
     trained = train_students(jobs)
     spent = shared + sum(trained[3 * i][1]["train_flops_parts"]["student"] for i in range(len(budgets)))
@@ -187,17 +201,18 @@ def main():
                "alone_steps": alone_steps}
     from autodistil_evo.data import sentiment_task
 
-    write_results("equal_compute", {
+    write_results(section, {"space": args.space or str(Path(recipe.resolve(recipe.space)).resolve().relative_to(REPO)),
+                            "rewire": args.rewire,
         "finetune_budget": FINETUNE, "seeds": SEEDS, "test_rows": len(sentiment_task().test), "compute": compute,
         "budgets": [{"label": label, "flops": flops, "hand_arch": {"subspace": sub, **arch}} for label, sub, arch, flops in budgets],
         "rows": rows, "comparisons": comparisons, "teacher": teacher,
         "goal": {"budgets_won": wins, "lost_anywhere": losses, "met": wins >= 2 and not losses},
         "headline": None if best is None else {**best, "gap_points": 100 * (teacher["accuracy_mean"] - best["accuracy_mean"])},
     })
-    write_section("equal_compute", report(rows, comparisons, teacher, compute, wins, losses, best))
+    write_section(section, report(rows, comparisons, teacher, compute, wins, losses, best, lever))
 
 
-def report(rows, comparisons, teacher, compute, wins, losses, best) -> str:
+def report(rows, comparisons, teacher, compute, wins, losses, best, lever="") -> str:
     cell = lambda r: f"{r['id']} ({r['flops'] / 1e9:.2f} GF): {r['accuracy_mean']:.3f} ± {r['accuracy_sem']:.3f}"  # noqa: E731
     budgets = list(dict.fromkeys((r["budget_label"], r["budget_flops"]) for r in rows))
     table = markdown_table(["path", *(f"{label} ({flops / 1e9:.2f} GFLOPs)" for label, flops in budgets), "training FLOPs"], [
@@ -214,9 +229,10 @@ def report(rows, comparisons, teacher, compute, wins, losses, best) -> str:
         f"of its FLOPs), {best['accuracy_mean']:.3f} against the teacher's {teacher['accuracy_mean']:.3f} "
         f"({100 * (teacher['accuracy_mean'] - best['accuracy_mean']):.1f} points below).")
     return (
-        "## Students at equal compute\n\n"
+        f"## Students at equal compute{f' ({lever})' if lever else ''}\n\n"
         f"Goal {verdict}. {headline}\n\n"
-        f"Machine: {machine()}. Command: `{command()}`. Bench SuperLMs (`recipes/bench.yaml`, K=3) and their search; "
+        f"Machine: {machine()}. Command: `{command()}`. Bench SuperLMs (`recipes/bench.yaml`"
+        f"{f', {lever}' if lever else ', K=3'}) and their search; "
         f"the tool's path adds {compute['student_steps']} `train-student` steps per pick, {compute['tool_total']:.3e} "
         f"training FLOPs in all ({compute['superlms']:.3e} of them the SuperLMs); each alone path trains "
         f"{compute['alone_steps']} steps per student ({compute['diy_total']:.3e} for the three hand shapes). Test accuracy on "

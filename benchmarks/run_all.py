@@ -9,7 +9,8 @@ starts again at the stage it stopped in, and a change re-runs only the stages it
 `--fresh` ignores the stamps (the caches inside stages still count).
 
 `--pause` / `--resume` stop and continue a running `make bench` (the stage's processes and this one)
-to free the cores for a while; the time table leaves the pause out.
+to free the cores for a while; the time table leaves the pause out (not during the timed stages, whose
+step timings would include it).
 
 `make bench-smoke` (AUTODISTIL_BENCH_SMOKE=1) runs every stage the same way on minutes-sized budgets
 (common.SMOKE, and SMOKE_ARGS below) into benchmarks/work-smoke/, report included: a check that a
@@ -54,6 +55,9 @@ STUDIES = [
     ["k_subspaces.py", "--budget", "quickstart"],
     ["closing_gap.py"],
     ["rewire.py"],
+    # Levers of the tool's path, each on the equal-compute benchmark.
+    ["equal_compute.py", "--space", "spaces/minilm-l6-wide.yaml"],
+    ["equal_compute.py", "--rewire"],
 ]
 STAMPS = WORK / "stages"
 RUNNING = STAMPS / "running.json"  # the running `make bench`: its pid and its stage's process group

@@ -20,6 +20,7 @@ SHIPPED = [
     "spaces/autodistil-bert-base-layerwise.yaml",
     "spaces/minilm-l6.yaml",
     "spaces/minilm-l6-layerwise.yaml",
+    "spaces/minilm-l6-wide.yaml",
 ]
 
 
@@ -181,3 +182,26 @@ def test_fused_attention_equals_the_eager_path_on_a_padded_batch(monkeypatch):
     for a, b in zip(fused, eager):
         assert (a - b)[mask.bool()].abs().max().item() <= 1e-5
     assert (fused[0] - fused[1])[mask.bool()].abs().max().item() <= 1e-5
+
+
+def test_wide_space_reaches_the_layer_dropped_teacher():
+    """minilm-l6-wide.yaml: the shipped sub-spaces unchanged, plus `wide`, whose full-width subnets start
+    (from the teacher) as the teacher with layers dropped: the search can find that shape itself."""
+    import copy
+
+    teacher = load_teacher(None)
+    wide, narrow = load_space("spaces/minilm-l6-wide.yaml"), load_space("spaces/minilm-l6.yaml")
+    wide.validate_against(teacher.shape)
+    for name, sub in narrow.subspaces.items():
+        assert set(wide.subspace(name).candidates()) == set(sub.candidates())
+    superlm = SuperLM(wide.subspace("wide"), wide.dims(teacher.shape), dropout=0.0).eval()
+    superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+    ids, mask = _inputs(teacher.shape.vocab_size)
+    for depth, kept in ((4, [0, 1, 3, 4]), (2, [0, 3]), (1, [0])):
+        dropped = copy.deepcopy(teacher.model).eval()
+        dropped.encoder.layer = torch.nn.ModuleList(dropped.encoder.layer[i] for i in kept)
+        student = superlm.extract(Arch(depth, 12, 384, 4.0)).eval()
+        with torch.no_grad():
+            expected = dropped(input_ids=ids, attention_mask=mask).last_hidden_state
+            got = student(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert (expected - got).abs().max().item() <= 1e-5
