@@ -114,10 +114,11 @@ def main():
     parser.add_argument("--rewire", action="store_true", help="the lever of importance-ordered slicing (`rewire: true`)")
     args = parser.parse_args()
     recipe = load_recipe(BENCH_RECIPE)
-    space = load_space(args.space or recipe.resolve(recipe.space))
+    space_file = args.space or str(Path(recipe.resolve(recipe.space)).resolve().relative_to(REPO))
+    space = load_space(space_file)
     tag = lever_tag(args.space, args.rewire)
     work, section = WORK / f"equal-compute{tag}", "equal_compute" + tag.replace("-", "_")
-    lever = " and ".join([f"searched on `{args.space}`"] * bool(args.space) + ["importance-ordered slicing"] * args.rewire)
+    lever = " and ".join(x for x in (args.space and f"searched on `{args.space}`", args.rewire and "importance-ordered slicing") if x)
     dims, shape = space.dims(recipe.teacher_shape()), recipe.teacher_shape()
     teacher_flops = count_flops(shape.arch(), shape.dims(), space.seq_len)
     tap = teacher_tap_flops(shape, recipe.teacher_layer, recipe.seq_len)
@@ -201,8 +202,8 @@ def main():
                "alone_steps": alone_steps}
     from autodistil_evo.data import sentiment_task
 
-    write_results(section, {"space": args.space or str(Path(recipe.resolve(recipe.space)).resolve().relative_to(REPO)),
-                            "rewire": args.rewire,
+    write_results(section, {
+        "space": space_file, "rewire": args.rewire,
         "finetune_budget": FINETUNE, "seeds": SEEDS, "test_rows": len(sentiment_task().test), "compute": compute,
         "budgets": [{"label": label, "flops": flops, "hand_arch": {"subspace": sub, **arch}} for label, sub, arch, flops in budgets],
         "rows": rows, "comparisons": comparisons, "teacher": teacher,
