@@ -184,7 +184,13 @@ def main():
                                  start_new_session=True)
         write_json(RUNNING, {"pid": os.getpid(), "stage_pgid": child.pid})
         try:
-            if child.wait():
+            saved = time.monotonic()
+            while child.poll() is None:
+                time.sleep(1)
+                if time.monotonic() - saved > 60:  # the time so far, so that a killed bench loses at most a minute of it
+                    write_json(stamp, {**known, "finished": None, "interrupted_seconds": earlier + clock.seconds()})
+                    saved = time.monotonic()
+            if child.returncode:
                 raise SystemExit(f"benchmarks/{' '.join(stage)} failed (exit {child.returncode})")
             kept = {**known, "seconds": earlier + clock.seconds(),
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
