@@ -163,7 +163,7 @@ def main():
     if args.pause or args.resume:
         return signal_running(signal.SIGSTOP if args.pause else signal.SIGCONT)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill` stops the stage and keeps its time
-    head, speed = commit(), cpu_gflops()
+    head, speed, clock = commit(), cpu_gflops(), Stopwatch()
     print(f"== CPU speed: {speed:.0f} GFLOP/s (fp32 matmul)", flush=True)
     STAMPS.mkdir(parents=True, exist_ok=True)
     done = []
@@ -176,7 +176,7 @@ def main():
             continue
         print(f"== benchmarks/{' '.join(stage)}", flush=True)
         earlier = kept.get("interrupted_seconds", 0.0) if kept and not kept.get("finished") and unchanged(kept, stage) else 0.0
-        clock = Stopwatch()
+        start = clock.seconds()
         known = {"stage": stage_name(stage), "commit": head, "cpu_gflops": speed}  # in the stamp either way
         # Its own process group, so an interruption stops the stage's subprocesses (train, finetune) too.
         smoke = SMOKE_ARGS.get(stage[0], []) if SMOKE else []
@@ -188,17 +188,17 @@ def main():
             while child.poll() is None:
                 time.sleep(1)
                 if time.monotonic() - saved > 60:  # the time so far, so that a killed bench loses at most a minute of it
-                    write_json(stamp, {**known, "finished": None, "interrupted_seconds": earlier + clock.seconds()})
+                    write_json(stamp, {**known, "finished": None, "interrupted_seconds": earlier + clock.seconds() - start})
                     saved = time.monotonic()
             if child.returncode:
                 raise SystemExit(f"benchmarks/{' '.join(stage)} failed (exit {child.returncode})")
-            kept = {**known, "seconds": earlier + clock.seconds(),
+            kept = {**known, "seconds": earlier + clock.seconds() - start,
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         except BaseException:  # interrupted or failed: keep the time spent, so the resumed stage counts it
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
                 child.wait()
-            kept = {**known, "finished": None, "interrupted_seconds": earlier + clock.seconds()}
+            kept = {**known, "finished": None, "interrupted_seconds": earlier + clock.seconds() - start}
             raise
         finally:
             write_json(stamp, kept)  # atomic: a half-written stamp would stop the next run
