@@ -119,20 +119,28 @@ class Stopwatch:
     gaps in a heartbeat thread's ticks: a stopped process's threads all stand still."""
 
     def __init__(self, tick: float = 0.5, gap: float = 5.0):
-        self.start, self.paused = time.monotonic(), 0.0
-        threading.Thread(target=self._beat, args=(tick, gap), daemon=True).start()
+        self.tick, self.gap = tick, gap
+        self.start = self.last = time.monotonic()
+        self.paused, self.lock = 0.0, threading.Lock()
+        threading.Thread(target=self._beat, daemon=True).start()
 
-    def _beat(self, tick: float, gap: float):
-        last = time.monotonic()
+    def _stopped(self, now: float) -> float:
+        """The gap since the last tick, where it is long enough to have been a stop."""
+        return now - self.last - self.tick if now - self.last > self.gap else 0.0
+
+    def _beat(self):
         while True:
-            time.sleep(tick)
-            now = time.monotonic()
-            if now - last > gap:
-                self.paused += now - last - tick
-            last = now
+            time.sleep(self.tick)
+            with self.lock:
+                now = time.monotonic()
+                self.paused += self._stopped(now)
+                self.last = now
 
     def seconds(self) -> float:
-        return time.monotonic() - self.start - self.paused
+        # A stop the heartbeat has not seen yet (read just after SIGCONT) is left out too.
+        with self.lock:
+            now = time.monotonic()
+            return now - self.start - self.paused - self._stopped(now)
 
 
 def signal_running(sig: int) -> None:
