@@ -1,7 +1,8 @@
 """Does the proxy rank students the way fine-tuning does, and the way standalone distillation does?
 
 On the bench run (recipes/bench.yaml SuperLMs, trained until their proxy loss flattens) and its
-K=3 search: students spread over the FLOPs range of the global front plus off-front ones, each
+K=3 search: students spread over the FLOPs range of the global front (equal compute's three searched
+students among them, their fine-tunes shared) plus off-front ones, each
 exported and fine-tuned on the embedded task with the bench budget over 3 seeds. Reports Kendall
 tau of proxy loss (lower is better) vs mean test accuracy with a bootstrap 95% interval, tau within
 FLOPs bands (where FLOPs alone cannot rank), FLOPs alone as the naive baseline, and a second ground
@@ -24,10 +25,12 @@ from common import (
     distil_alone,
     ensure_bench_search,
     export_arch,
+    hand_budgets,
     in_parallel,
     kendall_with_ci,
     prefetch,
     recipe_steps,
+    select_under,
     student_dir,
 )
 from report import command, describe_finetune, machine, markdown_table, save_figure, write_results, write_section
@@ -36,12 +39,17 @@ from scipy.stats import kendalltau
 from autodistil_evo.spaces.space import GENES
 
 
-def pick_archs(search_dir, n_front: int, n_off: int) -> list:
-    """`n_front` students evenly over the front's FLOPs range, `n_off` off it (also spread by FLOPs)."""
+def pick_archs(search_dir, n_front: int, n_off: int, include=()) -> list:
+    """`n_front` students of the front: those whose ids are in `include` (equal compute's searched students,
+    so that their fine-tunes are shared), the rest evenly over the front's FLOPs range; `n_off` off the
+    front (also spread by FLOPs)."""
     front = sorted(json.loads((search_dir / "pareto.json").read_text())["front"], key=lambda r: r["flops"])
     history = [json.loads(line) for line in (search_dir / "history.jsonl").read_text().splitlines()]
     front_ids = {r["id"] for r in front}
-    index = np.unique(np.linspace(0, len(front) - 1, min(n_front, len(front))).round().astype(int))
+    kept = [i for i, r in enumerate(front) if r["id"] in set(include)][:n_front]
+    rest = [i for i in range(len(front)) if i not in kept]
+    spread = np.linspace(0, len(rest) - 1, min(n_front - len(kept), len(rest))).round().astype(int)
+    index = sorted(kept + [rest[j] for j in np.unique(spread)])
     chosen = [{"id": front[i]["id"], "subspace": front[i]["subspace"], "arch": {k: front[i][k] for k in GENES},
                "proxy_loss": front[i]["loss"], "flops": front[i]["flops"], "on_front": True} for i in index]
     off = {}
@@ -87,7 +95,8 @@ def main():
                         help="report only the students and standalone runs already measured (an interrupted bench)")
     args = parser.parse_args()
     run_dir, search_dir = ensure_bench_search()
-    entries = [e for e in pick_archs(search_dir, args.front, args.off) if not args.cached_only or
+    shared = [found["id"] for found in (select_under(search_dir, flops) for *_, flops in hand_budgets()) if found]
+    entries = [e for e in pick_archs(search_dir, args.front, args.off, shared) if not args.cached_only or
                cached_finetune(student_dir(run_dir, e["subspace"], e["arch"])) is not None]
     models = [export_arch(run_dir, e["subspace"], e["arch"]) for e in entries]
     prefetch(models)

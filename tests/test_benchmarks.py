@@ -105,6 +105,25 @@ def test_hand_budgets_are_the_hand_shapes_flops(bench):
     assert budgets[0][3] > budgets[1][3] > budgets[2][3] > 0
 
 
+def test_proxy_students_include_the_shared_picks_and_spread_the_rest(bench, tmp_path):
+    # proxy trustworthiness fine-tunes equal compute's searched students among its own: the picks must be
+    # there, every other front student spread over the FLOPs range, none twice.
+    import importlib
+
+    proxy = importlib.import_module("proxy_correlation")
+    genes = {"layers": 2, "heads": 2, "hidden": 64, "mlp_ratio": 2.0}
+    front = [{"id": f"f{i}", "subspace": "s", "flops": 10 * i, "loss": 1.0 - i / 10, **genes} for i in range(10)]
+    history = [{"subspace": "s", "key": f"k{i}", "arch": genes, "loss": 2.0, "flops": 10 * i + 5} for i in range(4)]
+    (tmp_path / "pareto.json").write_text(json.dumps({"front": front}))
+    (tmp_path / "history.jsonl").write_text("\n".join(map(json.dumps, history)))
+    chosen = proxy.pick_archs(tmp_path, 5, 2, include=["f3", "f8"])
+    on = [c["id"] for c in chosen if c["on_front"]]
+    assert len(on) == len(set(on)) == 5 and {"f3", "f8"} <= set(on)
+    assert on[0] == "f0" and on[-1] == "f9"  # the rest still reach both ends of the front
+    assert [c["id"] for c in chosen if not c["on_front"]] == ["s-k0", "s-k3"]
+    assert [c["id"] for c in proxy.pick_archs(tmp_path, 3, 0)] == ["f0", "f4", "f9"]
+
+
 def test_a_paused_make_bench_leaves_the_pause_out_of_its_time(bench):
     """`run_all.py --pause` stops the bench with SIGSTOP: its Stopwatch must not count the stop."""
     import signal
