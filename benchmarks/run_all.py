@@ -157,6 +157,11 @@ def signal_running(sig: int) -> None:
     print(f"make bench (pid {running['pid']}): {'paused' if sig == signal.SIGSTOP else 'resumed'}")
 
 
+def unfinished(known: dict, seconds: float) -> dict:
+    """The stamp of a stage still running or interrupted: the time it has run so far, for a resumed stage to count."""
+    return {**known, "finished": None, "interrupted_seconds": seconds}
+
+
 def stage_name(stage: list) -> str:
     return " ".join(stage).replace(".py", "")
 
@@ -196,7 +201,7 @@ def main():
             while child.poll() is None:
                 time.sleep(1)
                 if time.monotonic() - saved > 60:  # the time so far, so that a killed bench loses at most a minute of it
-                    write_json(stamp, {**known, "finished": None, "interrupted_seconds": earlier + clock.seconds() - start})
+                    write_json(stamp, unfinished(known, earlier + clock.seconds() - start))
                     saved = time.monotonic()
             if child.returncode:
                 raise SystemExit(f"benchmarks/{' '.join(stage)} failed (exit {child.returncode})")
@@ -206,7 +211,7 @@ def main():
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGTERM)
                 child.wait()
-            kept = {**known, "finished": None, "interrupted_seconds": earlier + clock.seconds() - start}
+            kept = unfinished(known, earlier + clock.seconds() - start)
             raise
         finally:
             write_json(stamp, kept)  # atomic: a half-written stamp would stop the next run
