@@ -1,7 +1,7 @@
 """What closes the paper's headline gap, and what it costs.
 
-The best searched student at <= 1/3 of the teacher's FLOPs (uniform space, picked as in
-*Searched vs hand-designed*) distilled alone for longer and longer: the bench recipe's data and
+The best searched student at <= 1/3 of the teacher's FLOPs (the bench K=3 search's min-proxy-loss
+student under that budget) distilled alone for longer and longer: the bench recipe's data and
 schedule (warm-up, decay to zero) stretched to each number of steps. Each is fine-tuned with the
 bench budget over 3 seeds; reported: held-out distillation loss, wall time of the distillation,
 fine-tuned test accuracy and the gap to the teacher under the same fine-tuning budget. The second
