@@ -5,9 +5,10 @@ K=3 search: students spread over the FLOPs range of the global front (equal comp
 students among them, their fine-tunes shared) plus off-front ones, each
 exported and fine-tuned on the embedded task with the bench budget over 3 seeds. Reports Kendall
 tau of proxy loss (lower is better) vs mean test accuracy with a bootstrap 95% interval, tau within
-FLOPs bands (where FLOPs alone cannot rank), FLOPs alone as the naive baseline, and a second ground
-truth that needs no labels: archs distilled standalone with the same per-arch budget, tau between
-the SuperLM proxy loss and their held-out distillation loss.
+FLOPs bands (where FLOPs alone cannot rank), FLOPs alone as the naive baseline. With `--alone N`
+(`make bench-studies`; `make bench` passes 0 for its time) a second ground truth that needs no labels,
+in a section of its own: N of the students' archs distilled standalone with the same per-arch
+budget, tau between the SuperLM proxy loss and their held-out distillation loss.
 """
 
 import argparse
@@ -87,7 +88,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--front", type=int, default=6)
     parser.add_argument("--off", type=int, default=2)
-    parser.add_argument("--alone", type=int, default=6, help="archs distilled standalone")
+    parser.add_argument("--alone", type=int, default=6, help="archs distilled standalone (0: none, and no section)")
     parser.add_argument("--alone-steps", type=int, default=recipe_steps(BENCH_RECIPE),
                         help="steps per standalone arch (the bench recipe's)")
     parser.add_argument("--bands", type=int, default=3)
@@ -109,48 +110,31 @@ def main():
     tau_flops, ci_flops = kendall_with_ci([r["flops"] for r in rows], [r["accuracy_mean"] for r in rows])
     per_band, pooled = within_bands(rows, args.bands)
 
-    # Standalone ground truth: every `len/alone`-th student by FLOPs, distilled alone.
-    by_flops = sorted(rows, key=lambda r: r["flops"])
-    alone_ids = [by_flops[i]["id"] for i in np.unique(np.linspace(0, len(rows) - 1, args.alone).round().astype(int))]
-    todo = [r for r in reversed(by_flops) if r["id"] in alone_ids and  # the largest first, two at a time
-            not (args.cached_only and not (alone_dir(r["arch"], args.alone_steps) / "result.json").is_file())]
-    alones = in_parallel(lambda r, threads: distil_alone(r["arch"], args.alone_steps, threads=threads), todo,
-                         label="standalone distillations")
-    for r, alone in zip(todo, alones):
-        r["standalone_heldout_loss"] = alone["heldout_loss"]
-        print(r["id"], "alone", alone["heldout_loss"], flush=True)
-    with_alone = [r for r in rows if "standalone_heldout_loss" in r]
-    tau_alone, ci_alone = kendall_with_ci([r["proxy_loss"] for r in with_alone], [r["standalone_heldout_loss"] for r in with_alone]) \
-        if len(with_alone) >= 3 else (float("nan"), [float("nan"), float("nan")])
-    partial = "" if len(rows) >= args.front + args.off and len(with_alone) >= args.alone else (
-        f"**Partial: the bench was stopped before every stage ran; {len(rows)} of {args.front + args.off} students "
-        f"fine-tuned, {len(with_alone)} of {args.alone} standalone distillations. Figures are over what was measured.** ")
-
     front_rows = [r for r in rows if r["on_front"]]
     cleared = sum(r["accuracy_mean"] >= majority + 0.05 for r in front_rows)
+    partial = "" if len(rows) >= args.front + args.off else (
+        f"**Partial: the bench was stopped before every stage ran; {len(rows)} of {args.front + args.off} students "
+        f"fine-tuned. Figures are over what was measured.** ")
     write_results("proxy_correlation", {
         "run": str(run_dir.relative_to(REPO)), "complete": not partial, "finetune_budget": FINETUNE, "seeds": SEEDS,
         "kendall_tau": tau, "ci95": ci, "kendall_tau_flops": tau_flops, "ci95_flops": ci_flops,
         "bands": per_band, "kendall_tau_within_bands": pooled,
-        "standalone": {"archs": len(with_alone), "steps": args.alone_steps, "kendall_tau": tau_alone, "ci95": ci_alone},
         "majority_accuracy": majority, "front_students_clearing_majority_by_5": [cleared, len(front_rows)],
         "students": [{k: r.get(k) for k in ("id", "flops", "proxy_loss", "on_front", "accuracy_mean", "accuracy_std",
-                                           "accuracy_seeds", "standalone_heldout_loss", "arch", "subspace")} for r in rows],
+                                           "accuracy_seeds", "arch", "subspace")} for r in rows],
     })
-    _plot(rows, tau, tau_flops, with_alone, tau_alone)
+    _plot(rows, tau, tau_flops)
+    by_flops = sorted(rows, key=lambda r: r["flops"])
     table = markdown_table(
-        ["student", "on front", "GFLOPs", "proxy loss", f"test accuracy (mean ± std, {SEEDS} seeds)", "standalone held-out loss"],
+        ["student", "on front", "GFLOPs", "proxy loss", f"test accuracy (mean ± std, {SEEDS} seeds)"],
         [(r["id"], "yes" if r["on_front"] else "no", f"{r['flops'] / 1e9:.3f}", f"{r['proxy_loss']:.4f}",
-          f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}",
-          f"{r['standalone_heldout_loss']:.4f}" if "standalone_heldout_loss" in r else "") for r in by_flops])
+          f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}") for r in by_flops])
     summary = markdown_table(["ranking", "Kendall tau", "bootstrap 95% interval"], [
         ("proxy loss vs fine-tuned accuracy (all students)", f"{tau:.3f}", f"[{ci[0]:.3f}, {ci[1]:.3f}]"),
         ("FLOPs alone vs fine-tuned accuracy", f"{tau_flops:.3f}", f"[{ci_flops[0]:.3f}, {ci_flops[1]:.3f}]"),
         (f"proxy loss vs accuracy within {args.bands} FLOPs bands (pooled pairs)", f"{pooled:.3f}", ""),
         *((f"  band {b['flops'][0] / 1e9:.3f}-{b['flops'][1] / 1e9:.3f} GFLOPs ({b['students']} students)",
            f"{b['kendall_tau']:.3f}", "") for b in per_band),
-        (f"SuperLM proxy loss vs standalone held-out loss ({len(with_alone)} archs, {args.alone_steps} steps each)",
-         f"{tau_alone:.3f}", f"[{ci_alone[0]:.3f}, {ci_alone[1]:.3f}]"),
     ])
     write_section(
         "proxy_correlation",
@@ -161,6 +145,51 @@ def main():
         f"class by 5 points or more. Bootstrap: 2,000 resamples of the students.\n\n"
         f"Command: `{command()}`\n\n{summary}\n\n{table}\n\n![proxy vs accuracy](benchmarks/proxy_correlation.png)\n",
     )
+    if args.alone:
+        standalone(run_dir, by_flops, args.alone, args.alone_steps, args.cached_only)
+
+
+def standalone(run_dir, by_flops: list, n: int, steps: int, cached_only: bool):
+    """The ground truth that needs no labels: every `len/n`-th student by FLOPs distilled alone from the
+    teacher for `steps`; Kendall tau of the SuperLM proxy loss against their held-out distillation loss."""
+    ids = [by_flops[i]["id"] for i in np.unique(np.linspace(0, len(by_flops) - 1, n).round().astype(int))]
+    todo = [r for r in reversed(by_flops) if r["id"] in ids and  # the largest first, two at a time
+            not (cached_only and not (alone_dir(r["arch"], steps) / "result.json").is_file())]
+    alones = in_parallel(lambda r, threads: distil_alone(r["arch"], steps, threads=threads), todo,
+                         label="standalone distillations")
+    rows = [{**r, "standalone_heldout_loss": alone["heldout_loss"]} for r, alone in zip(todo, alones)][::-1]
+    tau, ci = kendall_with_ci([r["proxy_loss"] for r in rows], [r["standalone_heldout_loss"] for r in rows]) \
+        if len(rows) >= 3 else (float("nan"), [float("nan"), float("nan")])
+    partial = "" if len(rows) >= n else (
+        f"**Partial: {len(rows)} of {n} standalone distillations; figures are over what was measured.** ")
+    write_results("proxy_standalone", {
+        "run": str(run_dir.relative_to(REPO)), "complete": not partial, "steps": steps, "kendall_tau": tau, "ci95": ci,
+        "archs": [{k: r[k] for k in ("id", "flops", "proxy_loss", "standalone_heldout_loss", "arch", "subspace")} for r in rows],
+    })
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter([r["proxy_loss"] for r in rows], [r["standalone_heldout_loss"] for r in rows])
+    ax.set_xlabel("SuperLM proxy loss")
+    ax.set_ylabel("standalone held-out distillation loss")
+    ax.set_title(f"weight sharing vs standalone: tau {tau:.2f}")
+    fig.tight_layout()
+    save_figure(fig, "proxy_standalone")
+    table = markdown_table(["arch", "GFLOPs", "SuperLM proxy loss", "standalone held-out loss"],
+                           [(r["id"], f"{r['flops'] / 1e9:.3f}", f"{r['proxy_loss']:.4f}", f"{r['standalone_heldout_loss']:.4f}")
+                            for r in rows])
+    write_section(
+        "proxy_standalone",
+        f"## Proxy against standalone distillation\n\n{partial}Machine: {machine()}. {len(rows)} of the students of "
+        f"[Proxy trustworthiness](#proxy-trustworthiness), spread by FLOPs, each distilled alone from the teacher with the bench "
+        f"recipe's data and schedule for {steps} steps (`recipes/bench.yaml`, a one-arch space); its held-out distillation loss "
+        f"against the SuperLM's proxy loss for the same arch: Kendall tau {tau:.3f} [{ci[0]:.3f}, {ci[1]:.3f}] (bootstrap 95% "
+        f"interval, 2,000 resamples). A ground truth that needs no labels: does weight sharing rank archs as training each "
+        f"alone would?\n\nCommand: `{command()}`\n\n{table}\n\n![proxy vs standalone](benchmarks/proxy_standalone.png)\n",
+    )
 
 
 def _majority() -> float:
@@ -170,13 +199,13 @@ def _majority() -> float:
     return max(sum(y == c for _, y in test) for c in (0, 1)) / len(test)
 
 
-def _plot(rows, tau, tau_flops, with_alone, tau_alone):
+def _plot(rows, tau, tau_flops):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "proxy_loss", "proxy loss"), (axes[1], "flops", "FLOPs")):
         for on_front, marker in ((True, "o"), (False, "x")):
             pts = [r for r in rows if r["on_front"] == on_front]
@@ -187,10 +216,6 @@ def _plot(rows, tau, tau_flops, with_alone, tau_alone):
     axes[1].set_xscale("log")
     axes[0].legend()
     axes[0].set_title(f"Kendall tau {tau:.2f} (FLOPs alone {tau_flops:.2f})")
-    axes[2].scatter([r["proxy_loss"] for r in with_alone], [r["standalone_heldout_loss"] for r in with_alone])
-    axes[2].set_xlabel("SuperLM proxy loss")
-    axes[2].set_ylabel("standalone held-out distillation loss")
-    axes[2].set_title(f"weight sharing vs standalone: tau {tau_alone:.2f}")
     fig.tight_layout()
     save_figure(fig, "proxy_correlation")
 
