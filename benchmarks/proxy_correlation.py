@@ -47,7 +47,8 @@ def pick_archs(search_dir, n_front: int, n_off: int, include=()) -> list:
     front = sorted(json.loads((search_dir / "pareto.json").read_text())["front"], key=lambda r: r["flops"])
     history = [json.loads(line) for line in (search_dir / "history.jsonl").read_text().splitlines()]
     front_ids = {r["id"] for r in front}
-    kept = [i for i, r in enumerate(front) if r["id"] in set(include)][:n_front]
+    include = set(include)
+    kept = [i for i, r in enumerate(front) if r["id"] in include][:n_front]
     rest = [i for i in range(len(front)) if i not in kept]
     spread = np.linspace(0, len(rest) - 1, min(n_front - len(kept), len(rest))).round().astype(int)
     index = sorted(kept + [rest[j] for j in np.unique(spread)])
