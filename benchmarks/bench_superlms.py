@@ -11,6 +11,7 @@ from report import command, machine, markdown_table, save_figure, write_results,
 from autodistil_evo.data import open_run_corpus, proxy_sample
 from autodistil_evo.distill import checkpoint as ckpt
 from autodistil_evo.distill.artifact import load_superlm
+from autodistil_evo.plots import new_figure
 from autodistil_evo.search.evaluator import ProxyEvaluator
 from autodistil_evo.teacher import load_teacher
 
@@ -49,12 +50,7 @@ def main():
                      f"{np.mean(curves[name][-10:]):.3f}",
                      f"{first['largest']:.4f} → {last['largest']:.4f} ({100 * change['largest']:+.1f}%)",
                      f"{first['smallest']:.4f} → {last['smallest']:.4f} ({100 * change['smallest']:+.1f}%)"))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = new_figure(figsize=(7, 4))
     for name, curve in curves.items():
         window = min(10, len(curve))  # a run shorter than 10 steps (make bench-smoke): its mean
         smooth = np.convolve(curve, np.ones(window) / window, mode="valid")

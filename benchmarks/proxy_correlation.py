@@ -37,6 +37,7 @@ from common import (
 from report import command, describe_finetune, machine, markdown_table, save_figure, write_results, write_section
 from scipy.stats import kendalltau
 
+from autodistil_evo.plots import new_figure
 from autodistil_evo.spaces.space import GENES
 
 
@@ -167,12 +168,7 @@ def standalone(run_dir, by_flops: list, n: int, steps: int, cached_only: bool):
         "run": str(run_dir.relative_to(REPO)), "complete": not partial, "steps": steps, "kendall_tau": tau, "ci95": ci,
         "archs": [{k: r[k] for k in ("id", "flops", "proxy_loss", "standalone_heldout_loss", "arch", "subspace")} for r in rows],
     })
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = new_figure(figsize=(5, 4))
     ax.scatter([r["proxy_loss"] for r in rows], [r["standalone_heldout_loss"] for r in rows])
     ax.set_xlabel("SuperLM proxy loss")
     ax.set_ylabel("standalone held-out distillation loss")
@@ -201,12 +197,7 @@ def _majority() -> float:
 
 
 def _plot(rows, tau, tau_flops):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = new_figure(ncols=2, figsize=(10, 4))
     for ax, key, label in ((axes[0], "proxy_loss", "proxy loss"), (axes[1], "flops", "FLOPs")):
         for on_front, marker in ((True, "o"), (False, "x")):
             pts = [r for r in rows if r["on_front"] == on_front]
