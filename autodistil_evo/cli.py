@@ -5,6 +5,7 @@ only with -v.
 """
 
 import json
+import signal
 import sys
 
 import click
@@ -211,11 +212,19 @@ def _recipe_and_settings(ctx, recipe_file, corpus, steps, save_every, seed, prec
     return recipe, TrainSettings(recipe.steps, recipe.save_every, recipe.keep_last, recipe.seed, resume)
 
 
-def _interrupted(result) -> bool:
-    if result["interrupted"]:
-        err_console.print(f"interrupted: checkpoint written at step {result['step']} of '{result['subspace']}'. "
-                          f"Resume with the same command plus --resume.")
-    return result["interrupted"]
+def _exit_if_stopped(result):
+    """A run stopped by a signal: say where its last state is and how to resume, then exit 128 + signal."""
+    if not result.get("interrupted"):
+        return
+    from autodistil_evo.stopping import exit_code
+
+    if "checkpoint" in result:  # train, train-student
+        where = f"checkpoint of step {result['step']} of '{result['subspace']}' written to {result['checkpoint']}"
+    else:  # evolve
+        where = f"state after generation {result['generation']} of '{result['subspace']}' written to {result['state']}"
+    err_console.print(f"stopped by {signal.Signals(result['signal']).name}: {where}. Resume with the same command plus "
+                      "--resume.", soft_wrap=True)
+    sys.exit(exit_code(result["signal"]))
 
 
 def _flops(value) -> str:
@@ -236,14 +245,13 @@ def train(ctx, space_file, subspace, run_dir, recipe_file, teacher, corpus, step
     from autodistil_evo.spaces import load_space
 
     recipe, settings = _recipe_and_settings(ctx, recipe_file, corpus, steps, save_every, seed, precision, tf32, resume)
-    search_space = load_space(space_file or recipe.resolve(recipe.space))
+    search_space = load_space(space_file or recipe.space_file())
     subspaces = search_space.select(subspace)
     if dry_run:
         _print_plan(plan(recipe, search_space, subspaces, recipe.steps, recipe.world_size))
         return
     results = run_training(recipe, search_space, subspace, run_dir, teacher or recipe.teacher_name, settings, console)
-    if _interrupted(results[-1]):
-        sys.exit(130)
+    _exit_if_stopped(results[-1])
     console.print(
         _table(
             f"SuperLMs in {run_dir}",
@@ -275,8 +283,7 @@ def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file
     if dry_run:
         _print_plan(result["plan"])
         return
-    if _interrupted(result):
-        sys.exit(130)
+    _exit_if_stopped(result)
     parts = result["train_flops_parts"]
     console.print(f"trained {result['id']} for {result['step']} steps (final loss "
                   f"{'-' if result['final_loss'] is None else format(result['final_loss'], '.4f')}) and exported it to "
@@ -325,6 +332,7 @@ def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectiv
         seed=_seed(ctx, seed), resume=resume, precision=precision,
     )
     result = run_search(run_dir, search_dir, settings, console)
+    _exit_if_stopped(result)
     for s in result["summaries"]:
         console.print(f"{s['subspace']}: {s['generations']} generations, {s['unique']} archs, final HV {s['hv'][-1]:.4f}")
         for r in s.get("predictor", [])[-1:]:  # linas: how well the predictors ranked the last round's archs

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from autodistil_evo.errors import UserError
-from autodistil_evo.fileio import atomic_dir, file_sha256
+from autodistil_evo.fileio import atomic_dir, file_sha256, reported_write
 
 STORE_SCHEMA = 1
 TEXT_BATCH = 2048  # texts read, tokenised and packed at a time: bounds memory during preparation
@@ -306,7 +306,8 @@ def _exclusive(lock_path: Path):
 
 
 def _prepare(directory: Path, corpus, tokenizer, seq_len: int, heldout_fraction: float, fingerprint: str, progress):
-    with system_arrow_memory():
+    with system_arrow_memory(), reported_write(directory, "the prepared corpus store", after=(
+            "nothing was kept; free space, or set AUTODISTIL_EVO_CACHE to a folder on a larger disk")):
         _write_store(directory, corpus, tokenizer, seq_len, heldout_fraction, fingerprint, progress)
 
 
@@ -521,3 +522,4 @@ def sentiment_task() -> LabelledSplits:
         if category in ("fresh", "rotten") and isinstance(text, str) and text.strip()
     ]
     return labelled_splits(rows, ["rotten", "fresh"], dev_fraction=0.1, test_fraction=SENTIMENT_TEST_FRACTION)
+

@@ -46,6 +46,8 @@ def device() -> torch.device:
 def mean_across_ranks(values: list) -> list:
     import torch.distributed as dist
 
+    if not dist.is_initialized():  # a search run without a launcher: one process, nothing to average
+        return list(values)
     tensor = torch.tensor(values, dtype=torch.float64, device=device() if dist.get_backend() == "nccl" else "cpu")
     if dist.get_world_size() > 1:
         dist.all_reduce(tensor)

@@ -1,5 +1,6 @@
 """Atomic writes, JSON helpers and the run-directory lock: nothing half-written, nothing lost."""
 
+import errno
 import hashlib
 import json
 import os
@@ -27,6 +28,49 @@ def atomic_path(path):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def write_failure(error: Exception, path, operation: str, needed_bytes: int | None = None, after: str = "") -> UserError:
+    """One line for a write that the environment refused (a full disk, a read-only folder, a quota):
+    the path, the operation, for space what it needed and what is free, and `after` (what is intact, what to do)."""
+    text = str(error)
+    reason = getattr(error, "strerror", None) or text.rsplit(": ", 1)[-1].split(" (os error")[0] or type(error).__name__
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left" in text or "quota" in text.lower()
+    line = f"{path}: cannot write {operation} ({reason})"
+    if full:
+        free = next((shutil.disk_usage(p).free for p in (Path(path), *Path(path).parents) if p.exists()), None)
+        needs = f"it needs about {_megabytes(needed_bytes)}" if needed_bytes else "it needs more space"
+        line += f"; {needs}, {_megabytes(free) if free is not None else 'an unknown amount'} free there"
+    return UserError(line + (f"; {after}" if after else ""))
+
+
+@contextmanager
+def reported_write(path, operation: str, needed_bytes: int | None = None, after: str = ""):
+    """Writes inside the block that fail with an OSError (or safetensors' wrapper of one) become `write_failure`."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as e:
+        raise write_failure(e, path, operation, needed_bytes, after) from None
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes of a dict (or nested lists / dicts) of tensors as they would be written."""
+    if isinstance(tensors, dict):
+        return sum(tensor_bytes(v) for v in tensors.values())
+    if isinstance(tensors, (list, tuple)):
+        return sum(tensor_bytes(v) for v in tensors)
+    return tensors.numel() * tensors.element_size() if hasattr(tensors, "element_size") else 0
+
+
+def portable_path(path, base) -> str:
+    """`path` relative to the folder `base`, for records that travel with their folders (cards, provenance)."""
+    return os.path.relpath(Path(path).resolve(), Path(base).resolve())
 
 
 def write_text(path, text: str):

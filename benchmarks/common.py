@@ -20,16 +20,16 @@ REPORT_DIR = WORK / "report" if SMOKE else REPO
 
 
 def write_recipe(source, out: Path, **changes) -> str:
-    """A copy of the recipe `source` at `out` with `changes`, its space and DeepSpeed paths made absolute
-    (a recipe's relative paths are read against its own folder). Returns `out` as a string."""
+    """A copy of the recipe `source` at `out` with `changes`, its space and DeepSpeed files named by absolute
+    path (a recipe's relative paths are read against its own folder). Returns `out` as a string."""
     import yaml
 
     from autodistil_evo.distill.recipe import load_recipe
 
     loaded = load_recipe(REPO / source)
     recipe = yaml.safe_load(Path(loaded.source).read_text())
-    recipe.update({"space": str(Path(loaded.resolve(loaded.space)).resolve()),
-                   "deepspeed": str(Path(loaded.resolve(loaded.deepspeed)).resolve()), **changes})
+    recipe.update({"space": str(loaded.space_file().resolve()), "deepspeed": str(loaded.deepspeed_file().resolve()),
+                   **changes})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(yaml.safe_dump(recipe))
     return str(out)
@@ -369,7 +369,7 @@ def hand_budgets() -> list:
     from autodistil_evo.spaces import Arch, count_flops, load_space
 
     recipe = load_recipe(REPO / BENCH_RECIPE)
-    space = load_space(recipe.resolve(recipe.space))
+    space = load_space(recipe.space_file())
     dims = space.dims(recipe.teacher_shape())
     return [(label, subspace, arch, count_flops(Arch.from_dict(arch), dims, space.seq_len)) for label, subspace, arch in HAND]
 

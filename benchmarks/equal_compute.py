@@ -114,7 +114,7 @@ def main():
     parser.add_argument("--rewire", action="store_true", help="the lever of importance-ordered slicing (`rewire: true`)")
     args = parser.parse_args()
     recipe = load_recipe(BENCH_RECIPE)
-    space_file = args.space or str(Path(recipe.resolve(recipe.space)).resolve().relative_to(REPO))
+    space_file = args.space or str(Path(recipe.space_file()).resolve().relative_to(REPO))
     space = load_space(space_file)
     tag = lever_tag(args.space, args.rewire)
     work, section = WORK / f"equal-compute{tag}", "equal_compute" + tag.replace("-", "_")

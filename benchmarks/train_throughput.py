@@ -51,7 +51,7 @@ def main():
 
     init_distributed()
     recipe = replace(load_recipe(args.recipe), precision=args.precision)
-    space = load_space(recipe.resolve(recipe.space))
+    space = load_space(recipe.space_file())
     sub = space.subspace(args.subspace)
     largest = sub.largest()
     alone = replace(sub, name="standalone", layers=[largest.layers], heads=[largest.heads],

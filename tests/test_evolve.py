@@ -137,6 +137,16 @@ def test_baselines_cover_the_space_without_duplicates(tmp_path, run_dir, algorit
 
 
 @pytest.mark.slow
+def test_sigterm_stops_after_the_generation_then_resume_equals_uninterrupted(tmp_path, run_dir, uninterrupted):
+    out = tmp_path / "stopped"
+    proc = evolve_subprocess(run_dir, out, "--generations", 4, *SMALL, fault="search-generation:2:SIGTERM", expect=143)
+    assert "stopped by SIGTERM" in proc.stderr and "--resume" in proc.stderr
+    assert json.loads((out / "state" / "big.json").read_text())["generation"] == 2 and not (out / "pareto.json").exists()
+    evolve_subprocess(run_dir, out, "--generations", 4, *SMALL, "--resume")
+    assert outputs(out) == outputs(uninterrupted)
+
+
+@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path, run_dir, uninterrupted):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29657", "-m"]
     out = tmp_path / "two"

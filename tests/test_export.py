@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import run_cli
+from helpers import assert_no_absolute_paths, run_cli
 from safetensors.torch import load_file, save_file
 
 from autodistil_evo.distill.artifact import load_superlm
@@ -129,6 +129,9 @@ def test_export_by_id_and_overwrite_refusal(tmp_path, search):
     run_cli("export", search / "search", "--id", front[0]["id"], "--out", out)
     provenance = json.loads((out / "autodistil_provenance.json").read_text())
     assert provenance["id"] == front[0]["id"] and provenance["proxy_loss"] == front[0]["loss"]
+    assert_no_absolute_paths(out)
+    assert provenance["space"] == "tiny-test" and len(provenance["space_sha256"]) == 64
+    assert (out / provenance["superlm"]).resolve() == (search / "run" / front[0]["subspace"]).resolve()
     before = (out / "model.safetensors").read_bytes()
     assert "--force" in run_cli("export", search / "search", "--id", front[-1]["id"], "--out", out, expect=2)
     assert (out / "model.safetensors").read_bytes() == before

@@ -15,12 +15,38 @@ def test_shipped_names_and_recipe_relative_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the checkout: relative paths must not depend on it
     recipe = load_recipe("quickstart")
     assert recipe.source == str(REPO / "recipes" / "quickstart.yaml")
-    assert load_space(recipe.resolve(recipe.space)).name == "minilm-l6"
+    assert load_space(recipe.space_file()).name == "minilm-l6"
     assert recipe.deepspeed_config()["optimizer"]["type"] == "AdamW"
     assert load_space("minilm-l6-layerwise").name == "minilm-l6-layerwise"
     assert load_recipe("bench.yaml").steps == 300
     with pytest.raises(Exception, match="nope: recipe file not found"):
         load_recipe("nope")
+
+
+def copied_recipe(folder, space="my-space.yaml"):
+    """recipes/quickstart.yaml copied alone into `folder`, its `space:` changed (a space file is put beside it)."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
+    (folder / "my-space.yaml").write_text((REPO / "spaces" / "minilm-l6.yaml").read_text())
+    (folder / "quickstart.yaml").write_text(yaml.safe_dump({**recipe, "space": space}))
+    return folder / "quickstart.yaml"
+
+
+def test_a_copied_recipe_runs_from_any_folder(tmp_path, monkeypatch):
+    from helpers import run_cli
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert "training plan" in run_cli("train", "--recipe", copied_recipe(tmp_path / "mine"), "--dry-run", "--out", "run")
+    assert "training plan" in run_cli("train", "--recipe", copied_recipe(tmp_path / "named", "minilm-l6-k1"), "--dry-run",
+                                      "--out", "run")
+    out = run_cli("train", "--recipe", copied_recipe(tmp_path / "bad", "nope.yaml"), "--dry-run", "--out", "run", expect=2)
+    assert (f"space: search-space file nope.yaml not found (looked in {tmp_path / 'bad' / 'nope.yaml'}, nope.yaml and "
+            "the shipped spaces)") in " ".join(out.split())
+    assert not (elsewhere / "run").exists()
 
 
 @pytest.mark.slow
@@ -48,5 +74,6 @@ def test_wheel_in_a_fresh_environment_runs_from_an_empty_folder(tmp_path, corpus
     assert where.startswith(str(site)), where
     assert "tiny" in run("space", "stats", "minilm-l6")
     assert "training plan" in run("train", "--dry-run", "--out", "run")
+    assert "training plan" in run("train", "--recipe", copied_recipe(empty / "mine"), "--dry-run", "--out", "run")
     out = run("train", "--recipe", "quickstart", "--subspace", "tiny", "--steps", 2, "--corpus", corpus_file, "--out", "run")
     assert "tiny" in out and (empty / "run" / "tiny" / "superlm.safetensors").is_file()

@@ -31,7 +31,8 @@ def trained(tiny_search):
 
 
 @pytest.mark.slow
-def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path, recipe_file):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signal_writes_a_checkpoint_and_exits_with_its_code(tmp_path, recipe_file, signum):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
@@ -43,17 +44,39 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path, recipe_file):
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, out + err
-    assert "--resume" in err
+    assert proc.returncode == 128 + signum, out + err
+    assert f"stopped by {signum.name}" in err and "--resume" in err
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     checkpoints = sorted((run / "small" / "checkpoints").iterdir())
     assert checkpoints and checkpoints[-1].name == f"step-{steps[-1]:08d}"  # nothing after the last step is lost
     assert not (run / "small" / "superlm.json").exists() and not (run / ".lock").exists()
 
 
-def test_failed_checkpoint_write_keeps_the_previous(tmp_path, recipe_file, monkeypatch):
+def test_second_stop_signal_ends_the_process_at_once():
+    code = ("import os, signal, time\n"
+            "from autodistil_evo.stopping import StopRequest\n"
+            "with StopRequest() as stop:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.1)\n"
+            "    print('asked', stop.signum == signal.SIGTERM, flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM); time.sleep(5)\n"
+            "    print('still running')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGTERM and proc.stdout == "asked True\n", proc.stdout + proc.stderr
+
+
+def _enospc(kind: str, path):
+    """A full disk as the OS reports it, or as safetensors wraps it."""
+    from safetensors import SafetensorError
+
+    if kind == "safetensors":
+        return SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    return OSError(28, "No space left on device", str(path))
+
+
+@pytest.mark.parametrize("kind", ["os", "safetensors"])
+def test_failed_checkpoint_write_keeps_the_previous(tmp_path, recipe_file, monkeypatch, kind):
     from autodistil_evo.distill import checkpoint
 
     run = tmp_path / "run"
@@ -63,17 +86,45 @@ def test_failed_checkpoint_write_keeps_the_previous(tmp_path, recipe_file, monke
 
     def full_disk(tensors, path, *args, **kwargs):
         if "optimizer" in str(path):
-            raise OSError(28, "No space left on device", str(path))
+            raise _enospc(kind, path)
         return real_save(tensors, path, *args, **kwargs)
 
     monkeypatch.setattr(checkpoint, "save_file", full_disk)
     out = run_cli("train", "--recipe", recipe_file, "--out", run, "--subspace", "small", "--steps", 6,
                   "--save-every", 3, "--resume", expect=2)
-    assert "cannot write the checkpoint of step 6 (No space left on device)" in out
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in out, out
+    assert re.search(r"checkpoints: cannot write the checkpoint of step 6 \(No space left on device\); it needs about "
+                     r"[\d.]+ MB, [\d,.]+ MB free there; earlier checkpoints are intact", errors[0]), errors[0]
     assert snapshot(run / "small" / "checkpoints") == before  # the step-3 checkpoint, untouched, and no debris
     monkeypatch.setattr(checkpoint, "save_file", real_save)
     run_cli("train", "--recipe", recipe_file, "--out", run, "--subspace", "small", "--steps", 6, "--save-every", 3, "--resume")
     assert json.loads((run / "small" / "superlm.json").read_text())["step"] == 6
+
+
+def test_failed_search_state_write_keeps_the_previous_generation(tmp_path, trained, monkeypatch):
+    from autodistil_evo.search import evolve
+
+    args = ["--population", 6, "--eval-samples", 8, "--generations", 3]
+    run_cli("evolve", trained / "run", "--out", tmp_path / "full", *args)
+    real_write = evolve.write_json
+
+    def full_disk(path, obj):
+        if isinstance(obj, dict) and obj.get("generation") == 2:
+            raise OSError(28, "No space left on device", str(path))
+        return real_write(path, obj)
+
+    monkeypatch.setattr(evolve, "write_json", full_disk)
+    out = run_cli("evolve", trained / "run", "--out", tmp_path / "search", *args, expect=2)
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot write the search state after generation 2 (No space left on device)" in errors[0]
+    assert "the state of the generation before is intact" in errors[0]
+    states = sorted((tmp_path / "search" / "state").iterdir())
+    assert [json.loads(p.read_text())["generation"] for p in states] == [1]  # whole, and no debris beside it
+    monkeypatch.setattr(evolve, "write_json", real_write)
+    run_cli("evolve", trained / "run", "--out", tmp_path / "search", *args, "--resume")
+    for name in ("history.jsonl", "pareto.json"):
+        assert (tmp_path / "search" / name).read_text() == (tmp_path / "full" / name).read_text()
 
 
 def test_second_writer_is_refused_and_stale_lock_taken_over(tmp_path, recipe_file, trained):

@@ -82,6 +82,17 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, recipe_file, uninter
 
 
 @pytest.mark.slow
+def test_sigterm_saves_the_next_step_then_resume_equals_uninterrupted(tmp_path, recipe_file, uninterrupted):
+    run = tmp_path / "stopped"
+    proc = train(run, recipe_file, "--subspace", "small", fault="train-step:4:SIGTERM", expect=143)
+    assert "stopped by SIGTERM" in proc.stderr and "--resume" in proc.stderr
+    assert len(losses(run, "small")) == 5  # the step under way when the signal came is finished and saved
+    assert (run / "small" / "checkpoints" / "step-00000005").is_dir() and not (run / "small" / "superlm.json").exists()
+    train(run, recipe_file, "--subspace", "small", "--resume")
+    assert_same_run(run, uninterrupted, "small")
+
+
+@pytest.mark.slow
 def test_kill_during_checkpoint_write_then_resume(tmp_path, recipe_file, uninterrupted):
     run = tmp_path / "killed-in-write"
     train(run, recipe_file, "--subspace", "small", fault="checkpoint-write:6", expect=-9)
@@ -280,6 +291,21 @@ def test_two_processes_equal_one(tmp_path, tiny_teacher, tiny_space_file, corpus
         assert abs(x["loss"] - y["loss"]) <= 1e-4
     wa, wb = weights(tmp_path / "one", "small"), weights(tmp_path / "two", "small")
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) <= 1e-4
+
+    # SIGTERM to rank 1 alone after step 1: both ranks stop after step 2, one whole checkpoint, and the
+    # resumed 2-process run equals the uninterrupted one.
+    def two_processes(*extra, fault=None):
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29643",
+             "-m", "autodistil_evo.cli", "train", "--recipe", two, "--out", tmp_path / "stopped", "--subspace", "small",
+             *extra], env={**env, **({"AUTODISTIL_EVO_FAULT": fault} if fault else {})}, cwd=REPO, capture_output=True,
+            text=True, timeout=600)
+
+    proc = two_processes(fault="train-step:1:SIGTERM@1")
+    assert proc.returncode != 0 and "stopped by SIGTERM" in proc.stderr, proc.stdout + proc.stderr
+    assert [p.name for p in (tmp_path / "stopped" / "small" / "checkpoints").iterdir()] == ["step-00000002"]
+    assert two_processes("--resume").returncode == 0
+    assert_same_run(tmp_path / "stopped", tmp_path / "two", "small")
 
 
 def test_paper_recipe_dry_run():

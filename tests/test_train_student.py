@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 from conftest import REPO
-from helpers import run_cli
+from helpers import assert_no_absolute_paths, run_cli
 from safetensors.torch import load_file
 from test_export import reload_without_package
 
@@ -95,11 +95,13 @@ def test_trained_student_learns_counts_flops_and_exports(trained, tiny_search, t
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path, trained, tiny_search, recipe_file):
+@pytest.mark.parametrize("fault, code, logged", [("train-step:4", -9, 4), ("train-step:3:SIGTERM", 143, 4)])
+def test_killed_or_stopped_then_resume_equals_uninterrupted(tmp_path, trained, tiny_search, recipe_file, fault, code,
+                                                           logged):
     out = tmp_path / "killed"
     args = [tiny_search / "search", "--id", pick(tiny_search / "search"), "--recipe", recipe_file, "--out", out]
-    train_student(*args, fault="train-step:4", expect=-9)
-    assert len(rows(out)) == 4 and not (out / "model").exists()
+    train_student(*args, fault=fault, expect=code)
+    assert len(rows(out)) == logged and not (out / "model").exists()
     train_student(*args, "--resume")
     for a, b in zip(rows(out), rows(trained)):
         assert a["step"] == b["step"] and a["train_flops"] == b["train_flops"]
@@ -111,6 +113,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, trained, tiny_search
 @pytest.mark.slow
 def test_from_an_exported_folder_and_from_the_teacher(tmp_path, trained, tiny_search, recipe_file):
     """An exported student continues from its own SuperLM; --init teacher starts from the teacher's slices."""
+    assert_no_absolute_paths(trained / "model")
     run_cli("train-student", trained / "model", "--recipe", recipe_file, "--steps", 2, "--out", tmp_path / "again")
     first = rows(tmp_path / "again")[0]
     assert first["loss"] < rows(trained)[0]["loss"]  # it starts where the 6 steps ended, not from scratch

@@ -105,9 +105,13 @@ class Checkpoint:
         return optimizer_from_flat(load_file(self.path / "optimizer.safetensors"), self.state["optimizer"])
 
 
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return Path(directory) / f"{PREFIX}{step:08d}"
+
+
 def save_checkpoint(directory: Path, step: int, model_state: dict, optimizer_state: dict, extra: dict) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{PREFIX}{step:08d}"
+    final = checkpoint_path(directory, step)
     with atomic_dir(final) as tmp:  # a previous run's checkpoint of the same step is replaced whole
         save_file({k: v.detach().contiguous() for k, v in model_state.items()}, tmp / "model.safetensors")
         maybe_die("checkpoint-write", step)

@@ -1,4 +1,4 @@
-"""Training recipes: a YAML file of dataclass fields plus a DeepSpeed JSON config beside it.
+"""Training recipes: a YAML file of dataclass fields plus a DeepSpeed JSON config (the shipped one by default).
 
 The YAML says what to train (teacher, space, corpus, schedule); the DeepSpeed JSON says how the
 engine optimises (optimizer, scheduler, clipping, ZeRO). Batch-size fields of the JSON are filled
@@ -21,8 +21,8 @@ TEACHER_SHAPE_FIELDS = [f.name for f in dataclasses.fields(TeacherShape)]
 @dataclass
 class Recipe:
     teacher: dict  # name + recorded shape (layers, hidden, heads, head_dim, ffn, vocab_size, ...)
-    space: str
-    deepspeed: str
+    space: str  # a search-space file (beside the recipe, or from the current folder) or a shipped space's name
+    deepspeed: str = "deepspeed.json"  # likewise; the default is the shipped DeepSpeed config
     corpus: list = field(default_factory=lambda: ["embedded"])
     name: str = "recipe"
     seq_len: int = 128
@@ -77,21 +77,32 @@ class Recipe:
         values["name"] = self.teacher_name
         return TeacherShape(**values)
 
-    def resolve(self, path: str) -> str:
-        """Paths in a recipe are relative to the recipe's folder (else, as older recipes wrote them, to the
-        current directory)."""
+    def locate(self, path: str, kind: str, what: str) -> Path:
+        """A file the recipe names: beside the recipe, else from the current folder, else (a bare name) the
+        shipped `kind` ("spaces", "recipes") of that name; not found, a line that says where it looked."""
         p = Path(path)
-        if p.is_absolute() or self.source == "<memory>":
-            return str(p)
-        beside = Path(self.source).parent / p
-        return str(beside) if beside.exists() or not p.exists() else str(p)
+        places = [p] if p.is_absolute() or self.source == "<memory>" else [Path(self.source).parent / p, p]
+        for place in places:
+            if place.is_file():
+                return place
+        shipped = shipped_config(p, kind) if p.parent == Path(".") else p
+        if shipped.is_file():
+            return shipped
+        looked = ", ".join(dict.fromkeys(str(place) for place in places))
+        if p.parent == Path("."):
+            looked += f" and the shipped {kind}"
+        raise UserError(f"{self.source}: {what} {path} not found (looked in {looked})")
+
+    def space_file(self) -> Path:
+        return self.locate(self.space, "spaces", "space: search-space file")
+
+    def deepspeed_file(self) -> Path:
+        return self.locate(self.deepspeed, "recipes", "deepspeed: config file")
 
     def deepspeed_config(self) -> dict:
-        path = Path(self.resolve(self.deepspeed))
+        path = self.deepspeed_file()
         try:
             config = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{self.source}: deepspeed: config file {path} not found") from None
         except json.JSONDecodeError as e:
             raise UserError(f"{path}: DeepSpeed config is not valid JSON ({e})") from None
         if not isinstance(config, dict):
@@ -153,7 +164,7 @@ POSITIVE_INTS = ("seq_len", "micro_batch", "accumulation", "world_size", "save_e
 
 def parse_recipe(data, source="<memory>") -> Recipe:
     known = {f.name for f in dataclasses.fields(Recipe)} - {"source"}
-    check_mapping(data, source, known, ("teacher", "space", "deepspeed"), "a YAML mapping (a recipe)")
+    check_mapping(data, source, known, ("teacher", "space"), "a YAML mapping (a recipe)")
     if not isinstance(data["teacher"], dict):
         raise UserError(f"{source}: teacher must be a mapping with name and recorded shape")
     for key in POSITIVE_INTS:

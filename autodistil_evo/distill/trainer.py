@@ -27,9 +27,10 @@ from autodistil_evo.distill.rewire import importance, rewired_state
 from autodistil_evo.distributed import device, init_distributed, mean_across_ranks
 from autodistil_evo.errors import UserError
 from autodistil_evo.faults import maybe_die
-from autodistil_evo.fileio import read_jsonl, write_json, write_jsonl
+from autodistil_evo.fileio import read_jsonl, reported_write, tensor_bytes, write_json, write_jsonl
 from autodistil_evo.plots import new_figure, save_png
 from autodistil_evo.spaces import Arch, SearchSpace, SubSpace, TeacherShape, count_flops, mean_flops
+from autodistil_evo.stopping import StopRequest
 from autodistil_evo.supernet import SuperLM
 from autodistil_evo.teacher import RelationTap, Teacher
 
@@ -189,23 +190,6 @@ def _plot_losses(metrics: list, path: Path, title: str):
     ax.set_title(title)
     ax.legend()
     save_png(fig, path)
-
-
-class _StopRequest:
-    """SIGINT sets a flag that the loop reads between optimizer steps (never mid-update)."""
-
-    def __init__(self):
-        self.requested = False
-
-    def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, *_):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
 
 
 def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher: Teacher, step: int, teacher_spec,
@@ -387,18 +371,16 @@ class SubspaceTraining:
             "samples_seen": step * self.per_step,
             "total_steps": self.settings.steps,  # the learning-rate schedule was planned for this many steps
         }
-        try:
-            ckpt.save_checkpoint(self.ckpt_dir, step, fp32_state(self.engine, self.superlm, self.initial),
-                                 self.engine.optimizer.state_dict(), extra)
-        except OSError as e:
-            raise UserError(
-                f"{self.ckpt_dir}: cannot write the checkpoint of step {step} ({e.strerror or e}); "
-                "earlier checkpoints are intact, free space or fix permissions and --resume"
-            ) from None
+        model_state, optimizer_state = fp32_state(self.engine, self.superlm, self.initial), self.engine.optimizer.state_dict()
+        with reported_write(self.ckpt_dir, f"the checkpoint of step {step}", tensor_bytes([model_state, optimizer_state]),
+                            "earlier checkpoints are intact; free space or fix permissions and --resume"):
+            ckpt.save_checkpoint(self.ckpt_dir, step, model_state, optimizer_state, extra)
         ckpt.prune(self.ckpt_dir, self.settings.keep_last)
 
     def loop(self) -> tuple:
-        """Optimizer steps from the restored one to `settings.steps`; returns (last step, interrupted)."""
+        """Optimizer steps from the restored one to `settings.steps`; returns (last step, the stop signal's
+        number or None). A stop signal (SIGINT, SIGTERM, SIGUSR1) on any rank stops every rank after the
+        same optimizer step, with a checkpoint of it."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         recipe, dev, step = self.recipe, device(), self.start_step
@@ -407,7 +389,7 @@ class SubspaceTraining:
         if n_blocks == 0:
             raise UserError(f"corpus gives no training block of {recipe.seq_len} tokens; add text or lower --seq-len")
         if self.engine is None:
-            return step, False
+            return step, None
         self.engine.train()
         spent = self.flops_until(step)
         mine_size = recipe.micro_batch * recipe.accumulation
@@ -415,7 +397,7 @@ class SubspaceTraining:
                             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} step/s"),
                             TimeRemainingColumn(), console=self.console, disable=not self.is_main)
         tap = RelationTap(self.teacher.model, recipe.teacher_layer, hidden=recipe.reaches_last_layer)
-        with progress, _StopRequest() as stop, tap:
+        with progress, StopRequest() as stop, tap:
             task = progress.add_task("train", total=self.settings.steps, completed=step, loss=float("nan"), rate=0.0)
             while step < self.settings.steps:
                 tick = time.perf_counter()
@@ -443,10 +425,10 @@ class SubspaceTraining:
                 stop_now = mean_across_ranks([float(stop.requested)])[0] > 0
                 if step % self.settings.save_every == 0 or step == self.settings.steps or stop_now:
                     self.save_checkpoint(step)
-                if stop_now:
-                    return step, True
+                if stop_now:  # a rank that was not signalled itself stops as if asked by SIGTERM
+                    return step, int(stop.signum or signal.SIGTERM)
                 maybe_die("train-step", step)
-        return step, False
+        return step, None
 
     def save(self, step: int, teacher_spec: str):
         """The trained SuperLM (fp32 masters) and its loss curve."""
@@ -456,7 +438,9 @@ class SubspaceTraining:
         if self.is_main:
             meta = superlm_meta(self.recipe, self.space, self.subspace, self.teacher, step, teacher_spec,
                                 self.packed.record(), self.flops_until(step), self.student)
-            save_superlm(self.out_dir, self.superlm, meta)
+            with reported_write(self.out_dir, "the trained SuperLM", tensor_bytes(self.superlm.student_state()),
+                                "its last checkpoint is intact; free space or fix permissions and --resume"):
+                save_superlm(self.out_dir, self.superlm, meta)
             if self.metrics:
                 _plot_losses(self.metrics, self.out_dir / "loss.png", f"SuperLM '{self.subspace.name}' of {self.space.name}")
 
@@ -469,9 +453,10 @@ def train_subspace(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teach
     run = SubspaceTraining(recipe, space, subspace, teacher, packed, out_dir, settings, console, student)
     run.build()
     run.restore()
-    step, interrupted = run.loop()
-    if interrupted:
-        return {"subspace": subspace.name, "step": step, "interrupted": True}
+    step, stop_signal = run.loop()
+    if stop_signal is not None:
+        return {"subspace": subspace.name, "step": step, "interrupted": True, "signal": stop_signal,
+                "checkpoint": str(ckpt.checkpoint_path(run.ckpt_dir, step))}
     run.save(step, teacher_spec)
     return {
         "subspace": subspace.name,

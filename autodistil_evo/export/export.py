@@ -18,7 +18,7 @@ from autodistil_evo import __version__
 from autodistil_evo.distill.artifact import load_superlm
 from autodistil_evo.distill.checkpoint import sha256
 from autodistil_evo.errors import UserError
-from autodistil_evo.fileio import atomic_dir, read_json, read_jsonl
+from autodistil_evo.fileio import atomic_dir, portable_path, read_json, read_jsonl, reported_write, tensor_bytes
 from autodistil_evo.spaces import Arch, count_flops, count_params
 from autodistil_evo.supernet import StudentModel
 
@@ -42,7 +42,7 @@ def _from_student_folder(folder: Path):
     provenance = read_json(record, "student provenance")
     if not isinstance(provenance, dict) or not isinstance(provenance.get("superlm"), str):
         raise UserError(f"{record}: no 'superlm' entry naming the SuperLM the student was exported from")
-    trained = load_superlm(provenance["superlm"])
+    trained = load_superlm(folder / provenance["superlm"])  # relative to the folder (older ones: absolute)
     if trained.meta.get("sha256") != provenance.get("superlm_sha256"):
         raise UserError(f"{trained.path}: not the SuperLM {folder} was exported from (its sha256 differs)")
     arch = Arch.from_dict(provenance.get("arch"), f"{record} arch")
@@ -123,13 +123,13 @@ def model_card(provenance: dict) -> str:
         "| | |",
         "|---|---|",
         f"| teacher | {p['teacher']['name']} (weights sha256 `{p['teacher']['sha256']}`) |",
-        f"| search space | {p['space']} / sub-space `{p['subspace']}` |",
+        f"| search space | {p['space']} (sha256 `{p.get('space_sha256', 'not recorded')}`) / sub-space `{p['subspace']}` |",
         f"| arch | {p['arch']['layers']} layers, {p['arch']['heads']} heads x {p['head_dim']}, hidden "
         f"{p['arch']['hidden']}, FFN {p['ffn']}{' (lists: one value per layer)' if isinstance(p['ffn'], list) or isinstance(p['arch']['heads'], list) else ''} |",
         f"| params | {p['params']:,} ({p['params_without_embeddings']:,} without embeddings) |",
         f"| FLOPs | {p['flops']:.4g} per sequence of {p['seq_len']} tokens |",
         f"| proxy loss | {p['proxy_loss'] if p['proxy_loss'] is not None else 'not evaluated'} |",
-        f"| SuperLM | `{p['superlm']}` at step {p['superlm_step']} (sha256 `{p['superlm_sha256']}`) |",
+        f"| SuperLM | `{p.get('superlm_name', p['superlm'])}` at step {p['superlm_step']} (sha256 `{p['superlm_sha256']}`) |",
         f"| training compute | {_flops(p['train_flops'])} FLOPs: its SuperLM's training {_flops(compute['superlm'])} (shared "
         f"by every student taken from it) + its own further training {_flops(compute['student'])} |",
         f"| model class | {p['model_class']} |",
@@ -143,6 +143,16 @@ def model_card(provenance: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _portable_spec(spec: str, base) -> str:
+    """A teacher spec for a record: a hub or embedded name as it is, a local folder relative to `base`."""
+    return portable_path(spec, base) if Path(spec).exists() else spec
+
+
+def _teacher_name(name: str) -> str:
+    """A hub or embedded name as it is; a local folder by its folder name."""
+    return Path(name).name if Path(name).is_absolute() or Path(name).exists() else name
 
 
 def _teacher_weights_hash(teacher_source: str) -> str:
@@ -232,7 +242,9 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
     texts[-1] = texts[-1][: len(texts[-1]) // 3]  # a shorter text, so padding is checked too
     batch = _verification_batch(teacher.tokenizer, texts)
 
-    with atomic_dir(out_dir) as tmp:
+    with reported_write(out_dir, "the exported student", tensor_bytes(student.state_dict()),
+                        "nothing was written there; free space or fix permissions and export again"), \
+            atomic_dir(out_dir) as tmp:
         if remote_code:
             student.config.auto_map = dict(STUDENT_AUTO_MAP)
             student.config._auto_class = "AutoConfig"  # makes save_pretrained copy modeling_student.py
@@ -251,9 +263,10 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
         provenance = {
             "id": student_name,
             "package_version": __version__,
-            "teacher": {"name": trained.teacher_shape.name, "spec": meta["teacher"]["spec"],
+            "teacher": {"name": _teacher_name(trained.teacher_shape.name), "spec": _portable_spec(meta["teacher"]["spec"], out_dir),
                         "sha256": _teacher_weights_hash(teacher.source)},
-            "space": meta.get("space_file", trained.space.name),
+            "space": trained.space.name,
+            "space_sha256": trained.space.sha256(),
             "subspace": trained.subspace.name,
             "arch": arch.to_dict(),
             "ffn": arch.ffn,
@@ -263,7 +276,8 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
             "flops": count_flops(arch, dims, trained.space.seq_len),
             "seq_len": trained.space.seq_len,
             "proxy_loss": proxy_loss,
-            "superlm": str(Path(trained.path).resolve()),
+            "superlm": portable_path(trained.path, out_dir),  # relative to the student folder
+            "superlm_name": f"{Path(trained.path).resolve().parent.name}/{trained.subspace.name}",
             "superlm_step": meta["step"],
             "superlm_sha256": meta["sha256"],
             "model_class": type(student).__name__,
@@ -273,8 +287,13 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
             "train_flops_parts": training_compute(meta),
         }
         provenance["train_flops"] = total_training_flops(meta)
-        if "student" in meta:
-            provenance["trained_alone"] = {**meta["student"], "steps": meta["step"]}
+        if "student" in meta:  # its paths are relative to the train-student run; here, to the student folder
+            run = Path(trained.path).parent
+            student = meta["student"]
+            provenance["trained_alone"] = {
+                **student, "steps": meta["step"], "teacher": _portable_spec(student["teacher"], out_dir),
+                **{key: portable_path(run / student[key], out_dir) for key in ("source", "superlm") if key in student},
+            }
         (tmp / "README.md").write_text(model_card(provenance))
         (tmp / "autodistil_provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
         umask = os.umask(0)

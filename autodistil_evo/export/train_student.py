@@ -14,15 +14,16 @@ from pathlib import Path
 from autodistil_evo.distill.recipe import Recipe
 from autodistil_evo.distill.trainer import StudentStart, TrainSettings, plan, run_training
 from autodistil_evo.export.export import PROVENANCE, export_trained, resolve_source, total_training_flops
-from autodistil_evo.fileio import check_output_dir, read_json
+from autodistil_evo.fileio import check_output_dir, portable_path, read_json
 from autodistil_evo.spaces import SubSpace
 
 INITS = ("superlm", "teacher")
 SUBSPACE = "student"
 
 
-def student_start(source, student_id=None, arch_json=None, init="superlm") -> tuple:
-    """(the student's one-sub-space SearchSpace, StudentStart, name) for `source`; checks everything."""
+def student_start(source, student_id=None, arch_json=None, init="superlm", run_dir=".") -> tuple:
+    """(the student's one-sub-space SearchSpace, StudentStart, name) for `source`; checks everything. The
+    origin's paths are relative to `run_dir`, the run that trains it."""
     from autodistil_evo.errors import UserError
 
     if init not in INITS:
@@ -34,9 +35,9 @@ def student_start(source, student_id=None, arch_json=None, init="superlm") -> tu
     name = name or f"{trained.subspace.name}-{arch.key()}"
     space = replace(trained.space, subspaces={SUBSPACE: SubSpace.of_arch(SUBSPACE, arch)})
     origin = {
-        "source": str(Path(source).resolve()),
+        "source": portable_path(source, run_dir),
         "id": name,
-        "superlm": str(Path(trained.path).resolve()),
+        "superlm": portable_path(trained.path, run_dir),
         "superlm_sha256": trained.meta.get("sha256"),
         "teacher": trained.meta["teacher"]["spec"],
         # The SuperLM's training is what a student started from it cost; from the teacher it cost nothing.
@@ -50,7 +51,7 @@ def train_student(source, out_dir, recipe: Recipe, settings: TrainSettings, stud
                   init="superlm", teacher_spec=None, console=None, dry_run=False) -> dict:
     """Train the student alone into OUT_DIR/student and export it to OUT_DIR/model. Returns a summary
     (with `plan` only for a dry run, `interrupted` when stopped by Ctrl-C)."""
-    space, start, name = student_start(source, student_id, arch_json, init)
+    space, start, name = student_start(source, student_id, arch_json, init, out_dir)
     subspace = space.subspace(SUBSPACE)
     if dry_run:
         return {"plan": plan(recipe, space, [subspace], settings.steps, recipe.world_size, start.arch)}

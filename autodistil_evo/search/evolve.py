@@ -7,6 +7,7 @@ and `pareto.png`.
 """
 
 import os
+import signal
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,9 +16,10 @@ import torch
 
 from autodistil_evo.bounds import parse_bound
 from autodistil_evo.distill.artifact import load_superlm, trained_subspaces
+from autodistil_evo.distributed import mean_across_ranks
 from autodistil_evo.errors import UserError
 from autodistil_evo.faults import maybe_die
-from autodistil_evo.fileio import directory_lock, prepare_output_dir, read_json, write_json, write_jsonl
+from autodistil_evo.fileio import directory_lock, prepare_output_dir, read_json, reported_write, write_json, write_jsonl
 from autodistil_evo.search.algorithms import (
     ALGORITHMS,
     DEFAULT_INNER_EVALUATIONS,
@@ -30,6 +32,7 @@ from autodistil_evo.search.evaluator import ProxyEvaluator
 from autodistil_evo.search.pareto import front_row, hypervolume, non_dominated, plot_front, write_front
 from autodistil_evo.search.problem import BOUND_NAMES, COLUMN, OBJECTIVES, SubspaceProblem
 from autodistil_evo.spaces import count_flops, count_params
+from autodistil_evo.stopping import StopRequest
 from autodistil_evo.supernet.latency import require_onnx, resolve_device
 
 STATE_SCHEMA = 1
@@ -201,7 +204,7 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
 
     lock = directory_lock(search_dir, warn=log) if is_main else nullcontext()
     all_rows, summaries = {}, []
-    with lock:
+    with lock, StopRequest() as stop:
         if is_main:
             write_json(identity_file, identity)
         for trained in superlms:
@@ -211,7 +214,11 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
                 log(f"sub-space {trained.subspace.name}: skipped, its smallest {bound.name} is {minimum:.4g}, which breaks {bound}")
                 continue
             summaries.append(_search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, search_dir, all_rows,
-                                              is_main, console))
+                                              is_main, console, stop))
+            if summaries[-1]["stopped_by"] is not None:  # its state after the last whole generation is written
+                last = summaries[-1]
+                return {"interrupted": True, "signal": last["stopped_by"], "subspace": last["subspace"],
+                        "generation": last["generations"], "state": str(search_dir / "state" / f"{last['subspace']}.json")}
         rows = [r for rows in all_rows.values() for r in rows]
         if not rows:
             raise UserError(
@@ -235,12 +242,13 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
             write_json(search_dir / "hypervolume.json", summaries)
             plot_front(unique, front, settings.objectives, search_dir / "pareto.png",
                        f"{superlms[0].space.name}: {len(unique)} archs evaluated, global front of {len(front)}")
-    return {"front": front, "summaries": summaries}
+    return {"front": front, "summaries": summaries, "interrupted": False}
 
 
 def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, search_dir, all_rows, is_main,
-                     console) -> dict:
-    """Run (or resume) one sub-space's search; after every generation its state is written atomically."""
+                     console, stop) -> dict:
+    """Run (or resume) one sub-space's search; after every generation its state is written atomically. A stop
+    signal (`stop`, on any rank) ends it after the generation under way, its state written."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     log = console.print if is_main else (lambda *a, **k: None)
@@ -260,7 +268,7 @@ def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, 
     problem = SubspaceProblem(trained.subspace, dims, trained.space.seq_len, evaluator, settings.objectives, bounds)
     algorithm = _algorithm_for(trained.subspace, settings, state, log)
     search = make_search(algorithm, problem, settings.population, settings.seed, settings.operators, settings.inner_evaluations)
-    history, hv, reference, generation = [], [], None, 0
+    history, hv, reference, generation, stopped_by = [], [], None, 0, None
     if state:
         search.restore(state["algorithm"])
         history, hv, reference, generation = state["history"], state["hv"], state["reference"], state["generation"]
@@ -297,15 +305,22 @@ def _search_subspace(trained, teacher, heldout, fidelity_set, settings, bounds, 
             hv.append(hypervolume(history, settings.objectives, reference))
             all_rows[name] = history
             if is_main:
-                write_json(state_file, {
-                    "schema": STATE_SCHEMA, "generation": generation, "algorithm_name": algorithm, "algorithm": search.state(),
-                    "cache": evaluator.cache, "history": history, "hv": hv, "reference": reference,
-                })
-                write_jsonl(search_dir / "history.jsonl", [r for rows in all_rows.values() for r in rows])
+                with reported_write(state_file, f"the search state after generation {generation}",
+                                    after="the state of the generation before is intact; free space and --resume"):
+                    write_json(state_file, {
+                        "schema": STATE_SCHEMA, "generation": generation, "algorithm_name": algorithm,
+                        "algorithm": search.state(), "cache": evaluator.cache, "history": history, "hv": hv,
+                        "reference": reference,
+                    })
+                    write_jsonl(search_dir / "history.jsonl", [r for rows in all_rows.values() for r in rows])
             progress.update(task, completed=generation, evals=len(history), hits=evaluator.hits, hv=hv[-1])
             maybe_die("search-generation", generation)
+            if mean_across_ranks([float(stop.requested)])[0] > 0:
+                stopped_by = int(stop.signum or signal.SIGTERM)
+                break
     all_rows[name] = history
-    return {"subspace": name, "algorithm": algorithm, "generations": generation, "evaluations": len(history),
+    return {"subspace": name, "algorithm": algorithm, "generations": generation, "stopped_by": stopped_by,
+            "evaluations": len(history),
             "unique": len({r["key"] for r in history}), "hv": hv, "reference": reference,
             "objectives": settings.objectives, **search.report()}
 

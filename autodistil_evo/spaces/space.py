@@ -382,6 +382,13 @@ class SearchSpace:
         }
         return d
 
+    def sha256(self) -> str:
+        """A content hash of the space's definition (`to_dict`), the same wherever its file lies."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
 
 def _positive_ints(values, where):
     out = []
