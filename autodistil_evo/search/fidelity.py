@@ -80,6 +80,17 @@ def embed(forward, tokenizer, texts: list, pooling=("mean", True), batch_size: i
     return torch.cat(out).cpu()
 
 
+def sts_spearman(forward, tokenizer, pairs, pooling=("mean", True), max_len: int = 128, device="cpu") -> float:
+    """The STS Benchmark's score: Spearman x 100 between the cosine similarity of each pair's embeddings and the
+    gold scores of `pairs` (`data.SentencePairs`)."""
+    from scipy.stats import spearmanr
+
+    first, second = (embed(forward, tokenizer, texts, pooling, max_len=max_len, device=device).double()
+                     for texts in (pairs.first, pairs.second))
+    cosine = torch.nn.functional.cosine_similarity(first, second, dim=-1)
+    return 100 * float(spearmanr(cosine.numpy(), np.asarray(pairs.gold))[0])
+
+
 def fidelity(student: torch.Tensor, teacher: torch.Tensor, pairs: int = 5000, queries: int = 200, k: int = 10,
              seed: int = 0) -> dict:
     """Spearman of the two models' cosine similarities over `pairs` seeded pairs, and recall@k of the teacher's
