@@ -300,9 +300,9 @@ def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file
 @click.option("--objectives", default="loss,flops", show_default=True,
               help="Comma list of loss, flops, params, latency, fidelity (embedding fidelity to the teacher).")
 @click.option("--constraint", "constraints", multiple=True, help="Bound such as 'flops<=2e9', 'params<=10e6', 'latency_ms<=5' (repeatable).")
-@click.option("--algorithm", type=click.Choice(["nsga2", "linas", "random", "exhaustive"]), default="nsga2", show_default=True,
+@click.option("--algorithm", type=click.Choice(["nsga2", "linas", "random", "exhaustive"]), default=None,
               help="linas: NSGA-II on predictors of the measured objectives, measuring --population archs per "
-                   "generation (round).")
+                   "generation (round); nsga2: NSGA-II on measurements [default: linas; on --resume, the search's own].")
 @click.option("--operators", type=click.Choice(["ux-reset", "sbx-pm"]), default="ux-reset", show_default=True,
               help="NSGA-II variation: uniform crossover + random-reset mutation, or SBX + polynomial mutation.")
 @click.option("--inner-evaluations", type=int, default=5000, show_default=True,

@@ -68,6 +68,18 @@ def test_resume_equals_uninterrupted(tmp_path, run_dir, uninterrupted):
     assert outputs(out) == outputs(uninterrupted)
 
 
+def test_default_is_linas_and_an_nsga2_search_resumes_as_nsga2(tmp_path, run_dir, uninterrupted):
+    """LINAS is the default; a search directory made with NSGA-II (as every one was before) continues as NSGA-II."""
+    assert json.loads((uninterrupted / "search.json").read_text())["algorithm"] == "linas"
+    args = ["--subspace", "big", *SMALL]
+    run_cli("evolve", run_dir, "--out", tmp_path / "full", "--generations", 3, "--algorithm", "nsga2", *args)
+    run_cli("evolve", run_dir, "--out", tmp_path / "old", "--generations", 2, "--algorithm", "nsga2", *args)
+    run_cli("evolve", run_dir, "--out", tmp_path / "old", "--generations", 3, "--resume", *args)
+    assert json.loads((tmp_path / "old" / "search.json").read_text())["algorithm"] == "nsga2"
+    assert outputs(tmp_path / "old") == outputs(tmp_path / "full")
+    assert json.loads((tmp_path / "old" / "hypervolume.json").read_text())[0]["algorithm"] == "nsga2"
+
+
 @pytest.mark.slow
 def test_kill_inside_a_generation_then_resume(tmp_path, run_dir, uninterrupted):
     out = tmp_path / "killed"

@@ -9,7 +9,7 @@ and `pareto.png`.
 import os
 import signal
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from autodistil_evo.faults import maybe_die
 from autodistil_evo.fileio import directory_lock, prepare_output_dir, read_json, reported_write, write_json, write_jsonl
 from autodistil_evo.search.algorithms import (
     ALGORITHMS,
+    DEFAULT_ALGORITHM,
     DEFAULT_INNER_EVALUATIONS,
     DEFAULT_OPERATORS,
     OPERATORS,
@@ -48,7 +49,7 @@ class SearchSettings:
     generations: int = 5
     objectives: list = field(default_factory=lambda: ["loss", "flops"])
     constraints: list = field(default_factory=list)
-    algorithm: str = "nsga2"
+    algorithm: str | None = None  # None: DEFAULT_ALGORITHM, or on --resume the algorithm the search was made with
     operators: str = DEFAULT_OPERATORS
     inner_evaluations: int = DEFAULT_INNER_EVALUATIONS  # linas: predictor evaluations per round
     latency_runtime: str = "torch"
@@ -58,6 +59,17 @@ class SearchSettings:
     seed: int = 0
     resume: bool = False
     precision: str = "fp32"  # SuperLM and teacher in this dtype for the proxy (relations and KL stay fp32)
+
+
+def _with_algorithm(settings: SearchSettings, search_dir) -> SearchSettings:
+    """Settings whose algorithm is chosen: as given; else, resuming, the search's own (searches from before
+    LINAS was the default were NSGA-II); else `DEFAULT_ALGORITHM`."""
+    if settings.algorithm is not None:
+        return settings
+    identity_file = Path(search_dir) / "search.json"
+    if settings.resume and identity_file.is_file():
+        return replace(settings, algorithm=read_json(identity_file, "search description").get("algorithm", "nsga2"))
+    return replace(settings, algorithm=DEFAULT_ALGORITHM)
 
 
 def _validate(settings: SearchSettings):
@@ -175,6 +187,7 @@ def run_search(run_dir, search_dir, settings: SearchSettings, console) -> dict:
     from autodistil_evo.distributed import init_distributed
     from autodistil_evo.teacher import load_teacher
 
+    settings = _with_algorithm(settings, search_dir)
     bounds = _validate(settings)
     rank = init_distributed()[0] if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
     is_main = rank == 0
