@@ -58,6 +58,7 @@ STUDIES = [
     ["k_subspaces.py", "--budget", "quickstart"],
     ["closing_gap.py"],
     ["rewire.py"],
+    ["channel_order.py"],  # which hidden-channel order keeps more of the teacher at step 0 (STS-B)
     # Levers of the tool's path, each on the equal-compute benchmark.
     ["equal_compute.py", "--space", "spaces/minilm-l6-wide.yaml"],
     ["equal_compute.py", "--rewire"],
@@ -74,6 +75,7 @@ SMOKE_ARGS = {
     "data_scale.py": ["--sizes", "2e5,4e5", "--old-max-tokens", "4e5"],
     "proxy_correlation.py": ["--front", "4", "--off", "2"],
     "embedding.py": ["--students", "3", "--sentences", "200"],
+    "channel_order.py": ["--widths", "192", "--sentences", "100"],
 }
 
 

@@ -22,15 +22,67 @@ def test_rewired_teacher_computes_the_same_with_its_parts_in_importance_order(ti
     teacher = load_teacher(str(tiny_teacher))
     ids, mask = blocks(), torch.ones(8, 32, dtype=torch.long)
     scores = importance(teacher, ids)
-    assert [(len(h), len(n)) for h, n in scores] == [(4, 128), (4, 128)]
-    assert all(len(set(h.tolist())) == 4 for h, _ in scores)  # heads tell apart
+    assert [(len(h), len(n)) for h, n in scores.layers] == [(4, 128), (4, 128)]
+    assert all(len(set(h.tolist())) == 4 for h, _ in scores.layers)  # heads tell apart
     with torch.no_grad():
         before = teacher.model(input_ids=ids, attention_mask=mask).last_hidden_state
         teacher.model.load_state_dict(rewired_state(teacher, scores))
         after = teacher.model(input_ids=ids, attention_mask=mask).last_hidden_state
     assert (after - before).abs().max().item() <= 1e-5
-    for heads, neurons in importance(teacher, ids):  # measured again on the rewired teacher: sorted
+    for heads, neurons in importance(teacher, ids).layers:  # measured again on the rewired teacher: sorted
         assert torch.all(heads[:-1] >= heads[1:] - 1e-9) and torch.all(neurons[:-1] >= neurons[1:] - 1e-9)
+
+
+def test_hidden_channels_in_importance_order_keep_the_function(tiny_teacher):
+    """Every weight that reads or writes the residual stream is permuted alike: the teacher's hidden states come
+    out with their channels in importance order, and first-k hidden slices then keep the most used channels."""
+    teacher = load_teacher(str(tiny_teacher))
+    ids, mask = blocks(), torch.ones(8, 32, dtype=torch.long)
+    scores = importance(teacher, ids)
+    order = torch.argsort(scores.hidden, descending=True, stable=True)
+    assert scores.hidden.shape == (64,) and not torch.equal(order, torch.arange(64))
+    with torch.no_grad():
+        before = teacher.model(input_ids=ids, attention_mask=mask)
+        teacher.model.load_state_dict(rewired_state(teacher, scores, heads_and_ffn=False, hidden=True))
+        after = teacher.model(input_ids=ids, attention_mask=mask)
+    assert (after.last_hidden_state - before.last_hidden_state[..., order]).abs().max().item() <= 1e-5
+    assert (after.pooler_output - before.pooler_output[..., order]).abs().max().item() <= 1e-5
+    again = importance(teacher, ids).hidden  # measured on the permuted teacher: sorted
+    assert torch.all(again[:-1] >= again[1:] - 1e-9)
+
+
+def test_order_hidden_run_equals_the_teacher_at_full_width_and_exports(tmp_path, tiny_teacher, tiny_space_file,
+                                                                      corpus_file):
+    """At step 0 the SuperLM's largest subnet (the teacher's shape) computes the teacher's hidden states under each
+    channel order (as sets of channel values per token: the order differs), and so does its export."""
+    from transformers import AutoModel
+
+    from autodistil_evo.distill.artifact import load_superlm
+
+    ids, mask = blocks(), torch.ones(8, 32, dtype=torch.long)
+    teacher = load_teacher(str(tiny_teacher))
+    with torch.no_grad():
+        expected = teacher.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    for options in ({}, {"order_hidden": True}, {"order_hidden": True, "rewire": True}):
+        recipe = tiny_recipe(tmp_path / "r.yaml", tiny_teacher, tiny_space_file, corpus_file, **options)
+        run = tmp_path / "-".join(options) / "run"
+        run_cli("train", "--recipe", recipe, "--out", run, "--subspace", "big", "--steps", 0)
+        trained = load_superlm(run / "big")
+        largest = trained.subspace.largest()
+        trained.superlm.set_active(largest)
+        with torch.no_grad():
+            got = trained.superlm(ids, mask)[0]
+        assert (got.sort(-1).values - expected.sort(-1).values).abs().max().item() <= 1e-5
+        if options:  # the same values per token, in another channel order
+            assert (got - expected).abs().max().item() > 1e-3
+        else:
+            assert (got - expected).abs().max().item() <= 1e-5
+        assert json.loads((run / "big" / "superlm.json").read_text())["order_hidden"] is bool(options)
+        run_cli("export", run, "--arch", json.dumps({"subspace": "big", **largest.to_dict()}), "--out", run.parent / "s")
+        exported = AutoModel.from_pretrained(run.parent / "s", trust_remote_code=True).eval()
+        with torch.no_grad():
+            out = exported(input_ids=ids, attention_mask=mask).last_hidden_state
+        assert (out - got).abs().max().item() <= 1e-5
 
 
 def test_rewire_run_slices_the_most_important_heads_and_counts_their_cost(tmp_path, tiny_teacher, tiny_space_file,

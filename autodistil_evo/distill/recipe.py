@@ -46,6 +46,9 @@ class Recipe:
     # true: the teacher's heads and FFN neurons are sorted by importance before the SuperLM takes its
     # first-k slices (importance-ordered slicing, distill/rewire.py); false: the teacher's own order.
     rewire: bool = False
+    # true: the teacher's hidden channels are sorted by LayerNorm-activation importance (Minitron) before the
+    # SuperLM takes its first-k hidden slices, so a narrow subnet keeps the most used channels.
+    order_hidden: bool = False
     dropout: float = 0.1
     lr: float = None  # overrides the DeepSpeed optimizer's lr when set
     warmup_steps: int = None  # overrides the scheduler's warmup when set
@@ -182,7 +185,7 @@ def parse_recipe(data, source="<memory>") -> Recipe:
             raise UserError(f"{source}: {key}: {data[key]!r} is not a non-negative number")
     if "precision" in data and data["precision"] not in PRECISIONS:
         raise UserError(f"{source}: precision: {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
-    for key in ("tf32", "rewire"):
+    for key in ("tf32", "rewire", "order_hidden"):
         if key in data and not isinstance(data[key], bool):
             raise UserError(f"{source}: {key}: {data[key]!r} is not true or false")
     if "corpus" in data:

@@ -212,6 +212,7 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "hidden_weight": recipe.hidden_weight,
         "embedding_weight": recipe.embedding_weight,
         "rewire": recipe.rewire,
+        "order_hidden": recipe.order_hidden,
         "dropout": recipe.dropout,
         "precision": recipe.precision,
         "layer_norm_eps": teacher.layer_norm_eps,
@@ -227,7 +228,7 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
 REWIRE_BLOCKS = 64
 
 # Identity fields added after checkpoints were first written: an older checkpoint holds their default.
-IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "embedding_weight": 0.0, "student": None, "rewire": False}
+IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "embedding_weight": 0.0, "student": None, "rewire": False, "order_hidden": False}
 
 
 def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint, untrained, student) -> dict:
@@ -247,6 +248,7 @@ def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_finge
         "hidden_weight": recipe.hidden_weight,
         "embedding_weight": recipe.embedding_weight,
         "rewire": recipe.rewire,
+        "order_hidden": recipe.order_hidden,
         "seed": recipe.seed,
         "student": student.identity() if student else None,
     }
@@ -270,7 +272,8 @@ class SubspaceTraining:
         self.engine, self.checkpoint, self.start_step, self.metrics = None, None, 0, []
         # `rewire` (unless the weights come from a SuperLM subnet): the teacher forwards that measure
         # importance are spent before step 0 and counted as training.
-        self.rewire_blocks = min(REWIRE_BLOCKS, len(packed.train)) if recipe.rewire and not (student and student.init == "superlm") else 0
+        ordered = recipe.rewire or recipe.order_hidden
+        self.rewire_blocks = min(REWIRE_BLOCKS, len(packed.train)) if ordered and not (student and student.init == "superlm") else 0
         self.rewire_flops = self.rewire_blocks * count_flops(teacher.shape.arch(), teacher.shape.dims(), recipe.seq_len)
         self.spent = (0, self.rewire_flops)  # (step, training FLOPs of the steps before it)
 
@@ -303,7 +306,8 @@ class SubspaceTraining:
         if self.rewire_blocks:  # importance-ordered slicing, measured on a seeded sample of the training blocks
             blocks = proxy_sample(self.packed.train, self.rewire_blocks, recipe.seed)
             scores = importance(teacher, blocks.long().to(next(teacher.model.parameters()).device))
-            teacher_state = rewired_state(teacher, scores, keep_heads=(recipe.teacher_layer % teacher.shape.layers,))
+            teacher_state = rewired_state(teacher, scores, keep_heads=(recipe.teacher_layer % teacher.shape.layers,),
+                                          heads_and_ffn=recipe.rewire, hidden=recipe.order_hidden)
         self.superlm.init_from_teacher(teacher_state, teacher.shape.layers)
         if self.student is not None and self.student.init == "superlm":
             self.superlm.init_from_subnet(self.student.source, self.student.arch)
