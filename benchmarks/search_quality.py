@@ -158,7 +158,7 @@ def latency_study(args):
     """Proxy loss x measured latency on the bench run's uniform `tiny` sub-space (exhaustive front known)."""
     from common import BENCH_RECIPE, BENCH_RUN
 
-    run_dir = ensure_run(BENCH_RUN, BENCH_RECIPE)
+    run_dir = ensure_run(BENCH_RUN, BENCH_RECIPE, extra=("--subspace", "tiny"), subspaces=("tiny",))  # the rest: not needed here
     trained = load_superlm(f"{run_dir}/tiny")
     _, problem, _ = _problem(trained, args.eval_samples, ["loss", "latency"], latency=True)
     start = time.perf_counter()
