@@ -406,7 +406,8 @@ def _lr_grid(_ctx, _param, value):
 @main.command()
 @click.argument("model_dirs", nargs=-1, required=True)
 @click.option("--task", default="rotten-tomatoes", show_default=True,
-              help="Embedded task, a datasets name (NAME or NAME:CONFIG) or a local dataset folder.")
+              help="Embedded task (rotten-tomatoes; stsb: STS-B regression on sentence pairs), a datasets name "
+                   "(NAME or NAME:CONFIG) or a local dataset folder.")
 @click.option("--train", "train_file", default=None, help="Your training file (CSV, TSV, JSONL, Parquet; with --eval).")
 @click.option("--eval", "eval_file", default=None, help="Your evaluation file, reported as test (dev is carved from --train).")
 @click.option("--text-column", default="text", show_default=True)

