@@ -245,7 +245,35 @@ def test_bf16_run_learns_like_fp32_and_ships_fp32_masters(bf16_run, uninterrupte
     # weights outside the optimizer keep their exact fp32 teacher values through the bf16 cast
     assert torch.equal(w["pooler.dense.weight"], ref["pooler.dense.weight"])
     state = json.loads((bf16_run / "small" / "checkpoints" / "step-00000006" / "state.json").read_text())
-    assert "fp32_groups" in state["optimizer"]["wrapper"] and state["identity"]["precision"] == "bf16"
+    assert "wrapper" not in state["optimizer"] and state["optimizer"]["param_groups"][0]["fused"] is True
+    assert state["identity"]["precision"] == "bf16" and state["identity"]["precision_path"] == "autocast"
+
+
+def test_bf16_engine_is_autocast_over_fp32_weights_with_a_fused_torch_optimizer(recipe_file, tiny_space_file):
+    """No DeepSpeed bf16 optimizer (per-parameter overflow checks, casts, host synchronisations): torch autocast,
+    fp32 weights, the plain fused AdamW, and clipping in one multi-tensor call."""
+    from dataclasses import replace
+
+    from autodistil_evo.distill.recipe import load_recipe
+    from autodistil_evo.distill.trainer import make_engine
+    from autodistil_evo.distributed import init_distributed
+    from autodistil_evo.spaces import load_space
+    from autodistil_evo.supernet import SuperLM
+
+    init_distributed()
+    recipe = replace(load_recipe(recipe_file), precision="bf16")
+    space = load_space(tiny_space_file)
+    superlm = SuperLM(space.subspace("small"), space.dims(recipe.teacher_shape()))
+    engine = make_engine(recipe, superlm, 4, 10)
+    assert type(engine.optimizer) is torch.optim.AdamW and engine.optimizer.defaults["fused"] is True
+    assert engine.torch_autocast_enabled() and not engine.bfloat16_enabled()
+    assert all(p.dtype == torch.float32 for p in superlm.parameters())
+    for p in superlm.parameters():
+        p.grad = torch.full_like(p, 3.0)
+    engine.clip_fp32_gradients()
+    trained = [p for group in engine.optimizer.param_groups for p in group["params"]]
+    norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in trained)).item()
+    assert norm == pytest.approx(recipe.engine_config(4, 10)["gradient_clipping"], rel=1e-5)
 
 
 @pytest.mark.slow
@@ -268,6 +296,13 @@ def test_precision_errors(tmp_path, recipe_file, bf16_run):
     proc = train(run, recipe_file, "--subspace", "small", "--precision", "fp32", "--resume", "--steps", 8, expect=2)
     assert "cannot resume, the run differs in: precision" in proc.stderr
     assert sorted((p.relative_to(run), p.stat().st_mtime_ns) for p in run.rglob("*")) == before
+    # a checkpoint of the bf16 path before autocast (DeepSpeed's bf16 optimizer state): refused, not misread
+    for state_file in run.rglob("state.json"):
+        state = json.loads(state_file.read_text())
+        del state["identity"]["precision_path"]
+        state_file.write_text(json.dumps(state))
+    proc = train(run, recipe_file, "--subspace", "small", "--precision", "bf16", "--resume", "--steps", 8, expect=2)
+    assert "cannot resume, the run differs in: precision_path" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     bad = tiny_recipe(tmp_path / "bad.yaml", **_recipe_args(recipe_file), precision="fp8")
     assert "precision: 'fp8' is not one of fp32, bf16, fp16" in train(tmp_path / "x", bad, expect=2).stderr
 

@@ -53,7 +53,7 @@ class Recipe:
     lr: float = None  # overrides the DeepSpeed optimizer's lr when set
     warmup_steps: int = None  # overrides the scheduler's warmup when set
     seed: int = 0
-    precision: str = "fp32"  # fp32 | bf16 | fp16: DeepSpeed's bf16 / fp16 sections, the teacher in the same dtype
+    precision: str = "fp32"  # fp32 | bf16 (autocast, fp32 weights) | fp16 (DeepSpeed's fp16); the teacher in that dtype
     tf32: bool = True  # TF32 matmuls on CUDA (no effect on CPU)
     source: str = "<memory>"
 
@@ -124,12 +124,13 @@ class Recipe:
         config["gradient_accumulation_steps"] = self.accumulation * sandwich_size
         config.pop("train_batch_size", None)
         config.setdefault("steps_per_print", 10**9)
-        # The recipe's precision is the one place it is chosen; fp32 master weights are kept by
-        # DeepSpeed's mixed-precision optimizer in both modes, fp16 with dynamic loss scaling.
-        config.pop("bf16", None)
-        config.pop("fp16", None)
+        # The recipe's precision is the one place it is chosen. bf16: torch autocast over fp32 weights, the
+        # plain fused torch optimizer (no per-parameter overflow checks, casts or host synchronisations of
+        # DeepSpeed's bf16 optimizer); fp16: DeepSpeed's mixed-precision optimizer with dynamic loss scaling.
+        for key in ("bf16", "fp16", "torch_autocast"):
+            config.pop(key, None)
         if self.precision == "bf16":
-            config["bf16"] = {"enabled": True}
+            config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
         elif self.precision == "fp16":
             config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16, "loss_scale_window": 1000,
                               "hysteresis": 2, "min_loss_scale": 1}

@@ -101,12 +101,16 @@ def make_engine(recipe: Recipe, superlm: SuperLM, members: int, total_steps: int
     params = [p for name, p in superlm.named_parameters() if name not in untrained]
     engine, _, _, _ = deepspeed.initialize(model=superlm, model_parameters=params,
                                            config=recipe.engine_config(members, total_steps))
+    clip = engine.gradient_clipping()
+    # The clipping of fp32 weights (fp32 and bf16 autocast) in one multi-tensor call, not a norm per parameter.
+    engine.clip_fp32_gradients = lambda: torch.nn.utils.clip_grad_norm_(
+        [p for p in params if p.grad is not None], clip, foreach=True)
     return engine
 
 
 def fp32_state(engine, superlm: SuperLM, fallback: dict) -> dict:
-    """The SuperLM's weights in fp32. Under bf16 / fp16 the module holds rounded copies and the
-    optimizer the fp32 masters; parameters outside the optimizer never change, so `fallback` (their
+    """The SuperLM's weights in fp32. Under fp16 (DeepSpeed's) the module holds rounded copies and the
+    optimizer the fp32 masters (bf16 runs under autocast: the module's weights are fp32); parameters outside the optimizer never change, so `fallback` (their
     fp32 values before the engine cast them, by name) holds them exactly."""
     masters = {}
     optimizer = getattr(engine, "optimizer", None)
@@ -153,7 +157,8 @@ def distill_step(engine, superlm: SuperLM, archs: list, micro_batches: list, tea
             loss = relation_loss_from_teacher(relations, student_qkv, mask, relation_heads)
             losses[0, i] += loss.detach() / len(micro_batches)
             if hidden_weight:
-                hidden = hidden_loss(superlm.distill_head(student_hidden), tapped[3], mask)
+                head = superlm.distill_head  # outside the engine's autocast: in its weights' dtype
+                hidden = hidden_loss(head(student_hidden.to(head.weight.dtype)), tapped[3], mask)
                 losses[1, i] += hidden.detach() / len(micro_batches)
                 loss = loss + hidden_weight * hidden
             if embedding_weight:
@@ -228,13 +233,16 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
 REWIRE_BLOCKS = 64
 
 # Identity fields added after checkpoints were first written: an older checkpoint holds their default.
-IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "embedding_weight": 0.0, "student": None, "rewire": False, "order_hidden": False}
+IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "embedding_weight": 0.0, "student": None, "rewire": False, "order_hidden": False,
+                     "precision_path": "engine"}
 
 
 def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint, untrained, student) -> dict:
     """What must not change between a run and its resume (the data too: its store's fingerprint)."""
     return {
         "precision": recipe.precision,
+        # bf16 runs before autocast kept DeepSpeed's bf16 optimizer state, which the torch optimizer cannot read
+        "precision_path": "autocast" if recipe.precision == "bf16" else "engine",
         "optimizer_excludes": sorted(untrained),
         "corpus_fingerprint": corpus_fingerprint,
         "space": space.to_dict(),
