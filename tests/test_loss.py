@@ -80,3 +80,34 @@ def test_embedding_loss_compares_similarity_structure_whatever_the_width():
     student.requires_grad_(True)
     embedding_loss(student, teacher, mask).backward()
     assert student.grad.abs().sum() > 0 and student.grad[1, 4:].abs().sum() == 0  # padding gets no gradient
+
+
+def test_no_mask_equals_an_all_ones_mask_and_padding_changes_nothing(tiny_teacher, tiny_space_file):
+    """Packed blocks pass no mask (fused attention, no mask built): every loss and the SuperLM's output equal those
+    with an all-ones mask; a padded batch gives its real rows the loss they have unpadded."""
+    from autodistil_evo.distill.loss import embedding_loss, hidden_loss
+    from autodistil_evo.spaces import load_space
+    from autodistil_evo.supernet import SuperLM
+    from autodistil_evo.teacher import RelationTap, load_teacher
+
+    teacher = load_teacher(str(tiny_teacher))
+    space = load_space(tiny_space_file)
+    superlm = SuperLM(space.subspace("small"), space.dims(teacher.shape), dropout=0.0).eval()
+    superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+    superlm.set_active(space.subspace("small").largest())
+    ids = torch.randint(5, 1000, (3, 16), generator=torch.Generator().manual_seed(0))
+    ones = torch.ones_like(ids)
+
+    def losses(ids, mask):
+        with RelationTap(teacher.model, -1, hidden=True) as tap, torch.no_grad():
+            tapped = tap(teacher.model, ids, mask)
+            hidden, _, qkv = superlm(ids, mask)
+        return (hidden, relation_loss(tapped[:3], qkv, mask, 4), hidden_loss(hidden[..., :16], tapped[3][..., :16], mask),
+                embedding_loss(hidden, tapped[3], mask))
+
+    for a, b in zip(losses(ids, None), losses(ids, ones)):
+        assert (a - b).abs().max().item() <= 1e-6
+    padded = torch.cat([ids, torch.zeros(3, 5, dtype=ids.dtype)], dim=1)
+    mask = torch.cat([ones, torch.zeros(3, 5, dtype=ones.dtype)], dim=1)
+    for a, b in zip(losses(padded, mask)[1:], losses(ids, None)[1:]):
+        assert (a - b).abs().max().item() <= 1e-5

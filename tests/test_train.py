@@ -428,3 +428,49 @@ def test_embedding_term_run_resumes_exactly(tmp_path, tiny_teacher, tiny_space_f
     assert_same_run(killed, full, "small")
     assert [r["embedding_loss"] for r in losses(killed, "small")] == pytest.approx(
         [r["embedding_loss"] for r in losses(full, "small")], abs=1e-6)
+
+
+# Operators dispatched per distill_step of the tiny recipe's `small` sandwich (mean of its first three steps),
+# measured when the count was last lowered. A change may not raise them by more than 10%.
+OPS_PER_STEP = {"fp32": 1840, "bf16": 2034}
+
+
+def distill_step_ops(recipe_file, tiny_space_file, precision: str) -> float:
+    from dataclasses import replace
+
+    from autodistil_evo.distill.opcount import OpCounter
+    from autodistil_evo.distill.recipe import load_recipe
+    from autodistil_evo.distill.trainer import distill_step, make_engine, sandwich, sandwich_size
+    from autodistil_evo.distributed import init_distributed
+    from autodistil_evo.spaces import load_space
+    from autodistil_evo.supernet import SuperLM
+    from autodistil_evo.teacher import RelationTap, load_teacher
+
+    init_distributed()
+    recipe = replace(load_recipe(recipe_file), precision=precision)
+    teacher = load_teacher(recipe.teacher_name)
+    space = load_space(tiny_space_file)
+    sub = space.subspace("small")
+    superlm = SuperLM(sub, space.dims(teacher.shape), dropout=recipe.dropout)
+    superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+    engine = make_engine(recipe, superlm, sandwich_size(sub, recipe.sandwich_random), 10)
+    engine.train()
+    teacher.model.to(dtype=recipe.dtype)
+    torch.manual_seed(0)
+    counts = []
+    with RelationTap(teacher.model, recipe.teacher_layer) as tap:
+        for step in range(3):
+            ids = torch.randint(5, 1000, (recipe.micro_batch, space.seq_len))
+            with OpCounter() as ops:
+                distill_step(engine, superlm, sandwich(sub, 0, step, recipe.sandwich_random), [ids], teacher.model, tap,
+                             recipe.relation_heads).tolist()
+            counts.append(ops.total)
+    return sum(counts) / len(counts)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_operators_per_distill_step_do_not_grow(recipe_file, tiny_space_file, precision):
+    """The launch count of a training step, checked on the CPU: every ATen operator it dispatches."""
+    ops = distill_step_ops(recipe_file, tiny_space_file, precision)
+    assert ops <= 1.10 * OPS_PER_STEP[precision], f"{ops:.0f} operators per step, recorded {OPS_PER_STEP[precision]}"
+

@@ -13,8 +13,8 @@ The KL is computed as  sum_k p_k log p_k - (sum_k p_k s_k - logsumexp_k s_k)  wi
 student's scaled scores: the teacher's part is computed once per batch (the search reuses it for
 every arch) and the student's log-softmax is never materialised. Relations and KL are computed in
 fp32 whatever the models' precision (bf16 softmax over 128+ keys loses the small probabilities
-the KL is made of), and the key mask is always applied: a data-dependent skip would need a host
-synchronisation every call.
+the KL is made of). A mask is applied whenever one is given (a data-dependent skip would need a
+host synchronisation every call); packed training blocks have no padding and pass none.
 
 `embedding_loss` is the optional sentence-embedding term: the MSE between the student's and the
 tapped teacher layer's cosine-similarity matrices of the batch's mean-pooled embeddings (the
@@ -28,20 +28,27 @@ teacher layer's output, over real tokens.
 import torch
 
 
-def relation_scores(x: torch.Tensor, relation_heads: int, key_mask: torch.Tensor) -> torch.Tensor:
-    """[batch, seq, width] -> scaled self-relation scores [batch, R, seq, seq], padding keys masked."""
+def relation_scores(x: torch.Tensor, relation_heads: int, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """[batch, seq, width] -> scaled self-relation scores [batch, R, seq, seq], padding keys masked (None:
+    nothing is padded)."""
     batch, seq, width = x.shape
     head_size = width // relation_heads
     if head_size == 0:
         raise ValueError(f"Q/K/V width {width} is smaller than {relation_heads} relation heads")
     x = x[..., : relation_heads * head_size].float().reshape(batch, seq, relation_heads, head_size).transpose(1, 2)
     scores = torch.matmul(x * head_size**-0.5, x.transpose(-1, -2))
+    if key_mask is None:
+        return scores
     return scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
 
 
-def teacher_relations(teacher_qkv, relation_heads: int, attention_mask: torch.Tensor) -> list:
+def _key_mask(attention_mask):
+    return None if attention_mask is None else attention_mask.bool()
+
+
+def teacher_relations(teacher_qkv, relation_heads: int, attention_mask: torch.Tensor | None) -> list:
     """Per Q/K/V: (relation probabilities p, sum_k p log p per query)."""
-    key_mask = attention_mask.bool()
+    key_mask = _key_mask(attention_mask)
     out = []
     for x in teacher_qkv:
         log_p = torch.log_softmax(relation_scores(x, relation_heads, key_mask), dim=-1)
@@ -57,31 +64,39 @@ def relation_loss(teacher_qkv, student_qkv, attention_mask: torch.Tensor, relati
 
 
 def relation_loss_from_teacher(relations, student_qkv, attention_mask, relation_heads: int) -> torch.Tensor:
-    """`relation_loss` with the teacher's side (`teacher_relations`) precomputed."""
-    key_mask = attention_mask.bool()
-    query_weight = attention_mask.float()
-    query_weight = query_weight / query_weight.sum()
+    """`relation_loss` with the teacher's side (`teacher_relations`) precomputed. `attention_mask` None: nothing
+    is padded, every query counts alike and no mask is built."""
+    key_mask = _key_mask(attention_mask)
     total = 0.0
     for (p, p_log_p), x in zip(relations, student_qkv):
         scores = relation_scores(x, relation_heads, key_mask)
         # sum_k p_k log q_k = sum_k p_k s_k - logsumexp(s), since p sums to 1 over real keys
         cross = (p * scores).sum(-1) - torch.logsumexp(scores, dim=-1)
         kl_per_query = p_log_p - cross  # [batch, R, seq]
-        total = total + (kl_per_query.mean(1) * query_weight).sum()
+        total = total + _token_mean(kl_per_query.mean(1), attention_mask)
     return total
+
+
+def _token_mean(values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of [batch, seq] `values` over the real (non-padding) tokens; None: over all of them."""
+    if attention_mask is None:
+        return values.mean()
+    weight = attention_mask.float()
+    return (values * weight).sum() / weight.sum()
 
 
 def hidden_loss(student_projected: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the real (non-padding) tokens and the teacher's channels, in fp32."""
-    weight = attention_mask.float()
-    per_token = (student_projected.float() - teacher_hidden.float()).pow(2).mean(-1)
-    return (per_token * weight).sum() / weight.sum()
+    return _token_mean((student_projected.float() - teacher_hidden.float()).pow(2).mean(-1), attention_mask)
 
 
 def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[batch, seq, width] -> unit-length mean over the real tokens [batch, width], in fp32."""
-    weight = attention_mask[..., None].float()
-    pooled = (hidden.float() * weight).sum(1) / weight.sum(1).clamp(min=1e-9)
+    if attention_mask is None:
+        pooled = hidden.float().mean(1)
+    else:
+        weight = attention_mask[..., None].float()
+        pooled = (hidden.float() * weight).sum(1) / weight.sum(1).clamp(min=1e-9)
     return torch.nn.functional.normalize(pooled, dim=-1)
 
 

@@ -255,14 +255,13 @@ class SuperLM(nn.Module):
         state and pooled output are None: that is all relation distillation needs.
         """
         arch = self.active
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         hidden_states = self.embeddings(input_ids, token_type_ids, arch.hidden)
         if self.dims.embedding_size:
             hidden_states = self.embeddings_project(hidden_states, arch.hidden)
-        additive_mask = extended_attention_mask(attention_mask, hidden_states.dtype)
+        # None where nothing is padded (packed training blocks): attention takes its unmasked fused kernels
+        additive_mask = None if attention_mask is None else extended_attention_mask(attention_mask, hidden_states.dtype)
         layer_ids = self.active_layers()
         qkv = None
         for position, (index, heads, ffn) in enumerate(zip(layer_ids, arch.layer_heads, arch.layer_ffn)):
