@@ -132,6 +132,9 @@ def test_forward_cost_tracks_the_subnet():
             superlm(ids)
         measured[arch] = counter.get_total_flops()
         assert measured[arch] == count_flops(arch, dims, 32)
+        with FlopCounterMode(display=False) as counter, torch.no_grad(), math_attention():
+            superlm(ids, stop_at_last_qkv=True)  # as relation distillation runs it: counted as run
+        assert counter.get_total_flops() == count_flops(arch, dims, 32, stop_at_last_qkv=True) < measured[arch]
 
 
 @pytest.mark.parametrize("space_file", SHIPPED)

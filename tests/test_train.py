@@ -393,7 +393,8 @@ def test_dry_run_plan_trains_a_one_arch_subspace_alone():
     teacher = recipe.teacher_shape()
     arch = space.select("one")[0].largest()
     expected = 10 * recipe.micro_batch * recipe.accumulation * (
-        count_flops(teacher.arch(), teacher.dims(), recipe.seq_len) + 3 * count_flops(arch, space.dims(teacher), recipe.seq_len))
+        count_flops(teacher.arch(), teacher.dims(), recipe.seq_len, stop_at_last_qkv=True)
+        + 3 * count_flops(arch, space.dims(teacher), recipe.seq_len, stop_at_last_qkv=True))
     assert next(s["flops"] for s in p["subspaces"] if s["subspace"] == "one") == expected
 
 

@@ -71,11 +71,13 @@ def test_trained_student_learns_counts_flops_and_exports(trained, tiny_search, t
     metrics = rows(trained)
     assert [m["step"] for m in metrics] == list(range(1, 7)) and all(len(m["archs"]) == 1 for m in metrics)
     assert metrics[-1]["loss"] < metrics[0]["loss"]
-    # FLOPs: per step, 4 sequences x (the teacher's 2 layers forward + 3x the student's forward), at seq len 32
+    # FLOPs: per step, 4 sequences x (the teacher's 2 layers forward + 3x the student's forward), at seq len 32, each
+    # stopped after its last layer's Q/K/V as relation distillation runs them
     source = load_superlm(tiny_search / "run" / json.loads((tiny_search / "search" / "pareto.json").read_text())["front"][0]["subspace"])
     arch = Arch.from_dict(json.loads((trained / "model" / "autodistil_provenance.json").read_text())["arch"])
     teacher = source.teacher_shape
-    per_step = 4 * (count_flops(teacher.arch(), teacher.dims(), 32) + 3 * count_flops(arch, source.space.dims(teacher), 32))
+    per_step = 4 * (count_flops(teacher.arch(), teacher.dims(), 32, stop_at_last_qkv=True)
+                    + 3 * count_flops(arch, source.space.dims(teacher), 32, stop_at_last_qkv=True))
     assert [m["train_flops"] for m in metrics] == [per_step * s for s in range(1, 7)]
     meta = json.loads((trained / "student" / "superlm.json").read_text())
     assert meta["train_flops"] == 6 * per_step and meta["student"]["init"] == "superlm"

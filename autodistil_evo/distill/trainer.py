@@ -80,17 +80,19 @@ def sandwich(subspace: SubSpace, seed: int, step: int, n_random: int, student: A
     return [subspace.largest(), subspace.smallest(), *(subspace.sample(rng) for _ in range(n_random))]
 
 
-def teacher_tap_flops(shape: TeacherShape, teacher_layer: int, seq_len: int) -> int:
-    """FLOPs of the teacher's forward per sequence: its layers up to the tapped one (the rest never runs)."""
+def teacher_tap_flops(shape: TeacherShape, teacher_layer: int, seq_len: int, whole_layer: bool = False) -> int:
+    """FLOPs of the teacher's forward per sequence as the tap runs it: its layers up to the tapped one, that one
+    to its Q/K/V (`whole_layer`: to its output, for a term on the hidden state); the rest never runs."""
     full = shape.arch()
     return count_flops(Arch(teacher_layer % shape.layers + 1, full.heads, full.hidden, full.mlp_ratio), shape.dims(),
-                       seq_len)
+                       seq_len, stop_at_last_qkv=not whole_layer)
 
 
-def step_flops(archs: list, dims, teacher_flops: int, seq_len: int, sequences: int) -> int:
+def step_flops(archs: list, dims, teacher_flops: int, seq_len: int, sequences: int, whole_last_layer: bool = False) -> int:
     """Training FLOPs of one optimizer step over `sequences` sequences: the teacher's forward plus forward +
-    backward (3x the forward, the usual estimate) of every member trained, from the exact per-arch counts."""
-    return sequences * (teacher_flops + sum(3 * count_flops(a, dims, seq_len) for a in archs))
+    backward (3x the forward, the usual estimate) of every member trained, from the exact per-arch counts of
+    what runs: each member's last layer stops after its Q/K/V unless a term needs its output (`whole_last_layer`)."""
+    return sequences * (teacher_flops + sum(3 * count_flops(a, dims, seq_len, not whole_last_layer) for a in archs))
 
 
 def make_engine(recipe: Recipe, superlm: SuperLM, members: int, total_steps: int):
@@ -276,7 +278,7 @@ class SubspaceTraining:
         self.student_arch = student.arch if student else None
         self.members = sandwich_size(subspace, recipe.sandwich_random, self.student_arch)
         self.dims = space.dims(teacher.shape)
-        self.teacher_flops = teacher_tap_flops(teacher.shape, recipe.teacher_layer, recipe.seq_len)
+        self.teacher_flops = teacher_tap_flops(teacher.shape, recipe.teacher_layer, recipe.seq_len, recipe.reaches_last_layer)
         self.engine, self.checkpoint, self.start_step, self.metrics = None, None, 0, []
         # `rewire` (unless the weights come from a SuperLM subnet): the teacher forwards that measure
         # importance are spent before step 0 and counted as training.
@@ -298,7 +300,8 @@ class SubspaceTraining:
         if step < done:
             done, spent = 0, self.rewire_flops
         for s in range(done, step):
-            spent += step_flops(self.archs(s), self.dims, self.teacher_flops, self.recipe.seq_len, self.per_step)
+            spent += step_flops(self.archs(s), self.dims, self.teacher_flops, self.recipe.seq_len, self.per_step,
+                                self.recipe.reaches_last_layer)
         self.spent = (step, spent)
         return spent
 
@@ -421,7 +424,8 @@ class SubspaceTraining:
                 losses = distill_step(self.engine, self.superlm, archs, micro_batches, self.teacher.model, tap,
                                       recipe.relation_heads, recipe.hidden_weight, recipe.embedding_weight)
                 member_losses, hidden_losses, embedding_losses = mean_across_ranks(losses.tolist())  # one host sync
-                spent += step_flops(archs, self.dims, self.teacher_flops, recipe.seq_len, self.per_step)
+                spent += step_flops(archs, self.dims, self.teacher_flops, recipe.seq_len, self.per_step,
+                                    recipe.reaches_last_layer)
                 step += 1
                 self.spent = (step, spent)
                 elapsed = time.perf_counter() - tick
@@ -490,15 +494,16 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
     engine_config = recipe.engine_config(max(members.values()), steps)
     dims = space.dims(teacher)
     global_batch = recipe.micro_batch * recipe.accumulation * world_size
-    teacher_flops = teacher_tap_flops(teacher, recipe.teacher_layer, recipe.seq_len)
+    whole = recipe.reaches_last_layer
+    teacher_flops = teacher_tap_flops(teacher, recipe.teacher_layer, recipe.seq_len, whole)
     per_subspace = []
     for sub in subspaces:
         alone = alone_arch(sub, student)
         # forward + backward ~ 3x forward for each sandwich member; the teacher only runs forward.
-        member_flops = 3 * count_flops(alone or sub.largest(), dims, recipe.seq_len)
+        member_flops = 3 * count_flops(alone or sub.largest(), dims, recipe.seq_len, not whole)
         if alone is None:
-            member_flops += 3 * (count_flops(sub.smallest(), dims, recipe.seq_len)
-                                 + recipe.sandwich_random * mean_flops(sub, dims, recipe.seq_len))
+            member_flops += 3 * (count_flops(sub.smallest(), dims, recipe.seq_len, not whole)
+                                 + recipe.sandwich_random * mean_flops(sub, dims, recipe.seq_len, not whole))
         per_subspace.append(
             {"subspace": sub.name, "candidates": sub.candidate_count(), "sandwich": members[sub.name],
              "flops": steps * global_batch * (teacher_flops + member_flops)}

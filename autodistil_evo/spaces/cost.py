@@ -53,24 +53,34 @@ def count_params(arch: Arch, dims: ModelDims, include_embeddings: bool = True) -
     return total
 
 
-def count_flops(arch: Arch, dims: ModelDims, seq_len: int) -> int:
+def _stopped_layer_flops(s: int, h: int, a: int, f: int) -> int:
+    """What a last layer stopped after its Q/K/V projections costs (relation distillation needs no more)."""
+    return 2 * s * h * a * 3
+
+
+def count_flops(arch: Arch, dims: ModelDims, seq_len: int, stop_at_last_qkv: bool = False) -> int:
+    """FLOPs of one forward; with `stop_at_last_qkv`, of the forward that stops after the last layer's Q/K/V
+    (no pooler), as relation distillation runs it."""
     h = arch.hidden
     projection = 2 * seq_len * dims.embedding_size * h  # zero unless ELECTRA's factorised embeddings
-    return (sum(_layer_flops(seq_len, h, a, f) for a, f in _layers(arch, dims)) + 2 * h * h * _has_pooler(dims)
-            + projection)
+    layers = [_layer_flops(seq_len, h, a, f) for a, f in _layers(arch, dims)]
+    if stop_at_last_qkv:
+        return sum(layers[:-1]) + _stopped_layer_flops(seq_len, h, *_layers(arch, dims)[-1]) + projection
+    return sum(layers) + 2 * h * h * _has_pooler(dims) + projection
 
 
-def mean_flops(subspace: SubSpace, dims: ModelDims, seq_len: int) -> float:
+def mean_flops(subspace: SubSpace, dims: ModelDims, seq_len: int, stop_at_last_qkv: bool = False) -> float:
     """Mean FLOPs of `SubSpace.sample` archs: depth and hidden uniform, each layer's genes uniform."""
     total = 0.0
     for depth in subspace.layers:
         for h in subspace.hidden:
-            per_layer = [
-                _layer_flops(seq_len, h, heads * dims.head_dim, Arch(1, heads, h, r).ffn)
-                for heads in subspace.heads for r in subspace.mlp_ratio
-            ]
-            total += (depth * sum(per_layer) / len(per_layer) + 2 * h * h * _has_pooler(dims)
-                      + 2 * seq_len * dims.embedding_size * h)
+            shapes = [(heads * dims.head_dim, Arch(1, heads, h, r).ffn) for heads in subspace.heads for r in subspace.mlp_ratio]
+            full = sum(_layer_flops(seq_len, h, a, f) for a, f in shapes) / len(shapes)
+            if stop_at_last_qkv:
+                stopped = sum(_stopped_layer_flops(seq_len, h, a, f) for a, f in shapes) / len(shapes)
+                total += (depth - 1) * full + stopped + 2 * seq_len * dims.embedding_size * h
+            else:
+                total += depth * full + 2 * h * h * _has_pooler(dims) + 2 * seq_len * dims.embedding_size * h
     return total / (len(subspace.layers) * len(subspace.hidden))
 
 
