@@ -60,6 +60,18 @@ def canonical_genomes(problem, X) -> np.ndarray:
     return np.array([subspace.encode(subspace.decode(x)) for x in X], dtype=float).reshape(len(X), problem.n_var)
 
 
+def random_unseen(problem, rng, n: int, exclude=()) -> list:
+    """`n` canonical genomes (tuples) of distinct random archs not in `exclude`, fewer if the sub-space runs out."""
+    sizes, seen, out = [int(u) + 1 for u in problem.xu], set(exclude), []
+    want = min(n, problem.subspace.candidate_count() - len(seen))
+    while len(out) < want:  # terminates: `want` such archs exist
+        x = tuple(canonical_genomes(problem, [[int(rng.integers(k)) for k in sizes]])[0])
+        if x not in seen:
+            seen.add(x)
+            out.append(x)
+    return out
+
+
 class DistinctArchSampling(Sampling):
     """The initial population: genomes drawn gene by gene, `n_samples` distinct archs (fewer only if
     the sub-space holds fewer). pymoo's integer sampling drops duplicate archs without replacing
@@ -169,8 +181,6 @@ class _EnumeratingSearch(_Search):
         self.population = population
         self.evaluator = Evaluator()
         self.seen = set()
-        self.sizes = [int(u) + 1 for u in problem.xu]
-        self.total = problem.subspace.candidate_count()
 
     def ask(self):
         X = self._propose()
@@ -200,15 +210,7 @@ class RandomSearch(_EnumeratingSearch):
         self.rng = np.random.default_rng(seed)
 
     def _propose(self):
-        want = min(self.population, self.total - len(self.seen))
-        subspace = self.problem.subspace
-        out, chosen = [], set()
-        while len(out) < want:  # terminates: `want` unseen archs exist
-            x = tuple(subspace.encode(subspace.decode([int(self.rng.integers(n)) for n in self.sizes])))
-            if x not in self.seen and x not in chosen:
-                chosen.add(x)
-                out.append(list(x))
-        return out
+        return [list(x) for x in random_unseen(self.problem, self.rng, self.population, self.seen)]
 
     def state(self) -> dict:
         return {**super().state(), "random_state": self.rng.bit_generator.state}
@@ -315,24 +317,13 @@ class LinasSearch(_Search):
         features = arch_features(self.problem.subspace, archs, [self.problem.exact(a) for a in archs])
         return {c: Predictor(features, self.values[c]) for c in self.columns}
 
-    def _random_genomes(self, n: int, exclude=()) -> list:
-        """`n` canonical genomes of distinct archs not in `exclude` (fewer if the sub-space runs out)."""
-        sizes, seen, out = [int(u) + 1 for u in self.problem.xu], set(exclude), []
-        want = min(n, self.problem.subspace.candidate_count() - len(seen))
-        while len(out) < want:  # terminates: `want` such archs exist
-            x = tuple(canonical_genomes(self.problem, [[int(self.rng.integers(k)) for k in sizes]])[0])
-            if x not in seen:
-                seen.add(x)
-                out.append(x)
-        return out
-
     def _inner_start(self) -> np.ndarray:
         """The inner NSGA-II's first population: the measured archs in survival order (the measured front
         first) up to half of it, the previous round's predicted front, then random archs."""
         measured = {a.key(): {c: self.values[c][i] for c in self.columns} for i, a in enumerate(self._archs(self.X))}
         start = [tuple(x) for x in ranked(MeasuredProblem(self.problem, measured), self.X)[: self.inner_population // 2]]
         start += [tuple(x) for x in self.carry if tuple(x) not in set(start)][: self.inner_population - len(start)]
-        start += self._random_genomes(self.inner_population - len(start), exclude=start)
+        start += random_unseen(self.problem, self.rng, self.inner_population - len(start), exclude=start)
         return np.array(start, dtype=float)
 
     def _propose(self) -> list:
@@ -354,7 +345,7 @@ class LinasSearch(_Search):
         want = min(self.population, problem.subspace.candidate_count() - len(self.X))
         chosen = unmeasured[:want]
         self.carry = unmeasured[want:][: self.inner_population]  # the predicted front not measured yet: next round's start
-        chosen += [list(x) for x in self._random_genomes(want - len(chosen), exclude=seen | {tuple(x) for x in chosen})]
+        chosen += [list(x) for x in random_unseen(problem, self.rng, want - len(chosen), seen | {tuple(x) for x in chosen})]
         if chosen:
             archs = self._archs(chosen)
             self.pending = ({c: predictors[c].label for c in self.columns},
