@@ -29,6 +29,7 @@ quickstart: install
 	         $(BIN)/python -c 'import json, sys; print(next(r["id"] for r in json.load(sys.stdin) if r["picked"]))')"
 	$(BIN)/autodistil-evo bench $(QUICKSTART_DIR)/student embedded:all-MiniLM-L6-v2
 	$(BIN)/autodistil-evo finetune $(QUICKSTART_DIR)/student embedded:all-MiniLM-L6-v2 --max-train 3000 --epochs 2 --lr 3e-4
+	$(BIN)/autodistil-evo embed-eval $(QUICKSTART_DIR)/student embedded:all-MiniLM-L6-v2 --sts test --sentences 200
 
 # The layered import contract (.importlinter) and ruff (ruff.toml); `make test` runs them first.
 lint: install
