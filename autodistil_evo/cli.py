@@ -321,7 +321,7 @@ def train_student(ctx, source, student_id, arch_json, out_dir, init, recipe_file
 @click.pass_context
 def evolve(ctx, run_dir, search_dir, subspace, population, generations, objectives, constraints, algorithm, operators,
            inner_evaluations, latency_runtime, latency_device, fidelity_sentences, eval_samples, precision, seed, resume):
-    """Search the trained SuperLMs with NSGA-II for the Pareto set of proxy loss x cost."""
+    """Search the trained SuperLMs (LINAS: NSGA-II on predictors; or NSGA-II) for the Pareto set of proxy loss x cost."""
     from autodistil_evo.search.evolve import SearchSettings, run_search
 
     settings = SearchSettings(
