@@ -227,6 +227,26 @@ class BlockWriter:
         self.file.close()
 
 
+def block_sentences(blocks: torch.Tensor, cls_id: int, sep_id: int, pad_id: int, length: int,
+                    min_tokens: int = 3) -> tuple:
+    """One short text per packed block, for terms on whole-sentence embeddings: the first whole document
+    inside the block (between two of its [SEP]s) of `min_tokens` or more, else its longest piece, cut to
+    `length` - 2 tokens and wrapped in [CLS] ... [SEP]. Returns (ids, attention mask), both
+    [blocks, length]: a fixed shape, so the step's FLOPs are known from the step alone."""
+    out = torch.full((len(blocks), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(blocks), length), dtype=torch.long)
+    for row, block in enumerate(blocks.tolist()):
+        body = block[1:-1]  # a block is [CLS] body [SEP]; documents in the body each end with [SEP]
+        cuts = [i for i, t in enumerate(body) if t == sep_id]
+        pieces = [body[a + 1:b] for a, b in zip([-1, *cuts], [*cuts, len(body)])]
+        whole = [p for p in pieces[1:len(cuts)] if len(p) >= min_tokens]  # bounded by [SEP] on both sides
+        text = whole[0] if whole else max(pieces, key=len)
+        ids = [cls_id, *text[: length - 2], sep_id]
+        out[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+    return out, mask
+
+
 # ----- the prepared store
 
 

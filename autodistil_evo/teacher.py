@@ -13,6 +13,7 @@ from autodistil_evo.errors import UserError
 from autodistil_evo.spaces import FAMILIES, Family, TeacherShape, family
 
 EMBEDDED_TEACHER = "embedded:all-MiniLM-L6-v2"
+POOLING_MODES = ("cls", "mean", "max")
 
 
 def embedded_teacher_path() -> Path:
@@ -49,6 +50,44 @@ class Teacher:
 
     def state_dict(self) -> dict:
         return self.model.state_dict()
+
+    @property
+    def pooling(self) -> tuple:
+        """(mode, normalise) of the sentence embedding the teacher exports (`pooling_of` its folder)."""
+        return pooling_of(self.source)
+
+
+def pooling_of(folder) -> tuple:
+    """(mode, normalise) of a model folder: from its sentence-transformers modules, else (mean, True)."""
+    folder = Path(folder)
+    if not (folder / "modules.json").is_file():
+        return "mean", True
+    modules = json.loads((folder / "modules.json").read_text())
+    mode, normalise = "mean", False
+    for module in modules:
+        kind = module["type"].rsplit(".", 1)[-1]
+        config = folder / module["path"] / "config.json"
+        if kind == "Pooling" and config.is_file():
+            settings = json.loads(config.read_text())
+            mode = next((m for m in POOLING_MODES if settings.get(f"pooling_mode_{m}_token" if m == "cls" else
+                                                                  f"pooling_mode_{m}_tokens")), "mean")
+        normalise |= kind == "Normalize"
+    return mode, normalise
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling=("mean", True)) -> torch.Tensor:
+    """Sentence embeddings [batch, width] from a last hidden state [batch, seq, width], in fp32, as a
+    sentence-transformers model pools them: `pooling` = (cls | mean | max over the real tokens, normalise)."""
+    mode, normalise = pooling
+    hidden = hidden.float()
+    weights = torch.ones_like(hidden[..., :1]) if attention_mask is None else attention_mask[..., None].to(hidden.dtype)
+    if mode == "cls":
+        pooled = hidden[:, 0]
+    elif mode == "max":
+        pooled = hidden.masked_fill(weights == 0, float("-inf")).amax(dim=1)
+    else:
+        pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1) if normalise else pooled
 
 
 def _check_folder(path: Path):
@@ -115,12 +154,15 @@ class RelationTap:
         layer = layer % model.config.num_hidden_layers
         self.parts = ("query", "key", "value", "hidden") if hidden else ("query", "key", "value")
         self.outputs = {}
+        self.standby = False  # True while the teacher runs whole (`last_hidden`): the hooks let it pass
         paths = [*own.qkv_paths(layer), *([f"{own.layers}.{layer}"] if hidden else [])]
         self.handles = [model.get_submodule(path).register_forward_hook(self._hook(part))
                         for part, path in zip(self.parts, paths)]
 
     def _hook(self, part):
         def save(_module, _inputs, output):
+            if self.standby:
+                return
             # a layer returns a tuple (hidden state, attentions...) in some transformers versions
             self.outputs[part] = output[0] if isinstance(output, tuple) else output
             if len(self.outputs) == len(self.parts):
@@ -152,3 +194,12 @@ class RelationTap:
         captured = tuple(self.outputs[p] for p in self.parts)
         self.outputs = {}
         return captured
+
+    @torch.no_grad()
+    def last_hidden(self, model: PreTrainedModel, input_ids, attention_mask):
+        """The teacher's whole forward (its last hidden state), the tap standing aside."""
+        self.standby = True
+        try:
+            return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        finally:
+            self.standby = False

@@ -19,10 +19,10 @@ from autodistil_evo.data import build_corpus, proxy_sample, sts_benchmark
 from autodistil_evo.distill.recipe import load_recipe
 from autodistil_evo.distill.rewire import importance, rewired_state
 from autodistil_evo.distill.trainer import REWIRE_BLOCKS
-from autodistil_evo.search.fidelity import embed, encoder_forward, fidelity, fidelity_sentences, pooling_of, sts_spearman
+from autodistil_evo.search.fidelity import embed, encoder_forward, fidelity, fidelity_sentences, sts_spearman
 from autodistil_evo.spaces import Arch, SubSpace
 from autodistil_evo.supernet import SuperLM
-from autodistil_evo.teacher import load_teacher
+from autodistil_evo.teacher import load_teacher, pooling_of
 
 ORDERS = ("first-k", "importance")
 

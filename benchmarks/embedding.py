@@ -61,8 +61,8 @@ def pca_rows(widths: list, sentences: int, teacher_flops: int) -> list:
     from sklearn.decomposition import PCA
 
     from autodistil_evo.data import corpus_parts, hash_bucket
-    from autodistil_evo.search.fidelity import embed, encoder_forward, fidelity, fidelity_sentences, pooling_of
-    from autodistil_evo.teacher import load_teacher
+    from autodistil_evo.search.fidelity import embed, encoder_forward, fidelity, fidelity_sentences
+    from autodistil_evo.teacher import load_teacher, pooling_of
 
     teacher = load_teacher(TEACHER)
     texts = fidelity_sentences(sentences)

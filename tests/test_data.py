@@ -198,3 +198,19 @@ def test_superlms_of_other_corpora_are_not_searched_together(tmp_path, recipe_fi
 def test_unknown_dataset_offline_is_one_line(tokenizer):
     with pytest.raises(UserError, match="needs network"):
         build_corpus(["no-such-org/no-such-corpus"], tokenizer, 32, 0.1)
+
+
+def test_block_sentences_takes_the_first_whole_document_of_each_block():
+    """One text per block, a fixed [blocks, length] shape: the first document bounded by [SEP] on both sides,
+    else the block's longest piece, cut to fit and wrapped in [CLS] ... [SEP]."""
+    from autodistil_evo.data import block_sentences
+
+    cls, sep, pad = 101, 102, 0
+    blocks = torch.tensor([
+        [cls, 5, 6, sep, 7, 8, 9, sep, 10, 11, sep],    # the tail 5 6 is cut off; 7 8 9 is the first whole one
+        [cls, 5, sep, 7, sep, 12, 13, 14, 15, 16, sep],  # whole pieces too short (7): the longest piece
+        [cls, 20, 21, 22, 23, 24, 25, 26, 27, 28, sep],  # no document boundary: the block's body, cut to length
+    ])
+    ids, mask = block_sentences(blocks, cls, sep, pad, length=6, min_tokens=2)
+    assert ids.tolist() == [[cls, 7, 8, 9, sep, pad], [cls, 12, 13, 14, 15, sep], [cls, 20, 21, 22, 23, sep]]
+    assert mask.tolist() == [[1, 1, 1, 1, 1, 0], [1] * 6, [1] * 6]

@@ -8,8 +8,10 @@ from conftest import REPO, make_teacher
 from helpers import run_cli
 
 from autodistil_evo.distill.artifact import load_superlm
+from autodistil_evo.distill.loss import EmbeddingTerm
 from autodistil_evo.search.fidelity import fidelity
 from autodistil_evo.spaces import Arch
+from autodistil_evo.teacher import embedded_teacher_path, pooling_of
 
 
 def test_fidelity_is_one_for_the_teacher_and_far_less_for_a_random_encoder(tmp_path, tiny_teacher):
@@ -101,6 +103,11 @@ def test_a_student_of_a_sentence_transformers_teacher_is_one(tmp_path, corpus_fi
     mask = batch["attention_mask"][..., None].float()
     expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
     assert (got - expected).abs().max().item() <= 1e-5
+    # the training's embedding term is computed on exactly this output: the exported model's own embedding
+    term = EmbeddingTerm(1.0, "mse", pooling_of(embedded_teacher_path()))
+    target = torch.randn(len(texts), 384)
+    by_export = (got - torch.nn.functional.normalize(target[:, :64], dim=-1)).pow(2).sum(-1).mean()
+    assert abs(term(hidden, batch["attention_mask"], target).item() - by_export.item()) <= 1e-5
     row = json.loads(run_cli("embed-eval", out, "--sentences", 60, "--json"))[0]  # our own model file: allowed
     assert row["width"] == 64 and -1 <= row["spearman"] < 1
 

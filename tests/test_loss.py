@@ -62,8 +62,8 @@ def test_hidden_loss_is_the_mse_over_real_tokens():
     assert hidden_loss(teacher, teacher, mask).item() == 0.0
 
 
-def test_embedding_loss_compares_similarity_structure_whatever_the_width():
-    from autodistil_evo.distill.loss import embedding_loss
+def test_embedding_term_similarity_compares_structure_whatever_the_width():
+    from autodistil_evo.distill.loss import EmbeddingTerm
 
     torch.manual_seed(0)
     teacher, student = torch.randn(4, 6, 32), torch.randn(4, 6, 16)
@@ -73,19 +73,42 @@ def test_embedding_loss_compares_similarity_structure_whatever_the_width():
     s, t = pool(student), pool(teacher)
     off = ~torch.eye(4, dtype=torch.bool)
     by_hand = ((s @ s.T - t @ t.T)[off] ** 2).mean()
-    assert abs(embedding_loss(student, teacher, mask).item() - by_hand.item()) < 1e-6
-    assert embedding_loss(teacher, teacher, mask).item() < 1e-12
+    term = EmbeddingTerm(1.0, "similarity")
+    assert abs(term(student, mask, term.target(teacher, mask)).item() - by_hand.item()) < 1e-6
+    assert term(teacher, mask, term.target(teacher, mask)).item() < 1e-12
     rotated = teacher @ torch.linalg.qr(torch.randn(32, 32))[0]  # a rotation keeps every cosine
-    assert embedding_loss(rotated, teacher, mask).item() < 1e-10
+    assert term(rotated, mask, term.target(teacher, mask)).item() < 1e-10
     student.requires_grad_(True)
-    embedding_loss(student, teacher, mask).backward()
+    term(student, mask, term.target(teacher, mask)).backward()
     assert student.grad.abs().sum() > 0 and student.grad[1, 4:].abs().sum() == 0  # padding gets no gradient
+
+
+def test_embedding_term_mse_compares_a_narrow_student_with_the_channels_it_was_cut_from():
+    """sentence-transformers' MSE on unit embeddings; a narrower student against the teacher's embedding on its
+    leading channels, in the SuperLM's channel order (`order_hidden`)."""
+    from autodistil_evo.distill.loss import EmbeddingTerm
+
+    torch.manual_seed(0)
+    teacher = torch.randn(5, 7, 32)
+    mask = torch.ones(5, 7, dtype=torch.long)
+    mask[2, 3:] = 0
+    order = torch.randperm(32)
+    term = EmbeddingTerm(1.0, "mse", ("mean", True), order)
+    assert term(teacher[..., order], mask, term.target(teacher, mask)).item() < 1e-12  # the whole teacher, reordered
+    student = torch.randn(5, 7, 12)
+    pooled = (student * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    reference = (teacher * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    by_hand = (torch.nn.functional.normalize(pooled, dim=-1)
+               - torch.nn.functional.normalize(reference[:, order[:12]], dim=-1)).pow(2).sum(-1).mean()
+    assert abs(term(student, mask, term.target(teacher, mask)).item() - by_hand.item()) < 1e-6
+    cls = EmbeddingTerm(1.0, "mse", ("cls", False))
+    assert abs(cls(teacher, mask, cls.target(teacher, mask)).item()) < 1e-12
 
 
 def test_no_mask_equals_an_all_ones_mask_and_padding_changes_nothing(tiny_teacher, tiny_space_file):
     """Packed blocks pass no mask (fused attention, no mask built): every loss and the SuperLM's output equal those
     with an all-ones mask; a padded batch gives its real rows the loss they have unpadded."""
-    from autodistil_evo.distill.loss import embedding_loss, hidden_loss
+    from autodistil_evo.distill.loss import EmbeddingTerm, hidden_loss
     from autodistil_evo.spaces import load_space
     from autodistil_evo.supernet import SuperLM
     from autodistil_evo.teacher import RelationTap, load_teacher
@@ -103,7 +126,7 @@ def test_no_mask_equals_an_all_ones_mask_and_padding_changes_nothing(tiny_teache
             tapped = tap(teacher.model, ids, mask)
             hidden, _, qkv = superlm(ids, mask)
         return (hidden, relation_loss(tapped[:3], qkv, mask, 4), hidden_loss(hidden[..., :16], tapped[3][..., :16], mask),
-                embedding_loss(hidden, tapped[3], mask))
+                EmbeddingTerm(1.0)(hidden, mask, EmbeddingTerm(1.0).target(tapped[3], mask)))
 
     for a, b in zip(losses(ids, None), losses(ids, ones)):
         assert (a - b).abs().max().item() <= 1e-6

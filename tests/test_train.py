@@ -417,6 +417,58 @@ def test_embedding_term_trains_the_last_layer_and_is_part_of_the_identity(tmp_pa
     assert "embedding_weight" in message
     bad = tiny_recipe(tmp_path / "bad.yaml", tiny_teacher, tiny_space_file, corpus_file, embedding_weight=-1)
     assert "embedding_weight: -1 is not a non-negative number" in train_in_process(tmp_path / "x", bad, expect=2)
+    bad = tiny_recipe(tmp_path / "bad2.yaml", tiny_teacher, tiny_space_file, corpus_file, embedding_weight=1.0,
+                      embedding_loss="cosine")
+    assert "embedding_loss: 'cosine' is not one of mse, similarity" in train_in_process(tmp_path / "x", bad, expect=2)
+    bad = tiny_recipe(tmp_path / "bad3.yaml", tiny_teacher, tiny_space_file, corpus_file, relation_weight=0)
+    assert "relation_weight: 0 with no other term" in train_in_process(tmp_path / "x", bad, expect=2)
+    assert not (tmp_path / "x").exists()
+
+
+def test_the_embedding_term_alone_trains_on_sentences(tmp_path, tiny_teacher, tiny_space_file, corpus_file):
+    """relation_weight 0: the embedding term alone trains: on a fixed batch it falls step after step while the
+    relation KL, still logged, is not what moves the weights; `similarity` trains as well. A run
+    counts the blocks' forward only."""
+    from autodistil_evo.data import block_sentences
+    from autodistil_evo.distill.loss import EmbeddingTerm
+    from autodistil_evo.distill.recipe import load_recipe
+    from autodistil_evo.distill.trainer import distill_step, make_engine, sandwich, sandwich_size
+    from autodistil_evo.distributed import init_distributed
+    from autodistil_evo.spaces import load_space
+    from autodistil_evo.supernet import SuperLM
+    from autodistil_evo.teacher import RelationTap, load_teacher
+
+    init_distributed()
+    teacher = load_teacher(str(tiny_teacher))
+    space = load_space(tiny_space_file)
+    sub = space.subspace("small")
+    blocks = torch.randint(5, 1000, (4, 32), generator=torch.Generator().manual_seed(0))
+    blocks[:, [0, -1]] = torch.tensor([teacher.tokenizer.cls_token_id, teacher.tokenizer.sep_token_id])
+    blocks[:, [6, 15]] = teacher.tokenizer.sep_token_id
+    sentences = block_sentences(blocks, teacher.tokenizer.cls_token_id, teacher.tokenizer.sep_token_id, 0, 16)
+    for loss in ("mse", "similarity"):
+        recipe = load_recipe(tiny_recipe(tmp_path / f"{loss}.yaml", tiny_teacher, tiny_space_file, corpus_file,
+                                         embedding_weight=1.0, relation_weight=0, embedding_loss=loss, lr=3e-4, dropout=0.0,
+                                         warmup_steps=1))
+        torch.manual_seed(0)
+        superlm = SuperLM(sub, space.dims(teacher.shape), dropout=0.0, trains_last_layer=True)
+        superlm.init_from_teacher(teacher.state_dict(), teacher.shape.layers)
+        small = sub.smallest()
+        engine = make_engine(recipe, superlm, sandwich_size(sub, 0, small), 10)
+        engine.train()
+        term = EmbeddingTerm(1.0, loss, teacher.pooling)
+        with RelationTap(teacher.model, -1) as tap:
+            rows = [distill_step(engine, superlm, [small], [blocks], teacher.model, tap, 4, 0.0, term,
+                                 [sentences], relation_weight=0.0) for _ in range(7)]
+        terms = [r[2, 0].item() for r in rows[2:]]  # the first updates run at the warm-up's lr 0
+        assert all(a > b for a, b in zip(terms, terms[1:])), (loss, terms)
+        assert all((r[0] > 0).all() for r in rows)
+    alone = tiny_recipe(tmp_path / "alone.yaml", tiny_teacher, tiny_space_file, corpus_file, embedding_weight=1.0,
+                        relation_weight=0)
+    both = tiny_recipe(tmp_path / "both.yaml", tiny_teacher, tiny_space_file, corpus_file, embedding_weight=1.0)
+    for name, recipe in (("alone", alone), ("both", both)):
+        train_in_process(tmp_path / name, recipe, "--subspace", "small", "--steps", 2)
+    assert losses(tmp_path / "alone", "small")[-1]["train_flops"] < losses(tmp_path / "both", "small")[-1]["train_flops"]
 
 
 @pytest.mark.slow

@@ -16,16 +16,26 @@ fp32 whatever the models' precision (bf16 softmax over 128+ keys loses the small
 the KL is made of). A mask is applied whenever one is given (a data-dependent skip would need a
 host synchronisation every call); packed training blocks have no padding and pass none.
 
-`embedding_loss` is the optional sentence-embedding term: the MSE between the student's and the
-tapped teacher layer's cosine-similarity matrices of the batch's mean-pooled embeddings (the
-all-MiniLM-L6-v2 pooling). It compares similarity structure, so it needs no map between widths.
+`EmbeddingTerm` is the optional sentence-embedding term. It is computed on whole short texts (one
+per training block, `data.block_sentences`), on exactly the embedding the exported student produces:
+its last hidden state pooled as the teacher's sentence-transformers modules pool (mean and
+normalisation for all-MiniLM-L6-v2). Its target is the teacher's own embedding of the same texts.
+`mse` is sentence-transformers' distillation loss (squared distance of the unit embeddings); a
+narrower student is compared with the teacher's embedding on the channels it was cut from (its
+leading channels in the SuperLM's order), so a subnet that keeps every channel starts at 0.
+`similarity` compares the batch's cosine-similarity matrices instead, which needs no channel map.
 
 `hidden_loss` is the optional hidden-state term (TinyBERT, Jiao et al., 2020): the MSE between the
 student's last hidden state, mapped to the teacher's width by a learned matrix, and the tapped
 teacher layer's output, over real tokens.
 """
 
+from dataclasses import dataclass
+
 import torch
+from torch.nn import functional as F
+
+from autodistil_evo.teacher import pool
 
 
 def relation_scores(x: torch.Tensor, relation_heads: int, key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -90,20 +100,37 @@ def hidden_loss(student_projected: torch.Tensor, teacher_hidden: torch.Tensor, a
     return _token_mean((student_projected.float() - teacher_hidden.float()).pow(2).mean(-1), attention_mask)
 
 
-def mean_pooled(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """[batch, seq, width] -> unit-length mean over the real tokens [batch, width], in fp32."""
-    if attention_mask is None:
-        pooled = hidden.float().mean(1)
-    else:
-        weight = attention_mask[..., None].float()
-        pooled = (hidden.float() * weight).sum(1) / weight.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, dim=-1)
+EMBEDDING_LOSSES = ("mse", "similarity")
 
 
-def embedding_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """MSE between the batch's cosine-similarity matrices of mean-pooled student and teacher embeddings,
-    over the off-diagonal pairs (the diagonal is 1 for both)."""
-    s, t = mean_pooled(student_hidden, attention_mask), mean_pooled(teacher_hidden, attention_mask)
+@dataclass
+class EmbeddingTerm:
+    """The sentence-embedding term: `weight` x the `kind` loss between the student's pooled embedding and the
+    teacher's. `channel_order`: SuperLM channel j is the teacher's channel `channel_order[j]` (`order_hidden`);
+    None: the teacher's own order."""
+
+    weight: float
+    kind: str = "mse"
+    pooling: tuple = ("mean", True)
+    channel_order: torch.Tensor | None = None
+
+    def target(self, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The teacher's sentence embeddings, channels in the SuperLM's order."""
+        embedding = pool(teacher_hidden, attention_mask, self.pooling)
+        return embedding if self.channel_order is None else embedding[:, self.channel_order.to(embedding.device)]
+
+    def __call__(self, student_hidden: torch.Tensor, attention_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        student = pool(student_hidden, attention_mask, self.pooling)
+        if self.kind == "similarity":
+            return similarity_loss(student, target)
+        s, t = (F.normalize(x, dim=-1) for x in (student, target[:, : student.shape[1]]))
+        return (s - t).pow(2).sum(-1).mean()
+
+
+def similarity_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """MSE between the batch's cosine-similarity matrices of two sets of embeddings [batch, width of each], over
+    the off-diagonal pairs (the diagonal is 1 for both)."""
+    s, t = F.normalize(student.float(), dim=-1), F.normalize(teacher.float(), dim=-1)
     batch = s.shape[0]
     off = ~torch.eye(batch, dtype=torch.bool, device=s.device)
     return (s @ s.T - t @ t.T)[off].pow(2).mean() if batch > 1 else (s.sum() * 0.0)

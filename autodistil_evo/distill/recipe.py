@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autodistil_evo.distill.loss import EMBEDDING_LOSSES
 from autodistil_evo.errors import UserError
 from autodistil_evo.fileio import check_mapping, read_yaml, shipped_config
 from autodistil_evo.spaces import TeacherShape
@@ -40,9 +41,14 @@ class Recipe:
     # hidden state, mapped to the teacher's width by a learned matrix, and the tapped teacher
     # layer's output. 0: relations only (MiniLMv2), and the student's last layer after Q/K/V untrained.
     hidden_weight: float = 0.0
-    # > 0 adds the sentence-embedding term: the weight of the MSE between the student's and the teacher's
-    # cosine-similarity matrices of the batch's mean-pooled embeddings (trains the last layer too).
+    # > 0 adds the sentence-embedding term (distill/loss.py EmbeddingTerm): on one short text per training block,
+    # `sentence_len` tokens with padding, the student's exported embedding against the teacher's, by
+    # `embedding_loss` (mse: sentence-transformers' loss on the unit embeddings; similarity: the batch's cosines).
     embedding_weight: float = 0.0
+    embedding_loss: str = "mse"
+    sentence_len: int = 32
+    # the weight of the relation KL (MiniLMv2); 0 with embedding_weight > 0 trains on the embedding alone
+    relation_weight: float = 1.0
     # true: the teacher's heads and FFN neurons are sorted by importance before the SuperLM takes its
     # first-k slices (importance-ordered slicing, distill/rewire.py); false: the teacher's own order.
     rewire: bool = False
@@ -69,8 +75,14 @@ class Recipe:
 
     @property
     def reaches_last_layer(self) -> bool:
-        """A term on the student's last hidden state: each member runs its last layer whole, and trains it."""
+        """A term on the student's last hidden state trains its last layer whole."""
         return bool(self.hidden_weight or self.embedding_weight)
+
+    @property
+    def blocks_whole(self) -> bool:
+        """The members (and the teacher's tapped layer) run their last layer whole on the training blocks: a
+        term on the blocks' hidden state (the embedding term runs on its own sentences)."""
+        return bool(self.hidden_weight)
 
     def teacher_shape(self) -> TeacherShape:
         missing = [k for k in ("layers", "hidden", "heads", "head_dim", "ffn") if k not in self.teacher]
@@ -163,7 +175,7 @@ class Recipe:
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-POSITIVE_INTS = ("seq_len", "micro_batch", "accumulation", "world_size", "save_every", "keep_last", "relation_heads")
+POSITIVE_INTS = ("seq_len", "sentence_len", "micro_batch", "accumulation", "world_size", "save_every", "keep_last", "relation_heads")
 
 
 def parse_recipe(data, source="<memory>") -> Recipe:
@@ -181,9 +193,15 @@ def parse_recipe(data, source="<memory>") -> Recipe:
         isinstance(data["heldout_fraction"], (int, float)) and 0 < data["heldout_fraction"] < 1
     ):
         raise UserError(f"{source}: heldout_fraction: {data['heldout_fraction']!r} is not in (0, 1)")
-    for key in ("hidden_weight", "embedding_weight"):
+    for key in ("hidden_weight", "embedding_weight", "relation_weight"):
         if key in data and (isinstance(data[key], bool) or not isinstance(data[key], (int, float)) or not data[key] >= 0):
             raise UserError(f"{source}: {key}: {data[key]!r} is not a non-negative number")
+    if "embedding_loss" in data and data["embedding_loss"] not in EMBEDDING_LOSSES:
+        raise UserError(f"{source}: embedding_loss: {data['embedding_loss']!r} is not one of {', '.join(EMBEDDING_LOSSES)}")
+    if data.get("sentence_len", 3) < 3:
+        raise UserError(f"{source}: sentence_len: {data['sentence_len']} is too short for [CLS], a token and [SEP]")
+    if data.get("relation_weight", 1.0) == 0 and not data.get("embedding_weight") and not data.get("hidden_weight"):
+        raise UserError(f"{source}: relation_weight: 0 with no other term leaves nothing to train")
     if "precision" in data and data["precision"] not in PRECISIONS:
         raise UserError(f"{source}: precision: {data['precision']!r} is not one of {', '.join(PRECISIONS)}")
     for key in ("tf32", "rewire", "order_hidden"):

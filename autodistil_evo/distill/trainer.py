@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from autodistil_evo import __version__
-from autodistil_evo.data import PackedCorpus, permute, proxy_sample
+from autodistil_evo.data import PackedCorpus, block_sentences, permute, proxy_sample
 from autodistil_evo.distill import checkpoint as ckpt
 from autodistil_evo.distill.artifact import save_superlm
-from autodistil_evo.distill.loss import embedding_loss, hidden_loss, relation_loss_from_teacher, teacher_relations
+from autodistil_evo.distill.loss import EmbeddingTerm, hidden_loss, relation_loss_from_teacher, teacher_relations
 from autodistil_evo.distill.recipe import Recipe
 from autodistil_evo.distill.rewire import importance, rewired_state
 from autodistil_evo.distributed import device, init_distributed, mean_across_ranks
@@ -54,6 +54,7 @@ class StudentStart:
     source: SuperLM | None
     teacher_shape: TeacherShape  # the teacher its SuperLM was distilled from
     origin: dict  # where it came from, for superlm.json and the model card (source, id, SuperLM sha256, FLOPs)
+    channel_order: torch.Tensor | None = None  # the source SuperLM's hidden order (its `hidden_order`), if any
 
     def identity(self) -> dict:
         return {"arch": self.arch.to_dict(), "init": self.init, "source_sha256": self.origin.get("superlm_sha256")}
@@ -88,11 +89,19 @@ def teacher_tap_flops(shape: TeacherShape, teacher_layer: int, seq_len: int, who
                        seq_len, stop_at_last_qkv=not whole_layer)
 
 
-def step_flops(archs: list, dims, teacher_flops: int, seq_len: int, sequences: int, whole_last_layer: bool = False) -> int:
+def step_flops(archs: list, dims, teacher_flops: int, seq_len: int, sequences: int, whole_last_layer: bool = False,
+               blocks_trained: bool = True, sentence_len: int = 0, teacher_sentence_flops: int = 0) -> int:
     """Training FLOPs of one optimizer step over `sequences` sequences: the teacher's forward plus forward +
     backward (3x the forward, the usual estimate) of every member trained, from the exact per-arch counts of
-    what runs: each member's last layer stops after its Q/K/V unless a term needs its output (`whole_last_layer`)."""
-    return sequences * (teacher_flops + sum(3 * count_flops(a, dims, seq_len, not whole_last_layer) for a in archs))
+    what runs: each member's last layer stops after its Q/K/V unless a term needs its output (`whole_last_layer`);
+    blocks not trained on (relation_weight 0) run forward only. The embedding term (`sentence_len` > 0) adds, per
+    sequence, the teacher's whole forward of one text (`teacher_sentence_flops`) and each member's forward +
+    backward of it."""
+    passes = 3 if blocks_trained else 1
+    total = teacher_flops + sum(passes * count_flops(a, dims, seq_len, not whole_last_layer) for a in archs)
+    if sentence_len:
+        total += teacher_sentence_flops + sum(3 * count_flops(a, dims, sentence_len) for a in archs)
+    return sequences * total
 
 
 def make_engine(recipe: Recipe, superlm: SuperLM, members: int, total_steps: int):
@@ -140,33 +149,41 @@ def fp32_state(engine, superlm: SuperLM, fallback: dict) -> dict:
 
 
 def distill_step(engine, superlm: SuperLM, archs: list, micro_batches: list, teacher_model, tap: RelationTap,
-                 relation_heads: int, hidden_weight: float = 0.0, embedding_weight: float = 0.0) -> torch.Tensor:
+                 relation_heads: int, hidden_weight: float = 0.0, embedding: EmbeddingTerm | None = None,
+                 sentences: list | None = None, relation_weight: float = 1.0) -> torch.Tensor:
     """One optimizer step. Per micro-batch the teacher runs once (to its tapped Q/K/V) and its relations
-    are computed once; each sandwich member then runs to its last layer's Q/K/V, and its relation KL is
-    back-propagated. With `hidden_weight` or `embedding_weight` > 0 (a tap with `hidden=True`) the teacher
-    runs through its tapped layer and each member through its last layer, and the weighted hidden-state
-    MSE and sentence-embedding term are added. DeepSpeed accumulates the members' gradients and steps at
-    the last one. Returns [relation KL, hidden MSE, embedding term] per member as a [3, members] tensor:
-    nothing here waits for the device."""
+    are computed once; each sandwich member then runs to its last layer's Q/K/V, and its relation KL
+    (x `relation_weight`) is back-propagated. With `hidden_weight` > 0 (a tap with `hidden=True`) the teacher
+    runs through its tapped layer and each member through its last layer, and the weighted hidden-state MSE
+    is added. With `embedding`, the teacher and each member also embed the micro-batch's `sentences`
+    ((ids, mask), `data.block_sentences`) whole, and the embedding term is added. DeepSpeed accumulates the
+    members' gradients and steps at the last one. Returns [relation KL, hidden MSE, embedding term] per member
+    as a [3, members] tensor: nothing here waits for the device."""
     losses = torch.zeros(3, len(archs), device=micro_batches[0].device)
-    for ids in micro_batches:
+    for m, ids in enumerate(micro_batches):
         mask = None  # packed blocks: nothing is padded, so no mask (fused attention, no host-side mask check)
         tapped = tap(teacher_model, ids, mask)
         relations = teacher_relations(tapped[:3], relation_heads, mask)
+        if embedding is not None:
+            sentence_ids, sentence_mask = sentences[m]
+            target = embedding.target(tap.last_hidden(teacher_model, sentence_ids, sentence_mask), sentence_mask)
         for i, arch in enumerate(archs):
             superlm.set_active(arch)
-            student_hidden, _, student_qkv = engine(ids, mask, stop_at_last_qkv=not (hidden_weight or embedding_weight))
-            loss = relation_loss_from_teacher(relations, student_qkv, mask, relation_heads)
-            losses[0, i] += loss.detach() / len(micro_batches)
+            with torch.set_grad_enabled(bool(relation_weight or hidden_weight)):  # else only logged
+                student_hidden, _, student_qkv = engine(ids, mask, stop_at_last_qkv=not hidden_weight)
+                relation = relation_loss_from_teacher(relations, student_qkv, mask, relation_heads)
+            losses[0, i] += relation.detach() / len(micro_batches)
+            loss = relation_weight * relation if relation_weight else 0.0
             if hidden_weight:
                 head = superlm.distill_head  # outside the engine's autocast: in its weights' dtype
                 hidden = hidden_loss(head(student_hidden.to(head.weight.dtype)), tapped[3], mask)
                 losses[1, i] += hidden.detach() / len(micro_batches)
                 loss = loss + hidden_weight * hidden
-            if embedding_weight:
-                embedding = embedding_loss(student_hidden, tapped[3], mask)
-                losses[2, i] += embedding.detach() / len(micro_batches)
-                loss = loss + embedding_weight * embedding
+            if embedding is not None:
+                sentence_hidden, _, _ = engine(sentence_ids, sentence_mask)
+                term = embedding(sentence_hidden, sentence_mask, target)
+                losses[2, i] += term.detach() / len(micro_batches)
+                loss = loss + embedding.weight * term
             engine.backward(loss)
             engine.step()
     return losses
@@ -200,7 +217,8 @@ def _plot_losses(metrics: list, path: Path, title: str):
 
 
 def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher: Teacher, step: int, teacher_spec,
-                 corpus_store: dict, train_flops: int, student: StudentStart | None = None) -> dict:
+                 corpus_store: dict, train_flops: int, student: StudentStart | None = None,
+                 channel_order: torch.Tensor | None = None) -> dict:
     meta = {
         "schema": 1,
         "package_version": __version__,
@@ -218,6 +236,9 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "teacher_layer": recipe.teacher_layer,
         "hidden_weight": recipe.hidden_weight,
         "embedding_weight": recipe.embedding_weight,
+        "embedding_loss": recipe.embedding_loss,
+        "sentence_len": recipe.sentence_len,
+        "relation_weight": recipe.relation_weight,
         "rewire": recipe.rewire,
         "order_hidden": recipe.order_hidden,
         "dropout": recipe.dropout,
@@ -226,6 +247,8 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "pad_token_id": teacher.model.config.pad_token_id or 0,
         "train_flops": train_flops,  # this run's steps; a student's inherited FLOPs are in "student"
     }
+    if channel_order is not None:  # SuperLM channel j is the teacher's channel hidden_order[j]
+        meta["hidden_order"] = channel_order.tolist()
     if student is not None:
         meta["student"] = {"arch": student.arch.to_dict(), "init": student.init, **student.origin}
     return meta
@@ -236,7 +259,14 @@ REWIRE_BLOCKS = 64
 
 # Identity fields added after checkpoints were first written: an older checkpoint holds their default.
 IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "embedding_weight": 0.0, "student": None, "rewire": False, "order_hidden": False,
-                     "precision_path": "engine"}
+                     "precision_path": "engine", "relation_weight": 1.0, "embedding_term": "blocks"}
+
+
+def _embedding_identity(recipe: Recipe):
+    """How the embedding term is computed; "blocks" was the term on packed blocks before sentences."""
+    if not recipe.embedding_weight:
+        return None
+    return {"text": "sentences", "loss": recipe.embedding_loss, "sentence_len": recipe.sentence_len}
 
 
 def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_fingerprint, untrained, student) -> dict:
@@ -257,6 +287,8 @@ def _identity(recipe, space, subspace, teacher_shape, global_batch, corpus_finge
         "teacher_layer": recipe.teacher_layer,
         "hidden_weight": recipe.hidden_weight,
         "embedding_weight": recipe.embedding_weight,
+        "embedding_term": _embedding_identity(recipe),
+        "relation_weight": recipe.relation_weight,
         "rewire": recipe.rewire,
         "order_hidden": recipe.order_hidden,
         "seed": recipe.seed,
@@ -278,7 +310,8 @@ class SubspaceTraining:
         self.student_arch = student.arch if student else None
         self.members = sandwich_size(subspace, recipe.sandwich_random, self.student_arch)
         self.dims = space.dims(teacher.shape)
-        self.teacher_flops = teacher_tap_flops(teacher.shape, recipe.teacher_layer, recipe.seq_len, recipe.reaches_last_layer)
+        self.teacher_flops = teacher_tap_flops(teacher.shape, recipe.teacher_layer, recipe.seq_len, recipe.blocks_whole)
+        self.teacher_sentence_flops = count_flops(teacher.shape.arch(), teacher.shape.dims(), recipe.sentence_len)
         self.engine, self.checkpoint, self.start_step, self.metrics = None, None, 0, []
         # `rewire` (unless the weights come from a SuperLM subnet): the teacher forwards that measure
         # importance are spent before step 0 and counted as training.
@@ -286,6 +319,7 @@ class SubspaceTraining:
         self.rewire_blocks = min(REWIRE_BLOCKS, len(packed.train)) if ordered and not (student and student.init == "superlm") else 0
         self.rewire_flops = self.rewire_blocks * count_flops(teacher.shape.arch(), teacher.shape.dims(), recipe.seq_len)
         self.spent = (0, self.rewire_flops)  # (step, training FLOPs of the steps before it)
+        self.channel_order = None  # SuperLM channel j is the teacher's channel channel_order[j] (order_hidden)
 
     def log(self, *args, **kwargs):
         if self.is_main:
@@ -300,10 +334,15 @@ class SubspaceTraining:
         if step < done:
             done, spent = 0, self.rewire_flops
         for s in range(done, step):
-            spent += step_flops(self.archs(s), self.dims, self.teacher_flops, self.recipe.seq_len, self.per_step,
-                                self.recipe.reaches_last_layer)
+            spent += self.step_cost(self.archs(s))
         self.spent = (step, spent)
         return spent
+
+    def step_cost(self, archs: list) -> int:
+        recipe = self.recipe
+        return step_flops(archs, self.dims, self.teacher_flops, recipe.seq_len, self.per_step, recipe.blocks_whole,
+                          bool(recipe.relation_weight or recipe.hidden_weight),
+                          recipe.sentence_len if recipe.embedding_weight else 0, self.teacher_sentence_flops)
 
     def build(self):
         """The SuperLM, initialised from the teacher (first-k slices) or from a trained SuperLM's subnet."""
@@ -319,6 +358,10 @@ class SubspaceTraining:
             scores = importance(teacher, blocks.long().to(next(teacher.model.parameters()).device))
             teacher_state = rewired_state(teacher, scores, keep_heads=(recipe.teacher_layer % teacher.shape.layers,),
                                           heads_and_ffn=recipe.rewire, hidden=recipe.order_hidden)
+            if recipe.order_hidden:
+                self.channel_order = torch.argsort(scores.hidden, descending=True, stable=True)
+        if self.student is not None and self.student.init == "superlm":
+            self.channel_order = self.student.channel_order
         self.superlm.init_from_teacher(teacher_state, teacher.shape.layers)
         if self.student is not None and self.student.init == "superlm":
             self.superlm.init_from_subnet(self.student.source, self.student.arch)
@@ -411,7 +454,11 @@ class SubspaceTraining:
         progress = Progress(TextColumn(f"[bold]{self.subspace.name}[/]"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} step/s"),
                             TimeRemainingColumn(), console=self.console, disable=not self.is_main)
-        tap = RelationTap(self.teacher.model, recipe.teacher_layer, hidden=recipe.reaches_last_layer)
+        tap = RelationTap(self.teacher.model, recipe.teacher_layer, hidden=recipe.blocks_whole)
+        embedding = EmbeddingTerm(recipe.embedding_weight, recipe.embedding_loss, self.teacher.pooling,
+                                  self.channel_order) if recipe.embedding_weight else None
+        special = self.teacher.tokenizer
+        pad_id = self.teacher.model.config.pad_token_id or 0
         with progress, StopRequest() as stop, tap:
             task = progress.add_task("train", total=self.settings.steps, completed=step, loss=float("nan"), rate=0.0)
             while step < self.settings.steps:
@@ -419,13 +466,16 @@ class SubspaceTraining:
                 torch.manual_seed(recipe.seed * 1_000_003 + step)  # dropout masks depend on (seed, step) only
                 archs = self.archs(step)
                 mine = step_samples(step, self.per_step, n_blocks, recipe.seed)[self.rank * mine_size:][:mine_size]
-                micro_batches = [blocks[mine[m * recipe.micro_batch:(m + 1) * recipe.micro_batch]].to(dev)
+                micro_batches = [blocks[mine[m * recipe.micro_batch:(m + 1) * recipe.micro_batch]]
                                  for m in range(recipe.accumulation)]
-                losses = distill_step(self.engine, self.superlm, archs, micro_batches, self.teacher.model, tap,
-                                      recipe.relation_heads, recipe.hidden_weight, recipe.embedding_weight)
+                sentences = [tuple(x.to(dev) for x in block_sentences(b, special.cls_token_id, special.sep_token_id,
+                                                                      pad_id, recipe.sentence_len))
+                             for b in micro_batches] if embedding else None
+                losses = distill_step(self.engine, self.superlm, archs, [b.to(dev) for b in micro_batches],
+                                      self.teacher.model, tap, recipe.relation_heads, recipe.hidden_weight, embedding,
+                                      sentences, recipe.relation_weight)
                 member_losses, hidden_losses, embedding_losses = mean_across_ranks(losses.tolist())  # one host sync
-                spent += step_flops(archs, self.dims, self.teacher_flops, recipe.seq_len, self.per_step,
-                                    recipe.reaches_last_layer)
+                spent += self.step_cost(archs)
                 step += 1
                 self.spent = (step, spent)
                 elapsed = time.perf_counter() - tick
@@ -453,7 +503,7 @@ class SubspaceTraining:
             self.superlm.float().load_state_dict(masters)
         if self.is_main:
             meta = superlm_meta(self.recipe, self.space, self.subspace, self.teacher, step, teacher_spec,
-                                self.packed.record(), self.flops_until(step), self.student)
+                                self.packed.record(), self.flops_until(step), self.student, self.channel_order)
             with reported_write(self.out_dir, "the trained SuperLM", tensor_bytes(self.superlm.student_state()),
                                 "its last checkpoint is intact; free space or fix permissions and --resume"):
                 save_superlm(self.out_dir, self.superlm, meta)
@@ -494,16 +544,24 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
     engine_config = recipe.engine_config(max(members.values()), steps)
     dims = space.dims(teacher)
     global_batch = recipe.micro_batch * recipe.accumulation * world_size
-    whole = recipe.reaches_last_layer
+    whole = recipe.blocks_whole
     teacher_flops = teacher_tap_flops(teacher, recipe.teacher_layer, recipe.seq_len, whole)
+    passes = 3 if recipe.relation_weight or recipe.hidden_weight else 1
+    sentence_len = recipe.sentence_len if recipe.embedding_weight else 0
+    if sentence_len:
+        teacher_flops += count_flops(teacher.arch(), teacher.dims(), sentence_len)
     per_subspace = []
     for sub in subspaces:
         alone = alone_arch(sub, student)
-        # forward + backward ~ 3x forward for each sandwich member; the teacher only runs forward.
-        member_flops = 3 * count_flops(alone or sub.largest(), dims, recipe.seq_len, not whole)
-        if alone is None:
-            member_flops += 3 * (count_flops(sub.smallest(), dims, recipe.seq_len, not whole)
-                                 + recipe.sandwich_random * mean_flops(sub, dims, recipe.seq_len, not whole))
+
+        def member(seq_len, stop, n_random=recipe.sandwich_random, sub=sub, alone=alone):
+            # forward + backward ~ 3x forward for each sandwich member; the teacher only runs forward
+            if alone is not None:
+                return count_flops(alone, dims, seq_len, stop)
+            return (count_flops(sub.largest(), dims, seq_len, stop) + count_flops(sub.smallest(), dims, seq_len, stop)
+                    + n_random * mean_flops(sub, dims, seq_len, stop))
+
+        member_flops = passes * member(recipe.seq_len, not whole) + (3 * member(sentence_len, False) if sentence_len else 0)
         per_subspace.append(
             {"subspace": sub.name, "candidates": sub.candidate_count(), "sandwich": members[sub.name],
              "flops": steps * global_batch * (teacher_flops + member_flops)}

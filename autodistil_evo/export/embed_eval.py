@@ -4,7 +4,8 @@ from transformers import AutoModel, AutoTokenizer
 
 from autodistil_evo.errors import UserError
 from autodistil_evo.export.trust import model_folder
-from autodistil_evo.search.fidelity import embed, encoder_forward, fidelity, fidelity_sentences, pooling_of, sts_spearman
+from autodistil_evo.search.fidelity import embed, encoder_forward, fidelity, fidelity_sentences, sts_spearman
+from autodistil_evo.teacher import pooling_of
 
 
 def _encoder(path, remote_code):

@@ -11,6 +11,8 @@ same arch distilled alone, the do-it-yourself baseline made with the same tool).
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from autodistil_evo.distill.recipe import Recipe
 from autodistil_evo.distill.trainer import StudentStart, TrainSettings, plan, run_training
 from autodistil_evo.export.export import PROVENANCE, export_trained, resolve_source, total_training_flops
@@ -43,7 +45,9 @@ def student_start(source, student_id=None, arch_json=None, init="superlm", run_d
         # The SuperLM's training is what a student started from it cost; from the teacher it cost nothing.
         "superlm_train_flops": total_training_flops(trained.meta) if init == "superlm" else 0,
     }
-    start = StudentStart(arch, init, trained.superlm if init == "superlm" else None, trained.teacher_shape, origin)
+    order = trained.meta.get("hidden_order") if init == "superlm" else None
+    start = StudentStart(arch, init, trained.superlm if init == "superlm" else None, trained.teacher_shape, origin,
+                         torch.tensor(order) if order else None)
     return space, start, name
 
 

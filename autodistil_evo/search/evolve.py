@@ -342,9 +342,9 @@ def _fidelity_set(settings: SearchSettings, teacher):
     """(texts, tokenizer, pooling) of the fidelity objective, or None when the search does not measure it."""
     if "fidelity" not in settings.objectives:
         return None
-    from autodistil_evo.search.fidelity import fidelity_sentences, pooling_of
+    from autodistil_evo.search.fidelity import fidelity_sentences
 
-    return fidelity_sentences(settings.fidelity_sentences), teacher.tokenizer, pooling_of(teacher.source)
+    return fidelity_sentences(settings.fidelity_sentences), teacher.tokenizer, teacher.pooling
 
 
 def _algorithm_for(subspace, settings: SearchSettings, state, log) -> str:

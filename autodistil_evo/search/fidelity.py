@@ -11,15 +11,12 @@ student equal to its teacher scores 1.0 on both. Embeddings are pooled as the mo
 sentence-transformers modules say (mean pooling and normalisation, all-MiniLM-L6-v2's, by default).
 """
 
-import json
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from autodistil_evo.data import corpus_parts, hash_bucket, sentiment_task
-
-POOLING_MODES = ("cls", "mean", "max")
+from autodistil_evo.teacher import pool
 
 
 def fidelity_sentences(n: int = 1000, seed: int = 0, heldout_fraction: float = 0.05) -> list:
@@ -35,24 +32,6 @@ def fidelity_sentences(n: int = 1000, seed: int = 0, heldout_fraction: float = 0
     return picks
 
 
-def pooling_of(folder) -> tuple:
-    """(mode, normalise) of a model folder: from its sentence-transformers modules, else (mean, True)."""
-    folder = Path(folder)
-    if not (folder / "modules.json").is_file():
-        return "mean", True
-    modules = json.loads((folder / "modules.json").read_text())
-    mode, normalise = "mean", False
-    for module in modules:
-        kind = module["type"].rsplit(".", 1)[-1]
-        config = folder / module["path"] / "config.json"
-        if kind == "Pooling" and config.is_file():
-            settings = json.loads(config.read_text())
-            mode = next((m for m in POOLING_MODES if settings.get(f"pooling_mode_{m}_token" if m == "cls" else
-                                                                  f"pooling_mode_{m}_tokens")), "mean")
-        normalise |= kind == "Normalize"
-    return mode, normalise
-
-
 def encoder_forward(model):
     """`forward(input_ids, attention_mask)` -> last hidden state of a Hugging Face encoder, as `embed` takes it."""
     return lambda ids, mask: model(input_ids=ids, attention_mask=mask).last_hidden_state
@@ -62,21 +41,12 @@ def encoder_forward(model):
 def embed(forward, tokenizer, texts: list, pooling=("mean", True), batch_size: int = 64, max_len: int = 128,
           device="cpu") -> torch.Tensor:
     """Sentence embeddings [len(texts), width]: `forward(input_ids, attention_mask)` gives the last hidden state."""
-    mode, normalise = pooling
     out = []
     for start in range(0, len(texts), batch_size):
         batch = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=max_len,
                           return_tensors="pt")
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        hidden = forward(ids, mask).float()
-        weights = mask[..., None].to(hidden.dtype)
-        if mode == "cls":
-            pooled = hidden[:, 0]
-        elif mode == "max":
-            pooled = hidden.masked_fill(weights == 0, float("-inf")).amax(dim=1)
-        else:
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-        out.append(torch.nn.functional.normalize(pooled, dim=-1) if normalise else pooled)
+        out.append(pool(forward(ids, mask), mask, pooling))
     return torch.cat(out).cpu()
 
 
