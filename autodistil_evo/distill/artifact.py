@@ -11,7 +11,8 @@ from autodistil_evo.errors import UserError
 from autodistil_evo.fileio import atomic_path, read_json, write_json
 from autodistil_evo.spaces import SearchSpace, SubSpace, TeacherShape
 from autodistil_evo.spaces.space import parse_space
-from autodistil_evo.supernet import SuperLM
+from autodistil_evo.supernet import SuperLM, stride_layers
+from autodistil_evo.supernet.elastic import arch_layers
 
 SUPERLM_WEIGHTS = "superlm.safetensors"
 SUPERLM_META = "superlm.json"
@@ -25,6 +26,12 @@ class TrainedSuperLM:
     subspace: SubSpace
     teacher_shape: TeacherShape
     path: Path
+
+    def teacher_layers(self, arch) -> list:
+        """The teacher's layers `arch`'s layers were cut from (`teacher_layers` of superlm.json: the teacher
+        layer of each SuperLM layer; evenly strided where it is not recorded)."""
+        own = self.meta.get("teacher_layers") or stride_layers(self.subspace.depth, self.teacher_shape.layers)
+        return [own[i] for i in arch_layers(arch, self.subspace.depth)]
 
 
 def save_superlm(directory: Path, superlm: SuperLM, meta: dict):

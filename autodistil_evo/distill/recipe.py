@@ -47,7 +47,8 @@ class Recipe:
     embedding_weight: float = 0.0
     embedding_loss: str = "mse"
     sentence_len: int = 32
-    # the weight of the relation KL (MiniLMv2); 0 with embedding_weight > 0 trains on the embedding alone
+    # the weight of the relation KL (MiniLMv2); 0 with embedding_weight > 0 trains on the embedding alone (the
+    # packed blocks are then not run, and the logged relation KL is NaN)
     relation_weight: float = 1.0
     # true: the teacher's heads and FFN neurons are sorted by importance before the SuperLM takes its
     # first-k slices (importance-ordered slicing, distill/rewire.py); false: the teacher's own order.

@@ -31,7 +31,7 @@ from autodistil_evo.fileio import read_jsonl, reported_write, tensor_bytes, writ
 from autodistil_evo.plots import new_figure, save_png
 from autodistil_evo.spaces import Arch, SearchSpace, SubSpace, TeacherShape, count_flops, mean_flops
 from autodistil_evo.stopping import StopRequest
-from autodistil_evo.supernet import SuperLM
+from autodistil_evo.supernet import SuperLM, stride_layers
 from autodistil_evo.teacher import RelationTap, Teacher
 
 
@@ -90,15 +90,14 @@ def teacher_tap_flops(shape: TeacherShape, teacher_layer: int, seq_len: int, who
 
 
 def step_flops(archs: list, dims, teacher_flops: int, seq_len: int, sequences: int, whole_last_layer: bool = False,
-               blocks_trained: bool = True, sentence_len: int = 0, teacher_sentence_flops: int = 0) -> int:
+               blocks_run: bool = True, sentence_len: int = 0, teacher_sentence_flops: int = 0) -> int:
     """Training FLOPs of one optimizer step over `sequences` sequences: the teacher's forward plus forward +
     backward (3x the forward, the usual estimate) of every member trained, from the exact per-arch counts of
     what runs: each member's last layer stops after its Q/K/V unless a term needs its output (`whole_last_layer`);
-    blocks not trained on (relation_weight 0) run forward only. The embedding term (`sentence_len` > 0) adds, per
-    sequence, the teacher's whole forward of one text (`teacher_sentence_flops`) and each member's forward +
-    backward of it."""
-    passes = 3 if blocks_trained else 1
-    total = teacher_flops + sum(passes * count_flops(a, dims, seq_len, not whole_last_layer) for a in archs)
+    with no term on the blocks (`blocks_run` False: the embedding term alone) they are not run. The embedding
+    term (`sentence_len` > 0) adds, per sequence, the teacher's whole forward of one text
+    (`teacher_sentence_flops`) and each member's forward + backward of it."""
+    total = teacher_flops + sum(3 * count_flops(a, dims, seq_len, not whole_last_layer) for a in archs) if blocks_run else 0
     if sentence_len:
         total += teacher_sentence_flops + sum(3 * count_flops(a, dims, sentence_len) for a in archs)
     return sequences * total
@@ -158,22 +157,27 @@ def distill_step(engine, superlm: SuperLM, archs: list, micro_batches: list, tea
     is added. With `embedding`, the teacher and each member also embed the micro-batch's `sentences`
     ((ids, mask), `data.block_sentences`) whole, and the embedding term is added. DeepSpeed accumulates the
     members' gradients and steps at the last one. Returns [relation KL, hidden MSE, embedding term] per member
-    as a [3, members] tensor: nothing here waits for the device."""
+    as a [3, members] tensor (the relation KL NaN where no term runs on the blocks): nothing here waits for the device."""
+    on_blocks = bool(relation_weight or hidden_weight)  # else the embedding term alone: the blocks are not run
     losses = torch.zeros(3, len(archs), device=micro_batches[0].device)
+    if not on_blocks:
+        losses[0] = float("nan")
     for m, ids in enumerate(micro_batches):
         mask = None  # packed blocks: nothing is padded, so no mask (fused attention, no host-side mask check)
-        tapped = tap(teacher_model, ids, mask)
-        relations = teacher_relations(tapped[:3], relation_heads, mask)
+        if on_blocks:
+            tapped = tap(teacher_model, ids, mask)
+            relations = teacher_relations(tapped[:3], relation_heads, mask)
         if embedding is not None:
             sentence_ids, sentence_mask = sentences[m]
             target = embedding.target(tap.last_hidden(teacher_model, sentence_ids, sentence_mask), sentence_mask)
         for i, arch in enumerate(archs):
             superlm.set_active(arch)
-            with torch.set_grad_enabled(bool(relation_weight or hidden_weight)):  # else only logged
+            loss = 0.0
+            if on_blocks:
                 student_hidden, _, student_qkv = engine(ids, mask, stop_at_last_qkv=not hidden_weight)
                 relation = relation_loss_from_teacher(relations, student_qkv, mask, relation_heads)
-            losses[0, i] += relation.detach() / len(micro_batches)
-            loss = relation_weight * relation if relation_weight else 0.0
+                losses[0, i] += relation.detach() / len(micro_batches)
+                loss = relation_weight * relation
             if hidden_weight:
                 head = superlm.distill_head  # outside the engine's autocast: in its weights' dtype
                 hidden = hidden_loss(head(student_hidden.to(head.weight.dtype)), tapped[3], mask)
@@ -218,7 +222,7 @@ def _plot_losses(metrics: list, path: Path, title: str):
 
 def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher: Teacher, step: int, teacher_spec,
                  corpus_store: dict, train_flops: int, student: StudentStart | None = None,
-                 channel_order: torch.Tensor | None = None) -> dict:
+                 channel_order: torch.Tensor | None = None, layer_map: list | None = None) -> dict:
     meta = {
         "schema": 1,
         "package_version": __version__,
@@ -247,6 +251,7 @@ def superlm_meta(recipe: Recipe, space: SearchSpace, subspace: SubSpace, teacher
         "pad_token_id": teacher.model.config.pad_token_id or 0,
         "train_flops": train_flops,  # this run's steps; a student's inherited FLOPs are in "student"
     }
+    meta["teacher_layers"] = layer_map  # SuperLM layer i was cut from the teacher's layer teacher_layers[i]
     if channel_order is not None:  # SuperLM channel j is the teacher's channel hidden_order[j]
         meta["hidden_order"] = channel_order.tolist()
     if student is not None:
@@ -307,7 +312,10 @@ class SubspaceTraining:
         self.is_main = self.rank == 0
         self.ckpt_dir, self.metrics_file = out_dir / "checkpoints", out_dir / "metrics.jsonl"
         self.per_step = recipe.micro_batch * recipe.accumulation * self.world
-        self.student_arch = student.arch if student else None
+        # a student runs all of its own SuperLM's layers; `layer_map` names the teacher's they were cut from
+        self.student_arch = student.arch.strided() if student else None
+        self.layer_map = (student.origin["teacher_layers"] if student and "teacher_layers" in student.origin
+                          else stride_layers(subspace.depth, teacher.shape.layers))
         self.members = sandwich_size(subspace, recipe.sandwich_random, self.student_arch)
         self.dims = space.dims(teacher.shape)
         self.teacher_flops = teacher_tap_flops(teacher.shape, recipe.teacher_layer, recipe.seq_len, recipe.blocks_whole)
@@ -341,7 +349,7 @@ class SubspaceTraining:
     def step_cost(self, archs: list) -> int:
         recipe = self.recipe
         return step_flops(archs, self.dims, self.teacher_flops, recipe.seq_len, self.per_step, recipe.blocks_whole,
-                          bool(recipe.relation_weight or recipe.hidden_weight),
+                          bool(recipe.relation_weight or recipe.hidden_weight),  # else the blocks are not run
                           recipe.sentence_len if recipe.embedding_weight else 0, self.teacher_sentence_flops)
 
     def build(self):
@@ -362,7 +370,7 @@ class SubspaceTraining:
                 self.channel_order = torch.argsort(scores.hidden, descending=True, stable=True)
         if self.student is not None and self.student.init == "superlm":
             self.channel_order = self.student.channel_order
-        self.superlm.init_from_teacher(teacher_state, teacher.shape.layers)
+        self.superlm.init_from_teacher(teacher_state, teacher.shape.layers, self.layer_map)
         if self.student is not None and self.student.init == "superlm":
             self.superlm.init_from_subnet(self.student.source, self.student.arch)
         self.identity = _identity(recipe, self.space, self.subspace, teacher.shape, self.per_step, self.packed.fingerprint,
@@ -503,7 +511,8 @@ class SubspaceTraining:
             self.superlm.float().load_state_dict(masters)
         if self.is_main:
             meta = superlm_meta(self.recipe, self.space, self.subspace, self.teacher, step, teacher_spec,
-                                self.packed.record(), self.flops_until(step), self.student, self.channel_order)
+                                self.packed.record(), self.flops_until(step), self.student, self.channel_order,
+                                self.layer_map)
             with reported_write(self.out_dir, "the trained SuperLM", tensor_bytes(self.superlm.student_state()),
                                 "its last checkpoint is intact; free space or fix permissions and --resume"):
                 save_superlm(self.out_dir, self.superlm, meta)
@@ -545,8 +554,9 @@ def plan(recipe: Recipe, space: SearchSpace, subspaces: list, steps: int, world_
     dims = space.dims(teacher)
     global_batch = recipe.micro_batch * recipe.accumulation * world_size
     whole = recipe.blocks_whole
-    teacher_flops = teacher_tap_flops(teacher, recipe.teacher_layer, recipe.seq_len, whole)
-    passes = 3 if recipe.relation_weight or recipe.hidden_weight else 1
+    on_blocks = bool(recipe.relation_weight or recipe.hidden_weight)  # else the embedding term alone
+    teacher_flops = teacher_tap_flops(teacher, recipe.teacher_layer, recipe.seq_len, whole) if on_blocks else 0
+    passes = 3 if on_blocks else 0
     sentence_len = recipe.sentence_len if recipe.embedding_weight else 0
     if sentence_len:
         teacher_flops += count_flops(teacher.arch(), teacher.dims(), sentence_len)

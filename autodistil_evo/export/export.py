@@ -126,6 +126,7 @@ def model_card(provenance: dict) -> str:
         f"| search space | {p['space']} (sha256 `{p.get('space_sha256', 'not recorded')}`) / sub-space `{p['subspace']}` |",
         f"| arch | {p['arch']['layers']} layers, {p['arch']['heads']} heads x {p['head_dim']}, hidden "
         f"{p['arch']['hidden']}, FFN {p['ffn']}{' (lists: one value per layer)' if isinstance(p['ffn'], list) or isinstance(p['arch']['heads'], list) else ''} |",
+        f"| teacher layers kept | {', '.join(map(str, p['teacher_layers'])) if 'teacher_layers' in p else 'not recorded'} |",
         f"| params | {p['params']:,} ({p['params_without_embeddings']:,} without embeddings) |",
         f"| FLOPs | {p['flops']:.4g} per sequence of {p['seq_len']} tokens |",
         f"| proxy loss | {p['proxy_loss'] if p['proxy_loss'] is not None else 'not evaluated'} |",
@@ -269,6 +270,7 @@ def export_trained(trained, arch, out_dir, student_name: str, proxy_loss=None, l
             "space_sha256": trained.space.sha256(),
             "subspace": trained.subspace.name,
             "arch": arch.to_dict(),
+            "teacher_layers": trained.teacher_layers(arch),
             "ffn": arch.ffn,
             "head_dim": dims.head_dim,
             "params": count_params(arch, dims),

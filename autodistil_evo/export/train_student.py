@@ -44,6 +44,7 @@ def student_start(source, student_id=None, arch_json=None, init="superlm", run_d
         "teacher": trained.meta["teacher"]["spec"],
         # The SuperLM's training is what a student started from it cost; from the teacher it cost nothing.
         "superlm_train_flops": total_training_flops(trained.meta) if init == "superlm" else 0,
+        "teacher_layers": trained.teacher_layers(arch),  # from the SuperLM subnet or the teacher, the same layers
     }
     order = trained.meta.get("hidden_order") if init == "superlm" else None
     start = StudentStart(arch, init, trained.superlm if init == "superlm" else None, trained.teacher_shape, origin,
@@ -68,7 +69,7 @@ def train_student(source, out_dir, recipe: Recipe, settings: TrainSettings, stud
     from autodistil_evo.distill.artifact import load_superlm
 
     model_dir = Path(out_dir) / "model"
-    provenance = export_trained(load_superlm(Path(out_dir) / SUBSPACE), start.arch, model_dir,
+    provenance = export_trained(load_superlm(Path(out_dir) / SUBSPACE), start.arch.strided(), model_dir,
                                 f"{name}-{init}-{result['step']}", log=console.print if console else print)
     return {**result, "model_dir": str(model_dir), "id": provenance["id"], "train_flops_total": provenance["train_flops"],
             "train_flops_parts": provenance["train_flops_parts"]}

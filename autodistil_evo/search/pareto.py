@@ -12,8 +12,8 @@ from autodistil_evo.plots import new_figure, save_png
 from autodistil_evo.search.problem import COLUMN
 from autodistil_evo.spaces import Arch
 
-CSV_COLUMNS = ["id", "subspace", "layers", "heads", "hidden", "mlp_ratio", "ffn", "params", "flops", "loss", "latency_ms",
-               "fidelity"]
+CSV_COLUMNS = ["id", "subspace", "layers", "layer_ids", "heads", "hidden", "mlp_ratio", "ffn", "params", "flops", "loss",
+               "latency_ms", "fidelity"]
 
 
 def objective_matrix(rows: list, objectives: list) -> np.ndarray:
@@ -45,7 +45,7 @@ def front_row(row: dict) -> dict:
     return {
         "id": f"{row['subspace']}-{row['key']}",
         "subspace": row["subspace"],
-        **arch.to_dict(),  # layers, heads, hidden, mlp_ratio: lists where per layer
+        **arch.to_dict(),  # layers, heads, hidden, mlp_ratio: lists where per layer; layer_ids where chosen
         "ffn": arch.ffn,
         "params": row["params"],
         "flops": row["flops"],

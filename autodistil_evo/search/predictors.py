@@ -32,13 +32,15 @@ MIN_TO_CROSS_VALIDATE = 4
 
 def arch_features(subspace, archs, exact: list) -> np.ndarray:
     """One row per arch: depth, hidden, per-layer heads and FFN ratios (zero past depth), log FLOPs, log params
-    (`exact`: each arch's {"flops", "params"}, counted once by the caller, which needs them too)."""
+    (`exact`: each arch's {"flops", "params"}, counted once by the caller, which needs them too); where students
+    choose their layers, a keep-bit per SuperLM layer too."""
     depth = max(subspace.layers)
     rows = []
     for arch, counted in zip(archs, exact):
         heads, ratios = list(arch.layer_heads), list(arch.layer_ratios)
         pad = [0.0] * (depth - arch.layers)
-        rows.append([arch.layers, arch.hidden, *heads, *pad, *ratios, *pad,
+        keep = subspace.encode(arch)[:depth] if subspace.subsets else []
+        rows.append([arch.layers, arch.hidden, *heads, *pad, *ratios, *pad, *keep,
                      math.log(counted["flops"]), math.log(counted["params"])])
     return np.array(rows, dtype=float)
 

@@ -13,20 +13,26 @@ Q/K/V width is `heads x head_dim`, independent of `hidden` (as in AutoDistil); t
 is `round(hidden x mlp_ratio)`. A sub-space with `per_layer` lets every layer of a student pick
 its own value of those genes; `layers` and `hidden` (the residual width) stay one per student.
 
+Which of the SuperLM's layers a student of depth d runs: evenly strided ones by default
+(floor(i * L / d)); a sub-space with `layer_choice: subset` lets each student keep any d of them
+(`Arch.layer_ids`, searched as one keep-bit per layer), as a user who drops a teacher's layers by
+hand chooses which. Its SuperLM has max(layers) layers, the teacher's when that is its depth.
+
 This module is the one home of the arch: other modules build, render and pass `Arch` objects
 and genomes through the methods here rather than naming its fields.
 """
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from autodistil_evo.errors import UserError
 from autodistil_evo.fileio import check_mapping, read_yaml, shipped_config
 
 GENES = ("layers", "heads", "hidden", "mlp_ratio")
 PER_LAYER_GENES = ("heads", "mlp_ratio")
-SUBSPACE_KEYS = (*GENES, "per_layer")
+SUBSPACE_KEYS = (*GENES, "per_layer", "layer_choice")
+LAYER_CHOICES = ("stride", "subset")
 TOP_LEVEL_KEYS = {"name", "head_dim", "seq_len", "vocab_size", "max_position_embeddings", "type_vocab_size", "subspaces"}
 # BERT's defaults, so `space stats` needs no teacher.
 BERT_VOCAB, BERT_POSITIONS, BERT_TOKEN_TYPES = 30522, 512, 2
@@ -54,9 +60,17 @@ class Arch:
     heads: object  # int, or tuple of `layers` ints
     hidden: int
     mlp_ratio: object  # float, or tuple of `layers` floats
+    layer_ids: tuple | None = None  # the SuperLM layers it runs, ascending; None: evenly strided
 
     def __post_init__(self):
         object.__setattr__(self, "layers", int(self.layers))
+        if self.layer_ids is not None:
+            ids = tuple(int(i) for i in self.layer_ids)
+            if len(ids) != self.layers:
+                raise ValueError(f"layer_ids: {len(ids)} layers listed for a depth of {self.layers}")
+            if any(i < 0 for i in ids) or any(a >= b for a, b in zip(ids, ids[1:])):
+                raise ValueError(f"layer_ids: {list(ids)} is not an ascending list of distinct layer indices")
+            object.__setattr__(self, "layer_ids", ids)
         object.__setattr__(self, "hidden", int(self.hidden))
         object.__setattr__(self, "heads", _per_layer_value(self.heads, int, self.layers, "heads"))
         object.__setattr__(self, "mlp_ratio", _per_layer_value(self.mlp_ratio, float, self.layers, "mlp_ratio"))
@@ -91,7 +105,12 @@ class Arch:
         def plain(v):
             return list(v) if isinstance(v, tuple) else v
 
-        return {"layers": self.layers, "heads": plain(self.heads), "hidden": self.hidden, "mlp_ratio": plain(self.mlp_ratio)}
+        d = {"layers": self.layers, "heads": plain(self.heads), "hidden": self.hidden, "mlp_ratio": plain(self.mlp_ratio)}
+        return d | ({"layer_ids": list(self.layer_ids)} if self.layer_ids is not None else {})
+
+    def strided(self) -> "Arch":
+        """The same shape on evenly strided layers (a SuperLM built for it alone has exactly its layers)."""
+        return replace(self, layer_ids=None)
 
     @classmethod
     def from_dict(cls, d: dict, where="arch") -> "Arch":
@@ -103,10 +122,14 @@ class Arch:
         for gene in ("layers", "hidden"):
             if isinstance(d[gene], (list, tuple, bool)):
                 raise UserError(f"{where}.{gene}: one value per student, got {d[gene]!r}")
+        layer_ids = d.get("layer_ids")
+        if layer_ids is not None and (not isinstance(layer_ids, list) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                                                              for i in layer_ids)):
+            raise UserError(f"{where}.layer_ids: a list of layer indices, got {layer_ids!r}")
         try:
-            return cls(int(d["layers"]), d["heads"], int(d["hidden"]), d["mlp_ratio"])
+            return cls(int(d["layers"]), d["heads"], int(d["hidden"]), d["mlp_ratio"], layer_ids)
         except (TypeError, ValueError) as e:
-            field_name = str(e).split(":")[0] if str(e).split(":")[0] in GENES else None
+            field_name = str(e).split(":")[0] if str(e).split(":")[0] in (*GENES, "layer_ids") else None
             raise UserError(f"{where}.{field_name}: {str(e).split(': ', 1)[1]}" if field_name else f"{where}: {e}") from None
 
     def key(self) -> str:
@@ -115,11 +138,12 @@ class Arch:
         Per-layer values are joined by `_`, not `.`, so a ratio's decimal point is never mistaken
         for a layer boundary (`2.5.3` could be 2.5, 3 or 2, 5.3).
         """
+        depth = f"L{self.layers}" + ("@" + "_".join(map(str, self.layer_ids)) if self.layer_ids is not None else "")
         if self.uniform:
-            return f"L{self.layers}-H{self.heads}-D{self.hidden}-R{self.mlp_ratio:g}"
+            return f"{depth}-H{self.heads}-D{self.hidden}-R{self.mlp_ratio:g}"
         heads = "_".join(str(h) for h in self.layer_heads) if isinstance(self.heads, tuple) else str(self.heads)
         ratios = "_".join(f"{r:g}" for r in self.layer_ratios) if isinstance(self.mlp_ratio, tuple) else f"{self.mlp_ratio:g}"
-        return f"L{self.layers}-D{self.hidden}-H{heads}-R{ratios}"
+        return f"{depth}-D{self.hidden}-H{heads}-R{ratios}"
 
 
 @dataclass(frozen=True)
@@ -186,14 +210,29 @@ class SubSpace:
     hidden: list
     mlp_ratio: list
     per_layer: tuple = ()  # genes each layer chooses for itself (subset of PER_LAYER_GENES)
+    layer_choice: str = "stride"  # which SuperLM layers a student runs: evenly strided, or any `subset`
 
     @classmethod
     def of_arch(cls, name: str, arch: Arch) -> "SubSpace":
-        """The smallest sub-space holding `arch`: its SuperLM has exactly the arch's layers, hidden
-        width and largest per-layer heads / FFN, so `arch` is the one subnet that uses every layer."""
+        """The smallest sub-space holding `arch.strided()`: its SuperLM has exactly the arch's layers, hidden
+        width and largest per-layer heads / FFN, so the arch is the one subnet that uses every layer."""
         per_layer = tuple(g for g in PER_LAYER_GENES if isinstance(getattr(arch, g), tuple))
         return cls(name, [arch.layers], sorted(set(arch.layer_heads)), [arch.hidden], sorted(set(arch.layer_ratios)),
                    per_layer)
+
+    @property
+    def depth(self) -> int:
+        """The SuperLM's depth: the largest student's."""
+        return max(self.layers)
+
+    @property
+    def subsets(self) -> bool:
+        return self.layer_choice == "subset"
+
+    def _kept(self, layers: int) -> tuple | None:
+        """A student's layers as this sub-space names them: evenly strided indices where students choose
+        subsets (so equal students have equal archs), None where the stride is implied."""
+        return tuple((i * self.depth) // layers for i in range(layers)) if self.subsets else None
 
     def choices(self, gene: str) -> list:
         return getattr(self, gene)
@@ -206,28 +245,34 @@ class SubSpace:
         """Exact number of distinct archs: a Python int, since per-layer spaces easily exceed what
         `len()` may return (a 24-layer space with 4 choices per gene holds 4^48 per depth)."""
         return sum(
-            len(self.hidden) * math.prod(len(self.choices(g)) ** self._slots(g, depth) for g in PER_LAYER_GENES)
+            (math.comb(self.depth, depth) if self.subsets else 1)
+            * len(self.hidden) * math.prod(len(self.choices(g)) ** self._slots(g, depth) for g in PER_LAYER_GENES)
             for depth in self.layers
         )
 
+    def _layer_sets(self, depth: int):
+        return itertools.combinations(range(self.depth), depth) if self.subsets else [None]
+
     def candidates(self):
         """Every arch, lazily, in genome order (uniform sub-spaces: layers, heads, hidden, mlp_ratio)."""
-        if not self.per_layer:
+        if not self.per_layer and not self.subsets:
             for combo in itertools.product(self.layers, self.heads, self.hidden, self.mlp_ratio):
                 yield Arch(*combo)
             return
         for depth in self.layers:
-            for hidden in self.hidden:
-                heads = itertools.product(self.heads, repeat=self._slots("heads", depth))
-                for h in heads:
-                    for r in itertools.product(self.mlp_ratio, repeat=self._slots("mlp_ratio", depth)):
-                        yield Arch(depth, h if len(h) > 1 else h[0], hidden, r if len(r) > 1 else r[0])
+            for kept in self._layer_sets(depth):
+                for hidden in self.hidden:
+                    heads = itertools.product(self.heads, repeat=self._slots("heads", depth))
+                    for h in heads:
+                        for r in itertools.product(self.mlp_ratio, repeat=self._slots("mlp_ratio", depth)):
+                            yield Arch(depth, h if len(h) > 1 else h[0], hidden, r if len(r) > 1 else r[0], kept)
 
     def largest(self) -> Arch:
-        return Arch(max(self.layers), max(self.heads), max(self.hidden), max(self.mlp_ratio))
+        return Arch(self.depth, max(self.heads), max(self.hidden), max(self.mlp_ratio), self._kept(self.depth))
 
     def smallest(self) -> Arch:
-        return Arch(min(self.layers), min(self.heads), min(self.hidden), min(self.mlp_ratio))
+        depth = min(self.layers)
+        return Arch(depth, min(self.heads), min(self.hidden), min(self.mlp_ratio), self._kept(depth))
 
     def max_ffn(self) -> int:
         return max(Arch(1, 1, h, r).ffn for h in self.hidden for r in self.mlp_ratio)
@@ -237,6 +282,13 @@ class SubSpace:
         for gene in ("layers", "hidden"):
             if getattr(arch, gene) not in self.choices(gene):
                 raise UserError(f"{where}.{gene}: {getattr(arch, gene)} is not among sub-space '{self.name}' choices {self.choices(gene)}")
+        if arch.layer_ids is not None:
+            if not self.subsets:
+                raise UserError(f"{where}.layer_ids: sub-space '{self.name}' runs evenly strided layers (layer_choice: "
+                                "stride); leave layer_ids out")
+            if arch.layer_ids[-1] >= self.depth:
+                raise UserError(f"{where}.layer_ids: layer {arch.layer_ids[-1]} is past the {self.depth} layers of "
+                                f"sub-space '{self.name}' (indices 0-{self.depth - 1})")
         for gene in PER_LAYER_GENES:
             value = getattr(arch, gene)
             if isinstance(value, tuple) and gene not in self.per_layer:
@@ -268,36 +320,50 @@ class SubSpace:
         heads = draw("heads", layers if "heads" in self.per_layer else None)
         hidden = draw("hidden")
         ratio = draw("mlp_ratio", layers if "mlp_ratio" in self.per_layer else None)
-        return Arch(layers, heads, hidden, ratio)
+        kept = tuple(sorted(rng.choice(self.depth, size=layers, replace=False).tolist())) if self.subsets else None
+        return Arch(layers, heads, hidden, ratio, kept)
 
     # ----- genome: integer indices into the choices. Uniform sub-spaces keep [layers, heads, hidden,
     # mlp_ratio]; per-layer ones are [layers, hidden, h_1..h_Lmax, r_1..r_Lmax] (a gene that is not
-    # per layer takes one slot). Genes past a genome's depth are inactive.
+    # per layer takes one slot). Genes past a genome's depth are inactive. With `layer_choice: subset`
+    # the depth gene is one keep-bit per SuperLM layer instead (the depth is how many are kept).
 
     def _genome_layout(self) -> list:
+        depth = [("keep", i) for i in range(self.depth)] if self.subsets else [("layers", 0)]
         if not self.per_layer:
-            return [(g, 0) for g in GENES]
-        depth = max(self.layers)
-        return [("layers", 0), ("hidden", 0)] + [
-            (g, i) for g in PER_LAYER_GENES for i in range(depth if g in self.per_layer else 1)
+            return depth + [(g, 0) for g in GENES if g != "layers"]
+        return depth + [("hidden", 0)] + [
+            (g, i) for g in PER_LAYER_GENES for i in range(self.depth if g in self.per_layer else 1)
         ]
 
     def genome_sizes(self) -> list:
-        return [len(self.choices(g)) for g, _ in self._genome_layout()]
+        return [2 if g == "keep" else len(self.choices(g)) for g, _ in self._genome_layout()]
+
+    def _repair(self, kept: list) -> tuple:
+        """Keep-bits whose count is not an allowed depth, made one: the nearest allowed depth (the smaller on a
+        tie), reached by dropping the last kept layers or adding the first missing ones."""
+        want = min(self.layers, key=lambda d: (abs(d - len(kept)), d))
+        missing = [i for i in range(self.depth) if i not in kept]
+        return tuple(sorted(kept[:want] + missing[: max(want - len(kept), 0)]))
 
     def decode(self, x) -> Arch:
         values = {}
         for (gene, _), v in zip(self._genome_layout(), x):
-            values.setdefault(gene, []).append(self.choices(gene)[int(round(float(v)))])
-        layers = values["layers"][0]
+            index = int(round(float(v)))
+            values.setdefault(gene, []).append(index if gene == "keep" else self.choices(gene)[index])
+        kept = self._repair([i for i, bit in enumerate(values["keep"]) if bit]) if self.subsets else None
+        layers = len(kept) if self.subsets else values["layers"][0]
         per = {g: (tuple(values[g][:layers]) if g in self.per_layer else values[g][0]) for g in PER_LAYER_GENES}
-        return Arch(layers, per["heads"], values["hidden"][0], per["mlp_ratio"])
+        return Arch(layers, per["heads"], values["hidden"][0], per["mlp_ratio"], kept)
 
     def encode(self, arch: Arch) -> list:
         """The canonical genome of `arch`: inactive genes are 0, so equal archs have equal genomes."""
+        kept = arch.layer_ids if arch.layer_ids is not None else self._kept(arch.layers)
         out = []
         for gene, slot in self._genome_layout():
-            if gene in PER_LAYER_GENES:
+            if gene == "keep":
+                out.append(int(slot in kept))
+            elif gene in PER_LAYER_GENES:
                 values = getattr(arch, "layer_heads" if gene == "heads" else "layer_ratios")
                 out.append(self.choices(gene).index(values[slot]) if slot < arch.layers else 0)
             else:
@@ -378,6 +444,7 @@ class SearchSpace:
                 d[key] = getattr(self, key)
         d["subspaces"] = {
             s.name: {g: list(s.choices(g)) for g in GENES} | ({"per_layer": list(s.per_layer)} if s.per_layer else {})
+            | ({"layer_choice": s.layer_choice} if s.subsets else {})
             for s in self.subspaces.values()
         }
         return d
@@ -451,7 +518,11 @@ def parse_space(data, source="<memory>") -> SearchSpace:
                 raise UserError(f"{where}.{gene}: empty choice list")
             check = _positive_numbers if gene == "mlp_ratio" else _positive_ints
             lists[gene] = sorted(set(check(values, f"{where}.{gene}")))
-        subspaces[str(name)] = SubSpace(name=str(name), **lists, per_layer=_parse_per_layer(spec.get("per_layer", []), lists, where))
+        layer_choice = spec.get("layer_choice", "stride")
+        if layer_choice not in LAYER_CHOICES:
+            raise UserError(f"{where}.layer_choice: {layer_choice!r} is not one of {', '.join(LAYER_CHOICES)}")
+        subspaces[str(name)] = SubSpace(name=str(name), **lists, per_layer=_parse_per_layer(spec.get("per_layer", []), lists, where),
+                                        layer_choice=layer_choice)
     return SearchSpace(
         name=str(data["name"]), head_dim=head_dim, seq_len=seq_len, subspaces=subspaces, source=str(source), **extras
     )

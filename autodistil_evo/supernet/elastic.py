@@ -7,8 +7,9 @@ channels, the first `heads` heads, the first `ffn` FFN units, each chosen per la
 arch is per layer), so its cost tracks the subnet's FLOPs. `SuperLM.extract(arch)` returns a standalone student holding copies of those slices.
 
 Depth: the SuperLM has L layers; a subnet of depth d uses SuperLM layers floor(i*L/d) for
-i < d (uniform stride, as AutoDistil's reference implementation). The SuperLM's own layers are
-taken from the teacher's by the same rule when it is initialised from a teacher.
+i < d (uniform stride, as AutoDistil's reference implementation), or the ones its arch lists
+(`Arch.layer_ids`, in a sub-space with `layer_choice: subset`). The SuperLM's own layers are
+taken from the teacher's by the stride rule when it is initialised from a teacher.
 """
 
 import torch
@@ -29,6 +30,11 @@ from autodistil_evo.supernet.modeling_student import (
 def stride_layers(depth: int, total: int) -> list:
     """Indices of `total` layers a `depth`-layer network uses: floor(i * total / depth)."""
     return [(i * total) // depth for i in range(depth)]
+
+
+def arch_layers(arch: Arch, total: int) -> list:
+    """Indices of the `total` SuperLM layers `arch` runs, in order: its `layer_ids`, else evenly strided."""
+    return list(arch.layer_ids) if arch.layer_ids is not None else stride_layers(arch.layers, total)
 
 
 def first_k_slice(source: torch.Tensor, shape) -> torch.Tensor:
@@ -245,7 +251,7 @@ class SuperLM(nn.Module):
         self.active = arch
 
     def active_layers(self) -> list:
-        return stride_layers(self.active.layers, len(self.encoder.layer))
+        return arch_layers(self.active, len(self.encoder.layer))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, stop_at_last_qkv=False):
         """Run the active subnet.
@@ -300,10 +306,10 @@ class SuperLM(nn.Module):
         return ".".join(parts)
 
     @torch.no_grad()
-    def init_from_teacher(self, teacher_state: dict, teacher_layers: int):
-        """Copy the leading slices of the teacher's weights (names through its family's mapping);
-        SuperLM layers stride the teacher's."""
-        layer_map = stride_layers(len(self.encoder.layer), teacher_layers)
+    def init_from_teacher(self, teacher_state: dict, teacher_layers: int, layer_map: list | None = None):
+        """Copy the leading slices of the teacher's weights (names through its family's mapping); SuperLM
+        layer i is the teacher's `layer_map[i]`, by default evenly strided over its `teacher_layers`."""
+        layer_map = layer_map or stride_layers(len(self.encoder.layer), teacher_layers)
         for name, param in self.named_parameters():
             if name.startswith("distill_head."):  # no teacher counterpart: initialised in __init__
                 continue
@@ -322,7 +328,7 @@ class SuperLM(nn.Module):
         as its i-th, each weight the leading slice, so its subnet `arch` computes what `source`'s does."""
         if len(self.encoder.layer) != arch.layers or not source.subspace.contains(arch):
             raise ValueError(f"{arch} does not fit this SuperLM ({len(self.encoder.layer)} layers) or its source")
-        layer_map = stride_layers(arch.layers, len(source.encoder.layer))
+        layer_map = arch_layers(arch, len(source.encoder.layer))
         theirs = dict(source.named_parameters())
         for name, param in self.named_parameters():
             if not name.startswith("distill_head."):  # a training aid, not a subnet weight
@@ -339,7 +345,7 @@ class SuperLM(nn.Module):
             arch, self.dims, c.layer_norm_eps, c.hidden_dropout_prob, c.attention_probs_dropout_prob, c.pad_token_id
         )
         student = build_student(config)
-        layer_map = stride_layers(arch.layers, len(self.encoder.layer))
+        layer_map = arch_layers(arch, len(self.encoder.layer))
         own = dict(self.named_parameters())
         family_class = not isinstance(student, StudentModel)
         for name, param in student.named_parameters():
