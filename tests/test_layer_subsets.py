@@ -19,8 +19,8 @@ SUBSET_SPACE = {
     "name": "tiny-subsets",
     "head_dim": "teacher",
     "seq_len": 32,
-    "subspaces": {"keep": {"layers": [1, 2, 3, 4], "heads": [2, 4], "hidden": [32, 64], "mlp_ratio": [1.0, 2.0],
-                           "layer_choice": "subset"}},
+    "subspaces": {"keep": {"layers": [1, 2, 3], "heads": [2, 4], "hidden": [32, 64], "mlp_ratio": [1.0, 2.0],
+                           "layer_choice": "subset", "superlm_layers": 4}},
 }
 
 
@@ -40,15 +40,16 @@ def subset_run(tmp_path_factory, corpus_file):
 def test_a_subset_space_holds_every_layer_subset_and_its_genome_round_trips():
     sub = parse_space(SUBSET_SPACE).subspace("keep")
     archs = list(sub.candidates())
-    assert len(archs) == sub.candidate_count() == sum(math.comb(4, d) for d in (1, 2, 3, 4)) * 8
+    assert len(archs) == sub.candidate_count() == sum(math.comb(4, d) for d in (1, 2, 3)) * 8
     assert len({a.key() for a in archs}) == len(archs)
     assert all(sub.decode(sub.encode(a)) == a for a in archs)
-    assert sub.largest().layer_ids == (0, 1, 2, 3) and sub.smallest().layer_ids == (0,)
+    assert sub.largest().layer_ids == (0, 1, 2) and sub.smallest().layer_ids == (0,)  # strided over the 4
     assert sub.genome_sizes()[:4] == [2, 2, 2, 2]  # a keep-bit per layer, the depth is their count
     assert sub.decode([0, 0, 0, 0, 0, 0, 0]).layer_ids == (0,)  # no bit set: repaired to the shallowest depth
+    assert sub.decode([1, 1, 1, 1, 0, 0, 0]).layer_ids == (0, 1, 2)  # four kept: the last one dropped
     rng = np.random.default_rng(0)
     drawn = {sub.sample(rng).layer_ids for _ in range(200)}
-    assert len(drawn) == 15 and all(sub.contains(sub.sample(rng)) for _ in range(20))
+    assert len(drawn) == 14 and all(sub.contains(sub.sample(rng)) for _ in range(20))
     arch = Arch.from_dict({"layers": 2, "heads": 4, "hidden": 64, "mlp_ratio": 2.0, "layer_ids": [1, 3]})
     assert arch.key() == "L2@1_3-H4-D64-R2" and Arch.from_dict(arch.to_dict()) == arch
 
@@ -70,11 +71,16 @@ def test_a_bad_layer_subset_is_one_line(arch, message):
 
 def test_layer_ids_in_a_strided_space_and_a_bad_layer_choice_are_refused():
     strided = parse_space({**SUBSET_SPACE, "subspaces": {"keep": {**SUBSET_SPACE["subspaces"]["keep"],
-                                                                  "layer_choice": "stride"}}}).subspace("keep")
+                                                                  "layer_choice": "stride", "superlm_layers": None}}}).subspace("keep")
     with pytest.raises(UserError, match="runs evenly strided layers"):
         strided.check(Arch(2, 4, 64, 2.0, (0, 3)))
+    keep = SUBSET_SPACE["subspaces"]["keep"]
     with pytest.raises(UserError, match="layer_choice: 'any' is not one of stride, subset"):
-        parse_space({**SUBSET_SPACE, "subspaces": {"keep": {**SUBSET_SPACE["subspaces"]["keep"], "layer_choice": "any"}}})
+        parse_space({**SUBSET_SPACE, "subspaces": {"keep": {**keep, "layer_choice": "any"}}})
+    with pytest.raises(UserError, match="keep.superlm_layers: 2 is fewer than the deepest student's 3 layers"):
+        parse_space({**SUBSET_SPACE, "subspaces": {"keep": {**keep, "superlm_layers": 2}}})
+    with pytest.raises(UserError, match="superlm_layers: only with layer_choice: subset"):
+        parse_space({**SUBSET_SPACE, "subspaces": {"keep": {**keep, "layer_choice": "stride"}}})
 
 
 def test_a_layer_subset_student_at_step_0_is_the_teacher_with_those_layers_kept(subset_run, tmp_path):

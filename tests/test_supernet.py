@@ -21,6 +21,7 @@ SHIPPED = [
     "spaces/minilm-l6.yaml",
     "spaces/minilm-l6-layerwise.yaml",
     "spaces/minilm-l6-wide.yaml",
+    "spaces/minilm-l6-keep.yaml",
 ]
 
 

@@ -39,7 +39,7 @@ def arch_features(subspace, archs, exact: list) -> np.ndarray:
     for arch, counted in zip(archs, exact):
         heads, ratios = list(arch.layer_heads), list(arch.layer_ratios)
         pad = [0.0] * (depth - arch.layers)
-        keep = subspace.encode(arch)[:depth] if subspace.subsets else []
+        keep = subspace.encode(arch)[: subspace.depth] if subspace.subsets else []
         rows.append([arch.layers, arch.hidden, *heads, *pad, *ratios, *pad, *keep,
                      math.log(counted["flops"]), math.log(counted["params"])])
     return np.array(rows, dtype=float)

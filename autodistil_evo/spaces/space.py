@@ -16,7 +16,8 @@ its own value of those genes; `layers` and `hidden` (the residual width) stay on
 Which of the SuperLM's layers a student of depth d runs: evenly strided ones by default
 (floor(i * L / d)); a sub-space with `layer_choice: subset` lets each student keep any d of them
 (`Arch.layer_ids`, searched as one keep-bit per layer), as a user who drops a teacher's layers by
-hand chooses which. Its SuperLM has max(layers) layers, the teacher's when that is its depth.
+hand chooses which. Its SuperLM has `superlm_layers` layers (default: max(layers)); with the
+teacher's depth there, they are the teacher's own.
 
 This module is the one home of the arch: other modules build, render and pass `Arch` objects
 and genomes through the methods here rather than naming its fields.
@@ -31,7 +32,7 @@ from autodistil_evo.fileio import check_mapping, read_yaml, shipped_config
 
 GENES = ("layers", "heads", "hidden", "mlp_ratio")
 PER_LAYER_GENES = ("heads", "mlp_ratio")
-SUBSPACE_KEYS = (*GENES, "per_layer", "layer_choice")
+SUBSPACE_KEYS = (*GENES, "per_layer", "layer_choice", "superlm_layers")
 LAYER_CHOICES = ("stride", "subset")
 TOP_LEVEL_KEYS = {"name", "head_dim", "seq_len", "vocab_size", "max_position_embeddings", "type_vocab_size", "subspaces"}
 # BERT's defaults, so `space stats` needs no teacher.
@@ -211,6 +212,7 @@ class SubSpace:
     mlp_ratio: list
     per_layer: tuple = ()  # genes each layer chooses for itself (subset of PER_LAYER_GENES)
     layer_choice: str = "stride"  # which SuperLM layers a student runs: evenly strided, or any `subset`
+    superlm_layers: int | None = None  # `subset`: the SuperLM's depth, students choose from (None: max(layers))
 
     @classmethod
     def of_arch(cls, name: str, arch: Arch) -> "SubSpace":
@@ -222,8 +224,8 @@ class SubSpace:
 
     @property
     def depth(self) -> int:
-        """The SuperLM's depth: the largest student's."""
-        return max(self.layers)
+        """The SuperLM's depth: `superlm_layers`, else the largest student's."""
+        return self.superlm_layers or max(self.layers)
 
     @property
     def subsets(self) -> bool:
@@ -268,7 +270,8 @@ class SubSpace:
                             yield Arch(depth, h if len(h) > 1 else h[0], hidden, r if len(r) > 1 else r[0], kept)
 
     def largest(self) -> Arch:
-        return Arch(self.depth, max(self.heads), max(self.hidden), max(self.mlp_ratio), self._kept(self.depth))
+        depth = max(self.layers)
+        return Arch(depth, max(self.heads), max(self.hidden), max(self.mlp_ratio), self._kept(depth))
 
     def smallest(self) -> Arch:
         depth = min(self.layers)
@@ -333,7 +336,7 @@ class SubSpace:
         if not self.per_layer:
             return depth + [(g, 0) for g in GENES if g != "layers"]
         return depth + [("hidden", 0)] + [
-            (g, i) for g in PER_LAYER_GENES for i in range(self.depth if g in self.per_layer else 1)
+            (g, i) for g in PER_LAYER_GENES for i in range(max(self.layers) if g in self.per_layer else 1)
         ]
 
     def genome_sizes(self) -> list:
@@ -424,6 +427,8 @@ class SearchSpace:
             field_of = f"{where}: subspaces.{sub.name}"
             if max(sub.layers) > teacher.layers:
                 raise UserError(f"{field_of}.layers: {max(sub.layers)} > teacher's {teacher.layers} layers")
+            if sub.depth > teacher.layers:
+                raise UserError(f"{field_of}.superlm_layers: {sub.depth} > teacher's {teacher.layers} layers")
             width = max(sub.heads) * dims.head_dim
             if width > teacher.heads * teacher.head_dim:
                 raise UserError(
@@ -445,6 +450,7 @@ class SearchSpace:
         d["subspaces"] = {
             s.name: {g: list(s.choices(g)) for g in GENES} | ({"per_layer": list(s.per_layer)} if s.per_layer else {})
             | ({"layer_choice": s.layer_choice} if s.subsets else {})
+            | ({"superlm_layers": s.superlm_layers} if s.superlm_layers else {})
             for s in self.subspaces.values()
         }
         return d
@@ -521,8 +527,17 @@ def parse_space(data, source="<memory>") -> SearchSpace:
         layer_choice = spec.get("layer_choice", "stride")
         if layer_choice not in LAYER_CHOICES:
             raise UserError(f"{where}.layer_choice: {layer_choice!r} is not one of {', '.join(LAYER_CHOICES)}")
+        superlm_layers = spec.get("superlm_layers")
+        if superlm_layers is not None:
+            _positive_ints([superlm_layers], f"{where}.superlm_layers")
+            if layer_choice != "subset":
+                raise UserError(f"{where}.superlm_layers: only with layer_choice: subset (students of a strided "
+                                "sub-space run evenly spread layers of a SuperLM as deep as the deepest of them)")
+            if superlm_layers < max(lists["layers"]):
+                raise UserError(f"{where}.superlm_layers: {superlm_layers} is fewer than the deepest student's "
+                                f"{max(lists['layers'])} layers")
         subspaces[str(name)] = SubSpace(name=str(name), **lists, per_layer=_parse_per_layer(spec.get("per_layer", []), lists, where),
-                                        layer_choice=layer_choice)
+                                        layer_choice=layer_choice, superlm_layers=superlm_layers)
     return SearchSpace(
         name=str(data["name"]), head_dim=head_dim, seq_len=seq_len, subspaces=subspaces, source=str(source), **extras
     )

@@ -201,7 +201,7 @@ class SuperLM(nn.Module):
         self.config = StudentConfig(
             vocab_size=dims.vocab_size,
             hidden_size=largest.hidden,
-            num_hidden_layers=largest.layers,
+            num_hidden_layers=subspace.depth,
             num_attention_heads=largest.heads,
             head_dim=dims.head_dim,
             intermediate_size=subspace.max_ffn(),
@@ -220,7 +220,7 @@ class SuperLM(nn.Module):
         if dims.embedding_size:
             self.embeddings_project = ElasticLinear(dims.embedding_size, largest.hidden)
         self.encoder = nn.Module()
-        self.encoder.layer = nn.ModuleList(ElasticLayer(self.config) for _ in range(largest.layers))
+        self.encoder.layer = nn.ModuleList(ElasticLayer(self.config) for _ in range(subspace.depth))
         if self.family.pooler:
             self.pooler = nn.Module()
             self.pooler.dense = ElasticLinear(largest.hidden, largest.hidden)
