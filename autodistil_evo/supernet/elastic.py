@@ -25,6 +25,7 @@ from autodistil_evo.supernet.modeling_student import (
     multi_head_attention,
     position_ids,
 )
+from autodistil_evo.supernet.sliced import sliced_embedding, sliced_layer_norm, sliced_linear
 
 
 def stride_layers(depth: int, total: int) -> list:
@@ -88,17 +89,16 @@ def build_student(config) -> nn.Module:
 
 
 class ElasticLinear(nn.Linear):
-    """nn.Linear whose input width follows the input and whose output width is chosen per call."""
+    """nn.Linear whose input width follows the input and whose output width is chosen per call (its weight
+    gradient goes into the slice it used: `supernet.sliced`)."""
 
     def forward(self, x, out_features=None):
-        out_features = out_features or self.out_features
-        return F.linear(x, self.weight[:out_features, : x.shape[-1]], self.bias[:out_features])
+        return sliced_linear(x, self.weight, self.bias, out_features or self.out_features)
 
 
 class ElasticLayerNorm(nn.LayerNorm):
     def forward(self, x):
-        width = x.shape[-1]
-        return F.layer_norm(x, (width,), self.weight[:width], self.bias[:width], self.eps)
+        return sliced_layer_norm(x, self.weight, self.bias, self.eps)
 
 
 class ElasticEmbeddings(nn.Module):
@@ -118,13 +118,14 @@ class ElasticEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids, hidden):
-        # Look up full rows and slice the result: slicing the tables would copy them every step.
+        # Look up full rows and slice the result (slicing the tables would copy them every step); the gradient goes
+        # into the looked-up rows' slices only.
         width = self.word_embeddings.embedding_dim if self.factorised else hidden
-        embeddings = self.word_embeddings(input_ids)[..., :width]
+        embeddings = sliced_embedding(input_ids, self.word_embeddings.weight, width, self.padding_idx)
         if self.token_type_embeddings is not None:
-            embeddings = embeddings + self.token_type_embeddings(token_type_ids)[..., :width]
+            embeddings = embeddings + sliced_embedding(token_type_ids, self.token_type_embeddings.weight, width)
         positions = position_ids(input_ids, self.padding_idx, self.roberta_positions)
-        embeddings = embeddings + self.position_embeddings(positions)[..., :width]
+        embeddings = embeddings + sliced_embedding(positions, self.position_embeddings.weight, width)
         return self.dropout(self.LayerNorm(embeddings))
 
 

@@ -1,0 +1,140 @@
+"""Sliced weights whose backward writes only their slice.
+
+A subnet computes with the leading block of each full-size weight. Slicing the parameter in autograd
+(`weight[:out, :in]`) makes its backward allocate a zero-filled gradient of the full size and copy the
+slice's gradient into it, for every member of every step, before autograd adds that to `.grad`. Here the
+weight gradient of each elastic linear, LayerNorm and embedding table is computed for the slice alone
+and added into the slice of the parameter's `.grad` (allocated once per step, on first use), as
+Megatron-LM accumulates fused weights' gradients straight into their main-gradient buffers. The weight
+is an input of the autograd function only so that the output requires a gradient; its gradient is
+returned as None, since it is already accumulated.
+
+Under autocast the products run in the autocast dtype and are accumulated into the fp32 gradient; the
+LayerNorm runs in fp32, as autocast runs it. Without a gradient (evaluation, the search) the plain slices run.
+"""
+
+import torch
+from torch.nn import functional as F
+
+
+def leading(t: torch.Tensor, sizes) -> torch.Tensor:
+    """The leading block of `t` of the given sizes (a view; `t` itself where the sizes are its own)."""
+    for dim, n in enumerate(sizes):
+        if t.shape[dim] != n:
+            t = t.narrow(dim, 0, n)
+    return t
+
+
+def accumulate(param: torch.Tensor, value: torch.Tensor):
+    """Add `value` into the leading block of `param.grad`; the first gradient of a full-size block becomes
+    `.grad` itself, a smaller one goes into zeros allocated once."""
+    if param.grad is None:
+        if value.shape == param.shape:
+            param.grad = value if value.dtype == param.dtype else value.to(param.dtype)
+            return
+        param.grad = torch.zeros_like(param)
+    leading(param.grad, value.shape).add_(value)
+
+
+def _device_type(x: torch.Tensor) -> str:
+    return x.device.type
+
+
+def _as(t: torch.Tensor, dtype) -> torch.Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+class _SlicedLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, out_features: int):
+        w = leading(weight, (out_features, x.shape[-1]))
+        b = None if bias is None else leading(bias, (out_features,))
+        ctx.save_for_backward(x, w)
+        ctx.params = (weight, bias)
+        ctx.autocast = torch.is_autocast_enabled(_device_type(x))
+        ctx.autocast_dtype = torch.get_autocast_dtype(_device_type(x)) if ctx.autocast else None
+        return F.linear(x, w, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        weight, bias = ctx.params
+        with torch.autocast(_device_type(x), dtype=ctx.autocast_dtype, enabled=ctx.autocast):
+            grad_x = grad @ _as(w, grad.dtype) if ctx.needs_input_grad[0] else None
+            flat_grad, flat_x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+            accumulate(weight, flat_grad.t() @ _as(flat_x, flat_grad.dtype))
+            if bias is not None:
+                accumulate(bias, flat_grad.sum(0))
+        return grad_x, None, None, None
+
+
+def sliced_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> torch.Tensor:
+    """F.linear(x, weight[:out_features, :x.shape[-1]], bias[:out_features]), gradients into the slices."""
+    if not torch.is_grad_enabled() or not weight.requires_grad:
+        return F.linear(x, leading(weight, (out_features, x.shape[-1])), None if bias is None else leading(bias, (out_features,)))
+    return _SlicedLinear.apply(x, weight, bias, out_features)
+
+
+class _SlicedLayerNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float):
+        width = x.shape[-1]
+        # fp32 under autocast, as autocast runs layer_norm; else the input's dtype
+        low = x.dtype in (torch.float16, torch.bfloat16)
+        dtype = torch.float32 if low and torch.is_autocast_enabled(_device_type(x)) else x.dtype
+        w, b = _as(leading(weight, (width,)), dtype), _as(leading(bias, (width,)), dtype)
+        with torch.autocast(_device_type(x), enabled=False):
+            xc = _as(x, dtype)
+            out, mean, rstd = torch.ops.aten.native_layer_norm(xc, (width,), w, b, eps)
+        ctx.save_for_backward(xc, w, b, mean, rstd)
+        ctx.params, ctx.input_dtype = (weight, bias), x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        xc, w, b, mean, rstd = ctx.saved_tensors
+        with torch.autocast(_device_type(xc), enabled=False):
+            grad_x, grad_w, grad_b = torch.ops.aten.native_layer_norm_backward(
+                _as(grad, xc.dtype), xc, (xc.shape[-1],), mean, rstd, w, b, [ctx.needs_input_grad[0], True, True])
+        accumulate(ctx.params[0], grad_w)
+        accumulate(ctx.params[1], grad_b)
+        return None if grad_x is None else _as(grad_x, ctx.input_dtype), None, None, None
+
+
+def sliced_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """F.layer_norm over x's width with weight[:width] and bias[:width], gradients into the slices."""
+    width = x.shape[-1]
+    if not torch.is_grad_enabled() or not weight.requires_grad:
+        return F.layer_norm(x, (width,), leading(weight, (width,)), leading(bias, (width,)), eps)
+    return _SlicedLayerNorm.apply(x, weight, bias, eps)
+
+
+class _SlicedEmbedding(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, ids, weight, width: int, padding_idx: int | None):
+        ctx.save_for_backward(ids, weight)
+        ctx.width, ctx.padding_idx = width, padding_idx
+        out = F.embedding(ids, weight)
+        return out if width == weight.shape[1] else out.narrow(-1, 0, width)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ids, weight = ctx.saved_tensors
+        width, flat_ids = ctx.width, ids.reshape(-1)
+        flat_grad = grad.reshape(-1, width)
+        if ctx.padding_idx is not None:  # the padding row's gradient stays zero, as nn.Embedding's does
+            flat_grad = flat_grad * (flat_ids != ctx.padding_idx)[:, None].to(flat_grad.dtype)
+        if weight.grad is None:
+            weight.grad = torch.zeros_like(weight)
+        # only the looked-up rows' leading `width` channels: no full-size table gradient per member
+        leading(weight.grad, (weight.shape[0], width)).index_put_((flat_ids,), _as(flat_grad, weight.grad.dtype),
+                                                                  accumulate=True)
+        return None, None, None, None
+
+
+def sliced_embedding(ids: torch.Tensor, weight: torch.Tensor, width: int, padding_idx: int | None = None) -> torch.Tensor:
+    """F.embedding(ids, weight)[..., :width], the gradient into the looked-up rows' leading `width` channels."""
+    if not torch.is_grad_enabled() or not weight.requires_grad:
+        out = F.embedding(ids, weight)
+        return out if width == weight.shape[1] else out.narrow(-1, 0, width)
+    return _SlicedEmbedding.apply(ids, weight, width, padding_idx)
