@@ -43,8 +43,9 @@ setup(
         "test": ["pytest", "ruff==0.17.5", "import-linter==2.16"],
         # `autodistil-evo onnx` and `bench --runtime onnxruntime`
         "onnx": ["onnx==1.23.2", "onnxscript==0.7.2", "onnxruntime==1.32.0"],
-        # students of a sentence-transformers teacher load with SentenceTransformer(DIR)
-        "st": ["sentence-transformers==6.2.0"],
+        # students of a sentence-transformers teacher load with SentenceTransformer(DIR); its trainer (the
+        # st-recipe row of benchmarks/embedding_students.py) needs accelerate
+        "st": ["sentence-transformers==6.2.0", "accelerate>=1.1,<2"],
     },
     entry_points={"console_scripts": ["autodistil-evo=autodistil_evo.cli:main"]},
 )

@@ -42,7 +42,8 @@ STAGES = [
     ["proxy_correlation.py", "--alone", "0"],  # trains the bench SuperLMs (recipes/bench.yaml) and searches them
     ["bench_superlms.py"],
     ["equal_compute.py"],
-    ["embedding.py", "--embedding-weight", "0"],
+    # embedding students against sentence-transformers' own recipe at equal compute, judged on STS-B
+    ["embedding_students.py"],
 ]
 # `make bench-studies` (--studies): measurements kept out of `make bench` for its time; their last
 # results stay in BENCHMARKS.md with the commit that measured them. The first three measure the
@@ -52,7 +53,7 @@ STUDIES = [
     ["deploy.py"],
     ["data_scale.py"],
     ["proxy_correlation.py"],  # with its standalone distillations (the students' fine-tunes are make bench's)
-    ["embedding.py"],  # with the embedding term's second K=3 run
+    ["embedding.py"],  # fidelity of the bench search's front against layer-drop and PCA, with the embedding term's run
     # AutoDistil's K=3 vs K=1 ablation; at the bench budget its K=3 students are equal compute's.
     ["k_subspaces.py", "--budget", "bench"],
     ["k_subspaces.py", "--budget", "quickstart"],
