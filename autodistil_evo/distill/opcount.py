@@ -3,12 +3,13 @@ checked without a GPU.
 
 Every ATen operator a block dispatches is counted, views and in-place ones included (`total`); on a GPU
 most of the others launch a kernel each, so the count tracks launches (and the host time spent issuing
-them). `computing` leaves out the views (view, transpose, slice, expand, detach...), which launch
-nothing: the closer count of kernels.
+them). `computing` leaves out the views (view, transpose, slice, expand, detach, and `_unsafe_view`,
+a reshape that shares storage), which launch nothing: the closer count of kernels.
 """
 
 import collections
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
@@ -22,7 +23,7 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.counts[str(func.overloadpacket)] += 1
-        self.views += func.is_view
+        self.views += func.is_view or func.overloadpacket is torch.ops.aten._unsafe_view
         return func(*args, **(kwargs or {}))
 
     @property
