@@ -151,7 +151,7 @@ def main():
                              f"{r['recall_at_10']:.3f}") for r in sorted(rows, key=lambda r: (r["kind"], r["flops"]))])
     above = sum(v["above"] for v in verdicts)
     write_section("embedding", (
-        f"## Embedding students\n\nGoal {'met' if met else 'not met'}: {above} of {len(verdicts)} searched students have "
+        f"## Embedding fidelity of the bench front\n\nGoal {'met' if met else 'not met'}: {above} of {len(verdicts)} searched students have "
         f"higher fidelity than the layer-dropped teacher at their FLOPs (the better of bottom and evenly spread layers, "
         f"interpolated; below the 1-layer teacher's FLOPs, against the 1-layer teacher).\n\nMachine: {machine()}. Command: `{command()}`. Fidelity on {args.sentences} fixed sentences "
         f"(held-out corpus text and the embedded task's test texts): Spearman of the two models' cosine similarities "

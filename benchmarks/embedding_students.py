@@ -340,7 +340,7 @@ def report(args, budgets, results, judge):
                              for v in verdicts)
     write_section(
         "embedding_students",
-        f"## Embedding students\n\n"
+        f"## Embedding students against sentence-transformers\n\n"
         f"**Goal {'met' if goal['beats_st_recipe'] else 'not met'}**: the tool against sentence-transformers' own "
         f"recipe at equal training FLOPs, STS-B test (difference paired by seed ± its standard error): {verdict_text}. "
         f"STS-B 78 at 1/3 of the teacher's FLOPs or less: **{'met' if goal['stsb_78_at_third'] else 'not met'}** "
