@@ -11,7 +11,9 @@ Budgets: what keeping 1, 2 or 3 of all-MiniLM-L6-v2's 6 layers costs (FLOPs per 
   fidelity x FLOPs; the front's member within the budget best on STS-B dev is then trained by
   `train-student` on the embedding term alone (`embedding_weight` 1, `relation_weight` 0, `mse`);
 - `searched-alone`: the same shape cut from the teacher in its own order (first-k, no ordering) and
-  trained alike (`train-student --init teacher`).
+  trained alike (`train-student --init teacher`);
+- `tool+relations`: the tool's student trained with the relation KL kept beside the embedding term
+  (`relation_weight` 1), at the same FLOPs (`--relations-seeds` seeds, 1 by default): whether relations stay.
 The tool's SuperLM is the untrained ordered teacher, so the tool and searched-alone rows differ by the cut
 alone. Every trained path reads the same text (one short text per training block of the embedded corpus,
 in each seed's order) with batch 32, learning rate 1e-4 and 10% warm-up, and spends the training FLOPs the
@@ -35,7 +37,7 @@ from common import SMOKE, WORK, cli, write_recipe
 from report import command, machine, markdown_table, write_results, write_section
 
 from autodistil_evo.data import SentencePairs, block_sentences, build_corpus, sts_benchmark
-from autodistil_evo.distill.trainer import step_samples
+from autodistil_evo.distill.trainer import step_flops, step_samples, teacher_tap_flops
 from autodistil_evo.search.fidelity import embed, encoder_forward, fidelity, fidelity_sentences, sts_spearman
 from autodistil_evo.spaces import Arch, count_flops
 from autodistil_evo.spaces.space import GENES
@@ -45,7 +47,13 @@ OUT = WORK / "embedding-students"
 SPACE = "spaces/minilm-l6-keep.yaml"
 BUDGET_LAYERS = (1, 2, 3)
 BATCH, SENTENCE_LEN, LR, WARMUP = 32, 32, 1e-4, 0.1
-PATHS = ("layer-drop", "st-recipe", "tool", "searched-alone")
+PATHS = ("layer-drop", "st-recipe", "tool", "searched-alone", "tool+relations")
+ORDERED = {"rewire": True, "order_hidden": True}
+# The trained paths after st-recipe: (path, recipe changes, train-student --init). `tool+relations` keeps the relation
+# KL in the loss beside the embedding term (relation_weight 1), at the same FLOPs: whether relations stay.
+TRAINED = (("tool", {**ORDERED, "relation_weight": 0.0}, "superlm"),
+           ("searched-alone", {"relation_weight": 0.0}, "teacher"),
+           ("tool+relations", {**ORDERED, "relation_weight": 1.0}, "superlm"))
 
 
 def sem(values: list) -> float:
@@ -175,6 +183,8 @@ def main():
     parser.add_argument("--sentences", type=int, default=100 if SMOKE else 500, help="Fidelity sentences.")
     parser.add_argument("--population", type=int, default=4 if SMOKE else 16)
     parser.add_argument("--generations", type=int, default=1 if SMOKE else 8)
+    parser.add_argument("--relations-seeds", type=int, default=1,
+                        help="Seeds of the tool+relations row (the relation KL kept beside the embedding term).")
     parser.add_argument("--candidates", type=int, default=2 if SMOKE else 5,
                         help="Front members within each budget compared on STS-B dev for the tool's pick.")
     args = parser.parse_args()
@@ -250,17 +260,22 @@ def main():
             st = keep(f"st-recipe/{k}/{seed}", st_row)
             chosen = pick(budget)
             arch = Arch.from_dict({g: chosen[g] for g in (*GENES, "layer_ids")})
-            per_step = BATCH * (count_flops(full, dims, SENTENCE_LEN) + 3 * count_flops(arch, dims, SENTENCE_LEN))
-            for path, recipe_changes, init in (("tool", {"rewire": True, "order_hidden": True}, "superlm"),
-                                               ("searched-alone", {}, "teacher")):
+            for path, recipe_changes, init in TRAINED:
+                if path == "tool+relations" and seed >= args.relations_seeds:
+                    continue
+                # as the trainer counts a step (`step_flops`): the blocks only where the relation KL is trained
+                blocks = bool(recipe_changes["relation_weight"])
+                per_step = step_flops([arch], dims, teacher_tap_flops(shape, -1, 64) if blocks else 0, 64, BATCH, False,
+                                      blocks, SENTENCE_LEN, count_flops(full, dims, SENTENCE_LEN))
                 # the tool's SuperLM cost its importance pass (counted as training): its student trains that much less
                 spent = trained.meta["train_flops"] if init == "superlm" else 0
                 steps = max(round((st["train_flops"] - spent) / per_step), 1)
+
                 def trained_row(path=path, changes=recipe_changes, init=init, seed=seed, k=k, arch=arch, steps=steps):
                     recipe = write_recipe("recipes/quickstart.yaml", OUT / "recipes" / f"{path}.yaml",
                                           space=str(Path(SPACE).resolve()), seq_len=64, micro_batch=BATCH, lr=LR,
                                           warmup_steps=max(round(WARMUP * steps), 1), embedding_weight=1.0,
-                                          relation_weight=0.0, embedding_loss="mse", sentence_len=SENTENCE_LEN, **changes)
+                                          embedding_loss="mse", sentence_len=SENTENCE_LEN, **changes)
                     out = OUT / path / f"k{k}-s{seed}"
                     cli("train-student", run, "--arch", json.dumps({"subspace": "keep", **arch.to_dict()}), "--recipe",
                         recipe, "--init", init, "--steps", steps, "--seed", seed, "--out", out, "--resume")
@@ -288,7 +303,7 @@ def report(args, budgets, results, judge):
                 [results[f"{path}/{k}/{s}"] for s in range(args.seeds) if f"{path}/{k}/{s}" in results]
             if not runs:
                 continue
-            pick = results.get(f"pick/{k}") if path in ("tool", "searched-alone") else None
+            pick = results.get(f"pick/{k}") if path not in ("layer-drop", "st-recipe") else None
             stsb = [r["stsb_test"] for r in runs]
             rows.append({
                 "budget_flops": budget["flops"], "budget_layers": k, "path": path,
@@ -350,7 +365,9 @@ def report(args, budgets, results, judge):
         f"evenly spread layers, {args.st_steps} steps of {BATCH} texts. tool: the ordered teacher (rewire + "
         f"order_hidden) searched as it is on `{SPACE}` (LINAS, fidelity x FLOPs), the pick within the budget best "
         f"on dev, trained by `train-student` on the embedding term alone. searched-alone: that shape cut first-k from "
-        f"the teacher, trained alike. Same text and equal training FLOPs for every trained path; {args.seeds} seeds, "
+        f"the teacher, trained alike. tool+relations: the tool's student with the relation KL kept in the loss "
+        f"(relation_weight 1, {args.relations_seeds} seed). Same text and equal training FLOPs for every trained path; "
+        f"{args.seeds} seeds, "
         f"mean ± standard error; STS-B Spearman x 100 ({len(judge.splits['test'])} test pairs); fidelity and recall@10 "
         f"against the teacher on {len(judge.texts)} sentences; latency at batch 1 on the CPU.\n\n"
         f"Command: `{command()}`\n\n{table}\n")
