@@ -291,10 +291,34 @@ def main():
 
                 keep(f"{path}/{k}/{seed}", trained_row)
 
-    report(args, budgets, results, judge)
+    latencies = measure_latencies(teacher, results, budgets, judge)
+    report(args, budgets, results, judge, latencies)
 
 
-def report(args, budgets, results, judge):
+def measure_latencies(teacher, results, budgets, judge) -> dict:
+    """Batch-1 CPU latency of each (path, budget)'s model (seed 0's: seeds share the shape), measured one after
+    another at the end, on a machine doing nothing else: the runs' own timings may overlap other work."""
+    from transformers import AutoModel
+
+    from autodistil_evo.export.trust import model_folder
+
+    out = {}
+    for budget in budgets:
+        k = budget["layers"]
+        for path in PATHS:
+            if path == "layer-drop":
+                model = teacher_cut(teacher, results[f"layer-drop/{k}"]["layers"])
+            else:
+                folder = OUT / path / f"k{k}-s0" / "model"
+                if not folder.is_dir():
+                    continue
+                folder, remote_code = model_folder(folder, False)  # our own model file only
+                model = AutoModel.from_pretrained(folder, trust_remote_code=remote_code).eval()
+            out[(path, k)] = latency_ms(model, judge.tokenizer, judge.splits["test"].first[0], repeats=50)
+    return out
+
+
+def report(args, budgets, results, judge, latencies):
     rows = []
     for budget in budgets:
         k = budget["layers"]
@@ -314,7 +338,7 @@ def report(args, budgets, results, judge):
                 "stsb_dev_mean": statistics.mean(r["stsb_dev"] for r in runs),
                 "fidelity": statistics.mean(r["fidelity"] for r in runs),
                 "recall_at_10": statistics.mean(r["recall_at_10"] for r in runs),
-                "latency_ms": statistics.mean(r["latency_ms"] for r in runs),
+                "latency_ms": latencies.get((path, k), statistics.mean(r["latency_ms"] for r in runs)),
                 "seeds": len(runs), "stsb_runs": stsb,
                 **({"arch": {g: pick[g] for g in (*GENES, "layer_ids")}} if pick else {}),
             })
