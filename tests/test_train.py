@@ -415,6 +415,20 @@ def test_embedding_term_trains_the_last_layer_and_is_part_of_the_identity(tmp_pa
     relations_only = tiny_recipe(tmp_path / "rel.yaml", tiny_teacher, tiny_space_file, corpus_file)
     message = train_in_process(tmp_path / "run", relations_only, "--subspace", "small", "--steps", 6, "--resume", expect=2)
     assert "embedding_weight" in message
+    # checkpoints from before the term ran on sentences: an embedding run's is refused, a relations-only one resumes
+    def as_before_sentences(run):
+        for state_file in run.rglob("state.json"):
+            state = json.loads(state_file.read_text())
+            del state["identity"]["embedding_term"], state["identity"]["relation_weight"]
+            state_file.write_text(json.dumps(state))
+
+    as_before_sentences(tmp_path / "run")
+    message = train_in_process(tmp_path / "run", recipe, "--subspace", "small", "--steps", 6, "--resume", expect=2)
+    assert "differs in: embedding_term" in message
+    train_in_process(tmp_path / "rel", relations_only, "--subspace", "small", "--steps", 3)
+    as_before_sentences(tmp_path / "rel")
+    train_in_process(tmp_path / "rel", relations_only, "--subspace", "small", "--steps", 4, "--resume")
+    assert losses(tmp_path / "rel", "small")[-1]["step"] == 4
     bad = tiny_recipe(tmp_path / "bad.yaml", tiny_teacher, tiny_space_file, corpus_file, embedding_weight=-1)
     assert "embedding_weight: -1 is not a non-negative number" in train_in_process(tmp_path / "x", bad, expect=2)
     bad = tiny_recipe(tmp_path / "bad2.yaml", tiny_teacher, tiny_space_file, corpus_file, embedding_weight=1.0,

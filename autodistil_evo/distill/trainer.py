@@ -264,11 +264,12 @@ REWIRE_BLOCKS = 64
 
 # Identity fields added after checkpoints were first written: an older checkpoint holds their default.
 IDENTITY_DEFAULTS = {"hidden_weight": 0.0, "embedding_weight": 0.0, "student": None, "rewire": False, "order_hidden": False,
-                     "precision_path": "engine", "relation_weight": 1.0, "embedding_term": "blocks"}
+                     "precision_path": "engine", "relation_weight": 1.0, "embedding_term": None}
 
 
 def _embedding_identity(recipe: Recipe):
-    """How the embedding term is computed; "blocks" was the term on packed blocks before sentences."""
+    """How the embedding term is computed. Checkpoints from before it ran on sentences lack it (None): a run
+    with the old term on packed blocks cannot resume as one on sentences."""
     if not recipe.embedding_weight:
         return None
     return {"text": "sentences", "loss": recipe.embedding_loss, "sentence_len": recipe.sentence_len}
