@@ -39,6 +39,11 @@ TOP_LEVEL_KEYS = {"name", "head_dim", "seq_len", "vocab_size", "max_position_emb
 BERT_VOCAB, BERT_POSITIONS, BERT_TOKEN_TYPES = 30522, 512, 2
 
 
+def stride_layers(depth: int, total: int) -> list:
+    """Indices of `total` layers a `depth`-layer network uses: floor(i * total / depth)."""
+    return [(i * total) // depth for i in range(depth)]
+
+
 def _per_layer_value(value, cast, layers: int, gene: str):
     """One value for every layer (scalar) or a tuple of `layers` values; an all-equal list is the scalar."""
     if isinstance(value, (list, tuple)):
@@ -234,7 +239,7 @@ class SubSpace:
     def _kept(self, layers: int) -> tuple | None:
         """A student's layers as this sub-space names them: evenly strided indices where students choose
         subsets (so equal students have equal archs), None where the stride is implied."""
-        return tuple((i * self.depth) // layers for i in range(layers)) if self.subsets else None
+        return tuple(stride_layers(layers, self.depth)) if self.subsets else None
 
     def choices(self, gene: str) -> list:
         return getattr(self, gene)

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from transformers import AutoModel
 
 from autodistil_evo.spaces import FAMILIES, Arch, ModelDims, SubSpace
+from autodistil_evo.spaces.space import stride_layers
 from autodistil_evo.supernet.modeling_student import (
     StudentConfig,
     StudentModel,
@@ -26,11 +27,6 @@ from autodistil_evo.supernet.modeling_student import (
     position_ids,
 )
 from autodistil_evo.supernet.sliced import sliced_embedding, sliced_layer_norm, sliced_linear
-
-
-def stride_layers(depth: int, total: int) -> list:
-    """Indices of `total` layers a `depth`-layer network uses: floor(i * total / depth)."""
-    return [(i * total) // depth for i in range(depth)]
 
 
 def arch_layers(arch: Arch, total: int) -> list:
