@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from autodistil_evo.distill.loss import relation_loss
@@ -134,3 +135,28 @@ def test_no_mask_equals_an_all_ones_mask_and_padding_changes_nothing(tiny_teache
     mask = torch.cat([ones, torch.zeros(3, 5, dtype=ones.dtype)], dim=1)
     for a, b in zip(losses(padded, mask)[1:], losses(ids, None)[1:]):
         assert (a - b).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_relation_loss_is_the_sum_of_q_k_v_kl_by_hand(masked):
+    """Q, K and V's relations run stacked; the loss is still KL(teacher || student) of each, averaged over relation
+    heads and real queries, summed over the three."""
+    torch.manual_seed(0)
+    teacher = [torch.randn(2, 7, 24) for _ in range(3)]
+    student = [torch.randn(2, 7, 16) for _ in range(3)]
+    mask = torch.ones(2, 7, dtype=torch.long)
+    if masked:
+        mask[1, 5:] = 0
+
+    def relations(x, heads):
+        b, s, w = x.shape
+        x = x.reshape(b, s, heads, w // heads).transpose(1, 2)
+        scores = x @ x.transpose(-1, -2) / (w // heads) ** 0.5
+        return scores.masked_fill(mask[:, None, None, :] == 0, float("-inf")).log_softmax(-1)
+
+    by_hand = 0.0
+    for t, s in zip(teacher, student):
+        log_p, log_q = relations(t, 4), relations(s, 4)
+        kl = (log_p.exp() * (log_p - log_q)).nan_to_num().sum(-1).mean(1)  # [batch, seq]
+        by_hand = by_hand + (kl * mask).sum() / mask.sum()
+    assert abs(relation_loss(teacher, student, mask if masked else None, 4).item() - by_hand.item()) <= 1e-5

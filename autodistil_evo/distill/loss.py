@@ -39,13 +39,13 @@ from autodistil_evo.teacher import pool
 
 
 def relation_scores(x: torch.Tensor, relation_heads: int, key_mask: torch.Tensor | None) -> torch.Tensor:
-    """[batch, seq, width] -> scaled self-relation scores [batch, R, seq, seq], padding keys masked (None:
+    """[..., batch, seq, width] -> scaled self-relation scores [..., batch, R, seq, seq], padding keys masked (None:
     nothing is padded)."""
-    batch, seq, width = x.shape
+    *lead, seq, width = x.shape
     head_size = width // relation_heads
     if head_size == 0:
         raise ValueError(f"Q/K/V width {width} is smaller than {relation_heads} relation heads")
-    x = x[..., : relation_heads * head_size].float().reshape(batch, seq, relation_heads, head_size).transpose(1, 2)
+    x = x[..., : relation_heads * head_size].float().reshape(*lead, seq, relation_heads, head_size).transpose(-3, -2)
     scores = torch.matmul(x * head_size**-0.5, x.transpose(-1, -2))
     if key_mask is None:
         return scores
@@ -56,15 +56,13 @@ def _key_mask(attention_mask):
     return None if attention_mask is None else attention_mask.bool()
 
 
-def teacher_relations(teacher_qkv, relation_heads: int, attention_mask: torch.Tensor | None) -> list:
-    """Per Q/K/V: (relation probabilities p, sum_k p log p per query)."""
-    key_mask = _key_mask(attention_mask)
-    out = []
-    for x in teacher_qkv:
-        log_p = torch.log_softmax(relation_scores(x, relation_heads, key_mask), dim=-1)
-        p = log_p.exp()
-        out.append((p, (p * log_p).sum(-1)))
-    return out
+def teacher_relations(teacher_qkv, relation_heads: int, attention_mask: torch.Tensor | None) -> tuple:
+    """Q, K and V's relations at once (stacked: one product, softmax and sum for the three): the relation
+    probabilities p [3, batch, R, seq, seq] and sum_k p log p per query [3, batch, R, seq]."""
+    log_p = torch.log_softmax(relation_scores(torch.stack(tuple(teacher_qkv)), relation_heads, _key_mask(attention_mask)),
+                              dim=-1)
+    p = log_p.exp()
+    return p, (p * log_p).sum(-1)
 
 
 def relation_loss(teacher_qkv, student_qkv, attention_mask: torch.Tensor, relation_heads: int = 12) -> torch.Tensor:
@@ -76,22 +74,19 @@ def relation_loss(teacher_qkv, student_qkv, attention_mask: torch.Tensor, relati
 def relation_loss_from_teacher(relations, student_qkv, attention_mask, relation_heads: int) -> torch.Tensor:
     """`relation_loss` with the teacher's side (`teacher_relations`) precomputed. `attention_mask` None: nothing
     is padded, every query counts alike and no mask is built."""
-    key_mask = _key_mask(attention_mask)
-    total = 0.0
-    for (p, p_log_p), x in zip(relations, student_qkv):
-        scores = relation_scores(x, relation_heads, key_mask)
-        # sum_k p_k log q_k = sum_k p_k s_k - logsumexp(s), since p sums to 1 over real keys
-        cross = (p * scores).sum(-1) - torch.logsumexp(scores, dim=-1)
-        kl_per_query = p_log_p - cross  # [batch, R, seq]
-        total = total + _token_mean(kl_per_query.mean(1), attention_mask)
-    return total
+    p, p_log_p = relations
+    scores = relation_scores(torch.stack(tuple(student_qkv)), relation_heads, _key_mask(attention_mask))
+    # sum_k p_k log q_k = sum_k p_k s_k - logsumexp(s), since p sums to 1 over real keys
+    cross = (p * scores).sum(-1) - torch.logsumexp(scores, dim=-1)
+    kl_per_query = (p_log_p - cross).mean(-2)  # [3, batch, seq], averaged over relation heads
+    return _token_mean(kl_per_query, attention_mask) * kl_per_query.shape[0]
 
 
 def _token_mean(values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of [batch, seq] `values` over the real (non-padding) tokens; None: over all of them."""
+    """Mean of [..., batch, seq] `values` over the real (non-padding) tokens and the leading dims; None: over all."""
     if attention_mask is None:
         return values.mean()
-    weight = attention_mask.float()
+    weight = attention_mask.float().expand_as(values)
     return (values * weight).sum() / weight.sum()
 
 
