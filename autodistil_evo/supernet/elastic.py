@@ -26,7 +26,7 @@ from autodistil_evo.supernet.modeling_student import (
     multi_head_attention,
     position_ids,
 )
-from autodistil_evo.supernet.sliced import sliced_embedding, sliced_layer_norm, sliced_linear
+from autodistil_evo.supernet.sliced import leading, sliced_embedding, sliced_layer_norm, sliced_linear
 
 
 def arch_layers(arch: Arch, total: int) -> list:
@@ -36,7 +36,7 @@ def arch_layers(arch: Arch, total: int) -> list:
 
 def first_k_slice(source: torch.Tensor, shape) -> torch.Tensor:
     """The leading block of `source` with the given shape (first-k slicing on every dim)."""
-    return source[tuple(slice(0, n) for n in shape)]
+    return leading(source, shape)
 
 
 def student_config(arch: Arch, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.1, attention_dropout=None, pad_token_id=0):
