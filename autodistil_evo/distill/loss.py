@@ -101,8 +101,8 @@ EMBEDDING_LOSSES = ("mse", "similarity")
 @dataclass
 class EmbeddingTerm:
     """The sentence-embedding term: `weight` x the `kind` loss between the student's pooled embedding and the
-    teacher's. `channel_order`: SuperLM channel j is the teacher's channel `channel_order[j]` (`order_hidden`);
-    None: the teacher's own order."""
+    teacher's. `channel_order`: SuperLM channel j is the teacher's channel `channel_order[j]` (`order_hidden`), on
+    the embeddings' device; None: the teacher's own order."""
 
     weight: float
     kind: str = "mse"
@@ -112,7 +112,7 @@ class EmbeddingTerm:
     def target(self, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The teacher's sentence embeddings, channels in the SuperLM's order."""
         embedding = pool(teacher_hidden, attention_mask, self.pooling)
-        return embedding if self.channel_order is None else embedding[:, self.channel_order.to(embedding.device)]
+        return embedding if self.channel_order is None else embedding[:, self.channel_order]
 
     def __call__(self, student_hidden: torch.Tensor, attention_mask: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         student = pool(student_hidden, attention_mask, self.pooling)

@@ -464,8 +464,9 @@ class SubspaceTraining:
                             TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} step/s"),
                             TimeRemainingColumn(), console=self.console, disable=not self.is_main)
         tap = RelationTap(self.teacher.model, recipe.teacher_layer, hidden=recipe.blocks_whole)
+        order = None if self.channel_order is None else self.channel_order.to(dev)  # moved once, not every step
         embedding = EmbeddingTerm(recipe.embedding_weight, recipe.embedding_loss, self.teacher.pooling,
-                                  self.channel_order) if recipe.embedding_weight else None
+                                  order) if recipe.embedding_weight else None
         special = self.teacher.tokenizer
         pad_id = self.teacher.model.config.pad_token_id or 0
         with progress, StopRequest() as stop, tap:
