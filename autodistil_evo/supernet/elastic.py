@@ -34,11 +34,6 @@ def arch_layers(arch: Arch, total: int) -> list:
     return list(arch.layer_ids) if arch.layer_ids is not None else stride_layers(arch.layers, total)
 
 
-def first_k_slice(source: torch.Tensor, shape) -> torch.Tensor:
-    """The leading block of `source` with the given shape (first-k slicing on every dim)."""
-    return leading(source, shape)
-
-
 def student_config(arch: Arch, dims: ModelDims, layer_norm_eps=1e-12, dropout=0.1, attention_dropout=None, pad_token_id=0):
     """Config of a standalone student: the teacher family's own config (BertConfig, RobertaConfig,
     ...) where that class can express it (uniform, Q/K/V width == hidden, ELECTRA's projection
@@ -316,7 +311,7 @@ class SuperLM(nn.Module):
             source = teacher_state[teacher_name]
             if any(s < d for s, d in zip(source.shape, param.shape)):
                 raise ValueError(f"teacher's {teacher_name} {tuple(source.shape)} is smaller than {tuple(param.shape)}")
-            param.copy_(first_k_slice(source, param.shape))
+            param.copy_(leading(source, param.shape))
 
     @torch.no_grad()
     def init_from_subnet(self, source: "SuperLM", arch: Arch):
@@ -329,7 +324,7 @@ class SuperLM(nn.Module):
         theirs = dict(source.named_parameters())
         for name, param in self.named_parameters():
             if not name.startswith("distill_head."):  # a training aid, not a subnet weight
-                param.copy_(first_k_slice(theirs[self._remap_layer(name, layer_map)], param.shape))
+                param.copy_(leading(theirs[self._remap_layer(name, layer_map)], param.shape))
 
     @torch.no_grad()
     def extract(self, arch: Arch) -> nn.Module:
@@ -347,5 +342,5 @@ class SuperLM(nn.Module):
         family_class = not isinstance(student, StudentModel)
         for name, param in student.named_parameters():
             bert_name = self.family.bert_name(name) if family_class else name
-            param.copy_(first_k_slice(own[self._remap_layer(bert_name, layer_map)], param.shape))
+            param.copy_(leading(own[self._remap_layer(bert_name, layer_map)], param.shape))
         return student.eval()
