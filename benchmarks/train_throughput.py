@@ -151,7 +151,8 @@ def main():
         f"Leaving out the views, which launch nothing: fp32 {computing['fp32']:,.0f}, bf16 {computing['bf16']:,.0f}, "
         f"against {OPS_BEFORE['computing']['fp32']:,} and {OPS_BEFORE['computing']['bf16']:,} "
         f"({computing['fp32'] / OPS_BEFORE['computing']['fp32']:.0%} and "
-        f"{computing['bf16'] / OPS_BEFORE['computing']['bf16']:.0%}). The goal of #50 is 60%.\n",
+        f"{computing['bf16'] / OPS_BEFORE['computing']['bf16']:.0%}). The goal of #50, at most 60% for the bf16 recipe, is "
+        f"{'met' if ops['bf16'] <= 0.6 * OPS_BEFORE['counts']['bf16'] else 'not met'}.\n",
     )
 
 

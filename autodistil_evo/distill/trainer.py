@@ -111,6 +111,8 @@ def make_engine(recipe: Recipe, superlm: SuperLM, members: int, total_steps: int
     params = [p for name, p in superlm.named_parameters() if name not in untrained]
     engine, _, _, _ = deepspeed.initialize(model=superlm, model_parameters=params,
                                            config=recipe.engine_config(members, total_steps))
+    if engine.dp_world_size == 1:  # nothing to all-reduce: DeepSpeed would still flatten and copy back every gradient
+        engine.enable_backward_allreduce = False
     clip = engine.gradient_clipping()
     # The clipping of fp32 weights (fp32 and bf16 autocast) in one multi-tensor call, not a norm per parameter.
     engine.clip_fp32_gradients = lambda: torch.nn.utils.clip_grad_norm_(
@@ -162,34 +164,36 @@ def distill_step(engine, superlm: SuperLM, archs: list, micro_batches: list, tea
     losses = torch.zeros(3, len(archs), device=micro_batches[0].device)
     if not on_blocks:
         losses[0] = float("nan")
-    for m, ids in enumerate(micro_batches):
-        mask = None  # packed blocks: nothing is padded, so no mask (fused attention, no host-side mask check)
-        if on_blocks:
-            tapped = tap(teacher_model, ids, mask)
-            relations = teacher_relations(tapped[:3], relation_heads, mask)
-        if embedding is not None:
-            sentence_ids, sentence_mask = sentences[m]
-            target = embedding.target(tap.last_hidden(teacher_model, sentence_ids, sentence_mask), sentence_mask)
-        for i, arch in enumerate(archs):
-            superlm.set_active(arch)
-            loss = 0.0
+    low = engine.torch_autocast_dtype() if engine.torch_autocast_enabled() else None
+    with superlm.low_precision_weights(low):  # weights change only at the last member's step
+        for m, ids in enumerate(micro_batches):
+            mask = None  # packed blocks: nothing is padded, so no mask (fused attention, no host-side mask check)
             if on_blocks:
-                student_hidden, _, student_qkv = engine(ids, mask, stop_at_last_qkv=not hidden_weight)
-                relation = relation_loss_from_teacher(relations, student_qkv, mask, relation_heads)
-                losses[0, i] += relation.detach() / len(micro_batches)
-                loss = relation_weight * relation
-            if hidden_weight:
-                head = superlm.distill_head  # outside the engine's autocast: in its weights' dtype
-                hidden = hidden_loss(head(student_hidden.to(head.weight.dtype)), tapped[3], mask)
-                losses[1, i] += hidden.detach() / len(micro_batches)
-                loss = loss + hidden_weight * hidden
+                tapped = tap(teacher_model, ids, mask)
+                relations = teacher_relations(tapped[:3], relation_heads, mask)
             if embedding is not None:
-                sentence_hidden, _, _ = engine(sentence_ids, sentence_mask)
-                term = embedding(sentence_hidden, sentence_mask, target)
-                losses[2, i] += term.detach() / len(micro_batches)
-                loss = loss + embedding.weight * term
-            engine.backward(loss)
-            engine.step()
+                sentence_ids, sentence_mask = sentences[m]
+                target = embedding.target(tap.last_hidden(teacher_model, sentence_ids, sentence_mask), sentence_mask)
+            for i, arch in enumerate(archs):
+                superlm.set_active(arch)
+                loss = 0.0
+                if on_blocks:
+                    student_hidden, _, student_qkv = engine(ids, mask, stop_at_last_qkv=not hidden_weight)
+                    relation = relation_loss_from_teacher(relations, student_qkv, mask, relation_heads)
+                    losses[0, i] += relation.detach() / len(micro_batches)
+                    loss = relation_weight * relation
+                if hidden_weight:
+                    head = superlm.distill_head  # outside the engine's autocast: in its weights' dtype
+                    hidden = hidden_loss(head(student_hidden.to(head.weight.dtype)), tapped[3], mask)
+                    losses[1, i] += hidden.detach() / len(micro_batches)
+                    loss = loss + hidden_weight * hidden
+                if embedding is not None:
+                    sentence_hidden, _, _ = engine(sentence_ids, sentence_mask)
+                    term = embedding(sentence_hidden, sentence_mask, target)
+                    losses[2, i] += term.detach() / len(micro_batches)
+                    loss = loss + embedding.weight * term
+                engine.backward(loss)
+                engine.step()
     return losses
 
 

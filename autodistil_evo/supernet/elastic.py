@@ -12,6 +12,8 @@ i < d (uniform stride, as AutoDistil's reference implementation), or the ones it
 taken from the teacher's by the stride rule when it is initialised from a teacher.
 """
 
+import contextlib
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -26,7 +28,14 @@ from autodistil_evo.supernet.modeling_student import (
     multi_head_attention,
     position_ids,
 )
-from autodistil_evo.supernet.sliced import leading, sliced_embedding, sliced_layer_norm, sliced_linear
+from autodistil_evo.supernet.sliced import (
+    LowPrecisionCopies,
+    leading,
+    sliced_embedding,
+    sliced_layer_norm,
+    sliced_linear,
+    sliced_linears,
+)
 
 
 def arch_layers(arch: Arch, total: int) -> list:
@@ -81,10 +90,13 @@ def build_student(config) -> nn.Module:
 
 class ElasticLinear(nn.Linear):
     """nn.Linear whose input width follows the input and whose output width is chosen per call (its weight
-    gradient goes into the slice it used: `supernet.sliced`)."""
+    gradient goes into the slice it used: `supernet.sliced`). `low_precision`: the step's (weight, bias) copies
+    in the autocast dtype, while `SuperLM.low_precision_weights` is active."""
+
+    low_precision = None
 
     def forward(self, x, out_features=None):
-        return sliced_linear(x, self.weight, self.bias, out_features or self.out_features)
+        return sliced_linear(x, self.weight, self.bias, out_features or self.out_features, self.low_precision)
 
 
 class ElasticLayerNorm(nn.LayerNorm):
@@ -164,8 +176,9 @@ class ElasticLayer(nn.Module):
         self.output = ElasticOutput(config, config.intermediate_size)
 
     def qkv(self, hidden_states, width):
-        attn = self.attention.self
-        return attn.query(hidden_states, width), attn.key(hidden_states, width), attn.value(hidden_states, width)
+        """Q, K and V, computed as one product of the three weights' slices."""
+        linears = (self.attention.self.query, self.attention.self.key, self.attention.self.value)
+        return sliced_linears(hidden_states, [(m.weight, m.bias) for m in linears], width, [m.low_precision for m in linears])
 
     def forward(self, hidden_states, additive_mask, width, ffn, qkv=None):
         q, k, v = qkv if qkv is not None else self.qkv(hidden_states, width)
@@ -236,6 +249,27 @@ class SuperLM(nn.Module):
             if isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    @contextlib.contextmanager
+    def low_precision_weights(self, dtype: torch.dtype | None):
+        """Within, under autocast to `dtype`, the elastic linears compute with `dtype` copies of their weights
+        made here in one multi-tensor copy (autocast would cast each weight slice at each use, per member,
+        forward and backward). For one optimizer step's members: the weights must not change within.
+        `dtype` None: nothing changes."""
+        if dtype is None or dtype == torch.float32:
+            yield
+            return
+        linears = [m for m in self.modules() if isinstance(m, ElasticLinear) and m.bias is not None]
+        if getattr(self, "_low_precision", None) is None:
+            self._low_precision = LowPrecisionCopies([t for m in linears for t in (m.weight, m.bias)])
+        copies = self._low_precision.refresh(dtype)
+        try:
+            for i, m in enumerate(linears):
+                m.low_precision = (copies[2 * i], copies[2 * i + 1])
+            yield
+        finally:
+            for m in linears:
+                m.low_precision = None
 
     def set_active(self, arch: Arch):
         if not self.subspace.contains(arch):

@@ -9,8 +9,9 @@ Megatron-LM accumulates fused weights' gradients straight into their main-gradie
 is an input of the autograd function only so that the output requires a gradient; its gradient is
 returned as None, since it is already accumulated.
 
-Under autocast the products run in the autocast dtype and are accumulated into the fp32 gradient; the
-LayerNorm runs in fp32, as autocast runs it. Without a gradient (evaluation, the search) the plain slices run.
+Under autocast the products run in the autocast dtype (with the step's low-precision copies of the weights
+where given: `LowPrecisionCopies`) and are accumulated into the fp32 gradient; the LayerNorm runs in fp32,
+as autocast runs it. Without a gradient (evaluation, the search) the plain slices run.
 """
 
 import torch
@@ -36,6 +37,18 @@ def accumulate(param: torch.Tensor, value: torch.Tensor):
     leading(param.grad, value.shape).add_(value)
 
 
+def accumulate_product(param: torch.Tensor, a: torch.Tensor, b: torch.Tensor):
+    """Add `a @ b` into the leading block of `param.grad`: one fused multiply-add into the slice where the
+    dtypes agree (a GEMM with beta 1, Megatron-LM's gradient accumulation fusion), not a product and an add."""
+    shape = (a.shape[0], b.shape[1])
+    if a.dtype != param.dtype or (param.grad is None and shape == param.shape):
+        accumulate(param, a @ b)
+        return
+    if param.grad is None:
+        param.grad = torch.zeros_like(param)
+    leading(param.grad, shape).addmm_(a, b)
+
+
 def _device_type(x: torch.Tensor) -> str:
     return x.device.type
 
@@ -44,35 +57,79 @@ def _as(t: torch.Tensor, dtype) -> torch.Tensor:
     return t if t.dtype == dtype else t.to(dtype)
 
 
-class _SlicedLinear(torch.autograd.Function):
+class _SlicedLinears(torch.autograd.Function):
+    """Linears of one input as one product: their weights' slices stacked on the output axis (one linear: its
+    slice as it is). Each weight's and bias's gradient goes into its own slice."""
+
     @staticmethod
-    def forward(ctx, x, weight, bias, out_features: int):
-        w = leading(weight, (out_features, x.shape[-1]))
-        b = None if bias is None else leading(bias, (out_features,))
-        ctx.save_for_backward(x, w)
-        ctx.params = (weight, bias)
+    def forward(ctx, x, out_features: int, biases: tuple, lows: tuple, *weights):
         ctx.autocast = torch.is_autocast_enabled(_device_type(x))
         ctx.autocast_dtype = torch.get_autocast_dtype(_device_type(x)) if ctx.autocast else None
+        if all(low is not None and low[0].dtype == ctx.autocast_dtype for low in lows):  # the step's copies: no casts
+            x, used = _as(x, ctx.autocast_dtype), lows
+        else:
+            used = tuple(zip(weights, biases))
+        ws = [leading(w, (out_features, x.shape[-1])) for w, _ in used]
+        bs = [None if b is None else leading(b, (out_features,)) for _, b in used]
+        w = ws[0] if len(ws) == 1 else torch.cat(ws)
+        b = bs[0] if len(bs) == 1 or bs[0] is None else torch.cat(bs)
+        ctx.save_for_backward(x, w)
+        ctx.params, ctx.out_features = (weights, biases), out_features
         return F.linear(x, w, b)
 
     @staticmethod
     def backward(ctx, grad):
         x, w = ctx.saved_tensors
-        weight, bias = ctx.params
+        (weights, biases), out = ctx.params, ctx.out_features
+        part = (lambda t, dim, i: t) if len(weights) == 1 else (lambda t, dim, i: t.narrow(dim, i * out, out))
         with torch.autocast(_device_type(x), dtype=ctx.autocast_dtype, enabled=ctx.autocast):
             grad_x = grad @ _as(w, grad.dtype) if ctx.needs_input_grad[0] else None
             flat_grad, flat_x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
-            accumulate(weight, flat_grad.t() @ _as(flat_x, flat_grad.dtype))
-            if bias is not None:
-                accumulate(bias, flat_grad.sum(0))
-        return grad_x, None, None, None
+            grad_t, flat_x = flat_grad.t(), _as(flat_x, flat_grad.dtype)
+            grad_b = None if biases[0] is None else flat_grad.sum(0)
+            for i, (weight, bias) in enumerate(zip(weights, biases)):
+                accumulate_product(weight, part(grad_t, 0, i), flat_x)
+                if bias is not None:
+                    accumulate(bias, part(grad_b, 0, i))
+        return grad_x, None, None, None, *(None for _ in weights)
 
 
-def sliced_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> torch.Tensor:
-    """F.linear(x, weight[:out_features, :x.shape[-1]], bias[:out_features]), gradients into the slices."""
-    if not torch.is_grad_enabled() or not weight.requires_grad:
-        return F.linear(x, leading(weight, (out_features, x.shape[-1])), None if bias is None else leading(bias, (out_features,)))
-    return _SlicedLinear.apply(x, weight, bias, out_features)
+def sliced_linears(x: torch.Tensor, params: list, out_features: int, lows: list | None = None) -> tuple:
+    """F.linear(x, weight[:out_features, :x.shape[-1]], bias[:out_features]) for each (weight, bias) of `params`
+    (biases all given or all None), computed as one product (Q, K and V: one GEMM), gradients into the slices.
+    `lows`: per pair, copies of (weight, bias) in the autocast dtype, computed with under autocast instead of
+    casting the slices at each use (`LowPrecisionCopies`); the gradients still go into the weights and biases."""
+    weights, biases = zip(*params)
+    if not torch.is_grad_enabled() or not any(w.requires_grad for w in weights):
+        return tuple(F.linear(x, leading(w, (out_features, x.shape[-1])), None if b is None else leading(b, (out_features,)))
+                     for w, b in params)
+    out = _SlicedLinears.apply(x, out_features, biases, tuple(lows or (None,) * len(params)), *weights)
+    return (out,) if len(params) == 1 else out.split(out_features, dim=-1)
+
+
+def sliced_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out_features: int,
+                  low: tuple | None = None) -> torch.Tensor:
+    """`sliced_linears` of one linear."""
+    return sliced_linears(x, [(weight, bias)], out_features, [low])[0]
+
+
+class LowPrecisionCopies:
+    """Copies of a set of weights in one low-precision dtype, refreshed in one multi-tensor copy.
+
+    Under autocast each use of an fp32 weight casts it again: every member of a sandwich, forward and
+    backward. Refreshed once per optimizer step (the weights do not change between a step's members),
+    the copies are cast once. The buffers are kept between refreshes; they are not part of any state."""
+
+    def __init__(self, tensors: list):
+        self.tensors, self.copies = tensors, []
+
+    def refresh(self, dtype: torch.dtype) -> list:
+        """The copies in `dtype` of the tensors as they are now, in their order."""
+        if not self.copies or self.copies[0].dtype != dtype:
+            self.copies = [torch.empty_like(t, dtype=dtype) for t in self.tensors]
+        with torch.no_grad():
+            torch._foreach_copy_(self.copies, self.tensors)
+        return self.copies
 
 
 class _SlicedLayerNorm(torch.autograd.Function):
