@@ -148,22 +148,24 @@ if SMOKE:  # two seeds: a spread still has two values
     SEEDS = 2
 
 
-def lever_tag(space: str | None = None, rewire: bool = False) -> str:
-    """The name of a lever of the bench SuperLMs ("" for none): "-minilm-l6-wide", "-rewire"."""
-    return (f"-{Path(space).stem}" if space else "") + ("-rewire" if rewire else "")
+def lever_tag(space: str | None = None, rewire: bool = False, order_hidden: bool = False) -> str:
+    """The name of a lever of the bench SuperLMs ("" for none): "-minilm-l6-wide", "-rewire", "-ordered"."""
+    return (f"-{Path(space).stem}" if space else "") + ("-rewire" if rewire else "") + ("-ordered" if order_hidden else "")
 
 
-def ensure_bench_search(space: str | None = None, rewire: bool = False) -> tuple:
+def ensure_bench_search(space: str | None = None, rewire: bool = False, order_hidden: bool = False) -> tuple:
     """The bench run (K=3 SuperLMs of recipes/bench.yaml) and its NSGA-II search; with a lever (`space`, a
-    space file, or `rewire`, importance-ordered slicing) the same recipe so changed, in folders of its own."""
+    space file; `rewire`, importance-ordered heads and FFN; `order_hidden`, importance-ordered hidden channels)
+    the same recipe so changed, in folders of its own."""
     run, search, recipe, extra, subspaces = BENCH_RUN, BENCH_SEARCH, BENCH_RECIPE, (), ("base", "small", "tiny")
-    if space or rewire:
+    if space or rewire or order_hidden:
         from autodistil_evo.spaces import load_space
 
-        tag = lever_tag(space, rewire)
+        tag = lever_tag(space, rewire, order_hidden)
         run, search = WORK / f"bench-run{tag}", WORK / f"bench-search{tag}"
-        if rewire:
-            recipe = write_recipe(BENCH_RECIPE, WORK / "recipes" / "bench-rewire.yaml", rewire=True)
+        changes = {k: True for k, on in (("rewire", rewire), ("order_hidden", order_hidden)) if on}
+        if changes:
+            recipe = write_recipe(BENCH_RECIPE, WORK / "recipes" / f"bench{lever_tag(None, rewire, order_hidden)}.yaml", **changes)
         if space:
             extra, subspaces = ("--space", space), tuple(load_space(space).subspaces)
     run = ensure_run(run, recipe, extra, subspaces)

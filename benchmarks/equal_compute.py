@@ -17,10 +17,11 @@ hand shapes together cost at least that total: the tool's path never gets more c
 do-it-yourself one. All fine-tuned with the bench budget over the same seeds; differences are
 paired by seed, with their standard errors.
 
-`--space FILE` and `--rewire` measure levers of the tool's path, each in its own section: the same
-recipe's SuperLMs trained and searched on another space (`make bench-studies` runs
-`spaces/minilm-l6-wide.yaml`, which adds the teacher's full width at reduced depth), or with
-importance-ordered slicing; the do-it-yourself rows are the same shapes.
+`--space FILE`, `--rewire` and `--order-hidden` measure levers of the tool's path, each in its own section:
+the same recipe's SuperLMs trained and searched on another space (`make bench-studies` runs
+`spaces/minilm-l6-wide.yaml`, which adds the teacher's full width at reduced depth), with
+importance-ordered slicing of heads and FFN, or with importance-ordered hidden channels; the
+do-it-yourself rows are the same shapes.
 """
 
 import argparse
@@ -112,18 +113,21 @@ def main():
     parser.add_argument("--space", help="search this space file instead of the bench recipe's (a lever of the "
                         "tool's path: its own SuperLMs, search and section, the do-it-yourself rows the same)")
     parser.add_argument("--rewire", action="store_true", help="the lever of importance-ordered slicing (`rewire: true`)")
+    parser.add_argument("--order-hidden", action="store_true",
+                        help="the lever of importance-ordered hidden channels (`order_hidden: true`)")
     args = parser.parse_args()
     recipe = load_recipe(BENCH_RECIPE)
     space_file = args.space or str(Path(recipe.space_file()).resolve().relative_to(REPO))
     space = load_space(space_file)
-    tag = lever_tag(args.space, args.rewire)
+    tag = lever_tag(args.space, args.rewire, args.order_hidden)
     work, section = WORK / f"equal-compute{tag}", "equal_compute" + tag.replace("-", "_")
-    lever = " and ".join(x for x in (args.space and f"searched on `{args.space}`", args.rewire and "importance-ordered slicing") if x)
+    lever = " and ".join(x for x in (args.space and f"searched on `{args.space}`", args.rewire and "importance-ordered slicing",
+                                     args.order_hidden and "importance-ordered hidden channels") if x)
     dims, shape = space.dims(recipe.teacher_shape()), recipe.teacher_shape()
     teacher_flops = count_flops(shape.arch(), shape.dims(), space.seq_len)
     tap = teacher_tap_flops(shape, recipe.teacher_layer, recipe.seq_len)
     per_step = lambda arch: step_flops([arch], dims, tap, recipe.seq_len, recipe.micro_batch * recipe.accumulation)  # noqa: E731
-    run, search = ensure_bench_search(args.space, args.rewire)
+    run, search = ensure_bench_search(args.space, args.rewire, args.order_hidden)
     budgets = hand_budgets()
 
     # The tool's path: the SuperLMs, then each pick trained further.
@@ -203,7 +207,7 @@ def main():
     from autodistil_evo.data import sentiment_task
 
     write_results(section, {
-        "space": space_file, "rewire": args.rewire,
+        "space": space_file, "rewire": args.rewire, "order_hidden": args.order_hidden,
         "finetune_budget": FINETUNE, "seeds": SEEDS, "test_rows": len(sentiment_task().test), "compute": compute,
         "budgets": [{"label": label, "flops": flops, "hand_arch": {"subspace": sub, **arch}} for label, sub, arch, flops in budgets],
         "rows": rows, "comparisons": comparisons, "teacher": teacher,

@@ -63,6 +63,7 @@ STUDIES = [
     # Levers of the tool's path, each on the equal-compute benchmark.
     ["equal_compute.py", "--space", "spaces/minilm-l6-wide.yaml"],
     ["equal_compute.py", "--rewire"],
+    ["equal_compute.py", "--order-hidden"],
 ]
 STAMPS = WORK / "stages"
 RUNNING = STAMPS / "running.json"  # the running `make bench`: its pid and its stage's process group
