@@ -1,8 +1,8 @@
 """Does the proxy rank students the way fine-tuning does, and the way standalone distillation does?
 
 On the bench run (recipes/bench.yaml SuperLMs, trained until their proxy loss flattens) and its
-K=3 search: students spread over the FLOPs range of the global front (equal compute's three searched
-students among them, their fine-tunes shared) plus off-front ones, each
+K=3 search: 12 students, 9 spread over the FLOPs range of the global front (equal compute's three searched
+students among them, their fine-tunes shared) and 3 off it, each
 exported and fine-tuned on the embedded task with the bench budget over 3 seeds. Reports Kendall
 tau of proxy loss (lower is better) vs mean test accuracy with a bootstrap 95% interval, tau within
 FLOPs bands (where FLOPs alone cannot rank), FLOPs alone as the naive baseline. With `--alone N`
@@ -88,8 +88,8 @@ def within_bands(rows, bands: int):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--front", type=int, default=6)
-    parser.add_argument("--off", type=int, default=2)
+    parser.add_argument("--front", type=int, default=9, help="students spread over the front (with --off: 12)")
+    parser.add_argument("--off", type=int, default=3)
     parser.add_argument("--alone", type=int, default=6, help="archs distilled standalone (0: none, and no section)")
     parser.add_argument("--alone-steps", type=int, default=recipe_steps(BENCH_RECIPE),
                         help="steps per standalone arch (the bench recipe's)")
