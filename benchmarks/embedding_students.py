@@ -13,7 +13,11 @@ Budgets: what keeping 1, 2 or 3 of all-MiniLM-L6-v2's 6 layers costs (FLOPs per 
 - `searched-alone`: the same shape cut from the teacher in its own order (first-k, no ordering) and
   trained alike (`train-student --init teacher`);
 - `tool+relations`: the tool's student trained with the relation KL kept beside the embedding term
-  (`relation_weight` 1), at the same FLOPs (`--relations-seeds` seeds, 1 by default): whether relations stay.
+  (`relation_weight` 1), at the same FLOPs (`--relations-seeds` seeds, 1 by default): whether relations stay;
+- `tool-trained`: the tool's path with a trained SuperLM: the ordered teacher trained as a SuperLM of the same
+  space on the embedding term (every sandwich member) for `--superlm-share` of the smallest budget's FLOPs,
+  searched and picked alike, its student trained by `train-student` from its subnet. The SuperLM's whole
+  training counts against each of its students: whether training the SuperLM beats searching it untrained.
 The tool's SuperLM is the untrained ordered teacher, so the tool and searched-alone rows differ by the cut
 alone. Every trained path reads the same text (one short text per training block of the embedded corpus,
 in each seed's order) with batch 32, learning rate 1e-4 and 10% warm-up, and spends the training FLOPs the
@@ -47,13 +51,16 @@ OUT = WORK / "embedding-students"
 SPACE = "spaces/minilm-l6-keep.yaml"
 BUDGET_LAYERS = (1, 2, 3)
 BATCH, SENTENCE_LEN, LR, WARMUP = 32, 32, 1e-4, 0.1
-PATHS = ("layer-drop", "st-recipe", "tool", "searched-alone", "tool+relations")
+PATHS = ("layer-drop", "st-recipe", "tool", "searched-alone", "tool+relations", "tool-trained")
 ORDERED = {"rewire": True, "order_hidden": True}
 # The trained paths after st-recipe: (path, recipe changes, train-student --init). `tool+relations` keeps the relation
 # KL in the loss beside the embedding term (relation_weight 1), at the same FLOPs: whether relations stay.
 TRAINED = (("tool", {**ORDERED, "relation_weight": 0.0}, "superlm"),
            ("searched-alone", {"relation_weight": 0.0}, "teacher"),
-           ("tool+relations", {**ORDERED, "relation_weight": 1.0}, "superlm"))
+           ("tool+relations", {**ORDERED, "relation_weight": 1.0}, "superlm"),
+           ("tool-trained", {**ORDERED, "relation_weight": 0.0}, "superlm"))
+# The embedding term as the recipes of the trained paths (and the tool-trained SuperLM) run it.
+EMBEDDING = {"embedding_weight": 1.0, "embedding_loss": "mse", "sentence_len": SENTENCE_LEN}
 
 
 def sem(values: list) -> float:
@@ -187,6 +194,8 @@ def main():
                         help="Seeds of the tool+relations row (the relation KL kept beside the embedding term).")
     parser.add_argument("--candidates", type=int, default=2 if SMOKE else 5,
                         help="Front members within each budget compared on STS-B dev for the tool's pick.")
+    parser.add_argument("--superlm-share", type=float, default=0.5,
+                        help="tool-trained: the SuperLM's training FLOPs, as a share of the smallest budget's.")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     teacher = load_teacher(None)
@@ -219,25 +228,48 @@ def main():
     # the tool's SuperLM (the ordered teacher, untrained) and its search
     base = write_recipe("recipes/quickstart.yaml", OUT / "recipes" / "ordered.yaml", space=str(Path(SPACE).resolve()),
                         rewire=True, order_hidden=True, seq_len=64, micro_batch=BATCH, lr=LR)
-    run, search = OUT / "run", OUT / "search"
-    if not (run / "keep" / "superlm.json").is_file():
-        cli("train", "--recipe", base, "--out", run, "--steps", 0, "--resume")
-    if not (search / "pareto.json").is_file():
-        cli("evolve", run, "--out", search, "--objectives", "fidelity,flops", "--population", args.population,
-            "--generations", args.generations, "--eval-samples", 8, "--seed", 0, "--resume")
     from autodistil_evo.distill.artifact import load_superlm
 
-    trained = load_superlm(run / "keep")
+    def searched(run, search, recipe, steps):
+        """The SuperLM of `recipe` trained `steps` steps into `run`, and its search on fidelity x FLOPs."""
+        if not (run / "keep" / "superlm.json").is_file():
+            cli("train", "--recipe", recipe, "--out", run, "--steps", steps, "--resume")
+        if not (search / "pareto.json").is_file():
+            cli("evolve", run, "--out", search, "--objectives", "fidelity,flops", "--population", args.population,
+                "--generations", args.generations, "--eval-samples", 8, "--seed", 0, "--resume")
+        return load_superlm(run / "keep")
 
-    def pick(budget):
+    run, search = OUT / "run", OUT / "search"
+    trained = searched(run, search, base, 0)
+    superlms = {"tool": (run, search, trained)}
+
+    def trained_superlm(st_flops: float):
+        """tool-trained's SuperLM: the ordered teacher trained on the embedding term for `--superlm-share` of
+        `st_flops` (its steps from the trainer's own plan), then searched."""
+        from autodistil_evo.distill.recipe import load_recipe
+        from autodistil_evo.distill.trainer import plan
+        from autodistil_evo.spaces import load_space
+
+        recipe = write_recipe("recipes/quickstart.yaml", OUT / "recipes" / "superlm-trained.yaml",
+                              space=str(Path(SPACE).resolve()), rewire=True, order_hidden=True, seq_len=64,
+                              micro_batch=BATCH, lr=LR, relation_weight=0.0, **EMBEDDING)
+        space = load_space(SPACE)
+        per_step = plan(load_recipe(recipe), space, [space.subspace("keep")], 1, 1)["total_flops"]
+        steps = max(round((args.superlm_share * st_flops - trained.meta["train_flops"]) / per_step), 1)
+        recipe = write_recipe(recipe, OUT / "recipes" / "superlm-trained.yaml", warmup_steps=max(round(WARMUP * steps), 1))
+        return searched(OUT / "run-trained", OUT / "search-trained", recipe, steps)
+
+    def pick(budget, path="tool"):
+        run, search, superlm_run = superlms[path]
+
         def choose():
-            scored, superlm = [], trained.superlm.eval()
+            scored, superlm = [], superlm_run.superlm.eval()
             for arch in front_within(search, budget["flops"], args.candidates):
                 superlm.set_active(Arch.from_dict(arch))
                 scored.append({**arch, "stsb_dev_step0": judge.dev(lambda ids, mask: superlm(ids, mask)[0])})
             return max(scored, key=lambda r: r["stsb_dev_step0"])
 
-        return keep(f"pick/{budget['layers']}", choose)
+        return keep("pick/" + ("" if path == "tool" else f"{path}/") + str(budget["layers"]), choose)
 
     packed = build_corpus(["embedded"], teacher.tokenizer, 64, 0.05)
     for seed in range(args.seeds):
@@ -258,26 +290,29 @@ def main():
                         **judge(model, pooling_of(folder / "model"))}
 
             st = keep(f"st-recipe/{k}/{seed}", st_row)
-            chosen = pick(budget)
-            arch = Arch.from_dict({g: chosen[g] for g in (*GENES, "layer_ids")})
+            if "tool-trained" not in superlms:  # its training is a share of the smallest budget (seed 0's)
+                superlms["tool-trained"] = (OUT / "run-trained", OUT / "search-trained", trained_superlm(st["train_flops"]))
             for path, recipe_changes, init in TRAINED:
                 if path == "tool+relations" and seed >= args.relations_seeds:
                     continue
+                source, _, superlm_run = superlms["tool-trained" if path == "tool-trained" else "tool"]
+                chosen = pick(budget, "tool-trained" if path == "tool-trained" else "tool")
+                arch = Arch.from_dict({g: chosen[g] for g in (*GENES, "layer_ids")})
                 # as the trainer counts a step (`step_flops`): the blocks only where the relation KL is trained
                 blocks = bool(recipe_changes["relation_weight"])
                 per_step = step_flops([arch], dims, teacher_tap_flops(shape, -1, 64) if blocks else 0, 64, BATCH, False,
                                       blocks, SENTENCE_LEN, count_flops(full, dims, SENTENCE_LEN))
-                # the tool's SuperLM cost its importance pass (counted as training): its student trains that much less
-                spent = trained.meta["train_flops"] if init == "superlm" else 0
+                # a SuperLM's training (the importance pass included) counts against its student: it trains that much less
+                spent = superlm_run.meta["train_flops"] if init == "superlm" else 0
                 steps = max(round((st["train_flops"] - spent) / per_step), 1)
 
-                def trained_row(path=path, changes=recipe_changes, init=init, seed=seed, k=k, arch=arch, steps=steps):
+                def trained_row(path=path, changes=recipe_changes, init=init, seed=seed, k=k, arch=arch, steps=steps,
+                                source=source):
                     recipe = write_recipe("recipes/quickstart.yaml", OUT / "recipes" / f"{path}.yaml",
                                           space=str(Path(SPACE).resolve()), seq_len=64, micro_batch=BATCH, lr=LR,
-                                          warmup_steps=max(round(WARMUP * steps), 1), embedding_weight=1.0,
-                                          embedding_loss="mse", sentence_len=SENTENCE_LEN, **changes)
+                                          warmup_steps=max(round(WARMUP * steps), 1), **EMBEDDING, **changes)
                     out = OUT / path / f"k{k}-s{seed}"
-                    cli("train-student", run, "--arch", json.dumps({"subspace": "keep", **arch.to_dict()}), "--recipe",
+                    cli("train-student", source, "--arch", json.dumps({"subspace": "keep", **arch.to_dict()}), "--recipe",
                         recipe, "--init", init, "--steps", steps, "--seed", seed, "--out", out, "--resume")
                     from transformers import AutoModel
 
@@ -327,7 +362,8 @@ def report(args, budgets, results, judge, latencies):
                 [results[f"{path}/{k}/{s}"] for s in range(args.seeds) if f"{path}/{k}/{s}" in results]
             if not runs:
                 continue
-            pick = results.get(f"pick/{k}") if path not in ("layer-drop", "st-recipe") else None
+            pick = None if path in ("layer-drop", "st-recipe") else \
+                results.get(f"pick/{path}/{k}" if path == "tool-trained" else f"pick/{k}")
             stsb = [r["stsb_test"] for r in runs]
             rows.append({
                 "budget_flops": budget["flops"], "budget_layers": k, "path": path,
@@ -390,7 +426,9 @@ def report(args, budgets, results, judge, latencies):
         f"the tool's STS-B test differs by {versus('tool', 'layer-drop')}. The ordered cut against the same shape cut "
         f"first-k (tool - searched-alone): {versus('tool', 'searched-alone')}. Keeping the relation KL beside the "
         f"embedding term at the same FLOPs (tool+relations - tool, one seed): {versus('tool+relations', 'tool')}, so "
-        f"the embedding term alone is the tool's loss here. sentence-transformers' recipe moves its evenly spread cut "
+        f"the embedding term alone is the tool's loss here. A SuperLM trained on the embedding term for "
+        f"{args.superlm_share:.0%} of the smallest budget's FLOPs, against the untrained ordered teacher searched as it "
+        f"is (tool-trained - tool): {versus('tool-trained', 'tool') or 'not measured'}. sentence-transformers' recipe moves its evenly spread cut "
         f"on dev by {'; '.join(spread_dev)} at this compute ({args.st_steps} steps of {BATCH}).")
     verdict_text = "; ".join(f"{v['budget_layers']}/6: {v['outcome']} ({v['difference']:+.2f} ± {v['se']:.2f})"
                              for v in verdicts)
