@@ -230,20 +230,31 @@ class BlockWriter:
 def block_sentences(blocks: torch.Tensor, cls_id: int, sep_id: int, pad_id: int, length: int,
                     min_tokens: int = 3) -> tuple:
     """One short text per packed block, for terms on whole-sentence embeddings: the first whole document
-    inside the block (between two of its [SEP]s) of `min_tokens` or more, else its longest piece, cut to
-    `length` - 2 tokens and wrapped in [CLS] ... [SEP]. Returns (ids, attention mask), both
-    [blocks, length]: a fixed shape, so the step's FLOPs are known from the step alone."""
+    inside the block (between two of its [SEP]s) of `min_tokens` or more, else its longest piece (the first
+    of equals), cut to `length` - 2 tokens and wrapped in [CLS] ... [SEP]. Returns (ids, attention mask),
+    both [blocks, length]: a fixed shape, so the step's FLOPs are known from the step alone. Tensor
+    operations over the whole batch: no Python loop over blocks or tokens in the training step."""
+    body = blocks[:, 1:-1]  # a block is [CLS] body [SEP]; documents in the body each end with [SEP]
+    n, rows = body.shape[1], torch.arange(len(blocks))
+    is_sep = body == sep_id
+    count = is_sep.sum(1)
+    # each row's piece boundaries: -1, its [SEP] positions, n (padded with n to the most [SEP]s of any row)
+    bounds = torch.full((len(blocks), (int(count.max()) if len(blocks) else 0) + 2), n, dtype=torch.long)
+    bounds[:, 0] = -1
+    at_row, at = is_sep.nonzero(as_tuple=True)  # row-major: positions ascending within a row
+    bounds[at_row, torch.arange(len(at)) - (count.cumsum(0) - count)[at_row] + 1] = at
+    start, piece = bounds[:, :-1] + 1, torch.arange(bounds.shape[1] - 1)[None, :]
+    size = torch.where(piece <= count[:, None], bounds[:, 1:] - start, -1)  # pieces 0..count, others -1
+    whole = (piece >= 1) & (piece < count[:, None]) & (size >= min_tokens)  # bounded by [SEP] on both sides
+    pick = torch.where(whole.any(1), whole.int().argmax(1), size.argmax(1))  # argmax: the first of equals
+    first, take = start[rows, pick], size[rows, pick].clamp(max=length - 2)
+    offset = torch.arange(length - 2)[None, :]
+    text = body.gather(1, (first[:, None] + offset).clamp(max=max(n - 1, 0)))
     out = torch.full((len(blocks), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(blocks), length), dtype=torch.long)
-    for row, block in enumerate(blocks.tolist()):
-        body = block[1:-1]  # a block is [CLS] body [SEP]; documents in the body each end with [SEP]
-        cuts = [i for i, t in enumerate(body) if t == sep_id]
-        pieces = [body[a + 1:b] for a, b in zip([-1, *cuts], [*cuts, len(body)])]
-        whole = [p for p in pieces[1:len(cuts)] if len(p) >= min_tokens]  # bounded by [SEP] on both sides
-        text = whole[0] if whole else max(pieces, key=len)
-        ids = [cls_id, *text[: length - 2], sep_id]
-        out[row, : len(ids)] = torch.tensor(ids)
-        mask[row, : len(ids)] = 1
+    out[:, 0] = cls_id
+    out[:, 1:-1] = torch.where(offset < take[:, None], text, pad_id)
+    out[rows, take + 1] = sep_id
+    mask = (torch.arange(length)[None, :] < (take + 2)[:, None]).long()
     return out, mask
 
 

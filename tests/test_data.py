@@ -214,3 +214,29 @@ def test_block_sentences_takes_the_first_whole_document_of_each_block():
     ids, mask = block_sentences(blocks, cls, sep, pad, length=6, min_tokens=2)
     assert ids.tolist() == [[cls, 7, 8, 9, sep, pad], [cls, 12, 13, 14, 15, sep], [cls, 20, 21, 22, 23, sep]]
     assert mask.tolist() == [[1, 1, 1, 1, 1, 0], [1] * 6, [1] * 6]
+
+
+def _block_sentence(block: list, cls: int, sep: int, pad: int, length: int, min_tokens: int) -> list:
+    """The rule of `block_sentences` for one block, written out in Python: the reference it must equal."""
+    body = block[1:-1]
+    cuts = [i for i, t in enumerate(body) if t == sep]
+    pieces = [body[a + 1 : b] for a, b in zip([-1, *cuts], [*cuts, len(body)])]
+    whole = [p for p in pieces[1 : len(cuts)] if len(p) >= min_tokens]
+    ids = [cls, *(whole[0] if whole else max(pieces, key=len))[: length - 2], sep]
+    return ids + [pad] * (length - len(ids))
+
+
+def test_block_sentences_equal_the_rule_on_random_blocks():
+    """Batched, the texts are the rule's for every block: many, one or no [SEP]s, empty pieces, ties in length."""
+    from autodistil_evo.data import block_sentences
+
+    cls, sep, pad = 101, 102, 0
+    g = torch.Generator().manual_seed(0)
+    for min_tokens, length, p_sep in ((3, 12, 0.2), (1, 5, 0.5), (2, 40, 0.05), (3, 8, 0.0)):
+        tokens = torch.randint(5, 50, (64, 30), generator=g)
+        tokens[torch.rand(64, 30, generator=g) < p_sep] = sep
+        blocks = torch.cat([torch.full((64, 1), cls), tokens, torch.full((64, 1), sep)], 1)
+        ids, mask = block_sentences(blocks, cls, sep, pad, length, min_tokens)
+        expected = [_block_sentence(b, cls, sep, pad, length, min_tokens) for b in blocks.tolist()]
+        assert ids.tolist() == expected
+        assert mask.tolist() == [[int(t != pad) for t in row] for row in expected]
