@@ -52,6 +52,7 @@ SPACE = "spaces/minilm-l6-keep.yaml"
 BUDGET_LAYERS = (1, 2, 3)
 BATCH, SENTENCE_LEN, LR, WARMUP = 32, 32, 1e-4, 0.1
 PATHS = ("layer-drop", "st-recipe", "tool", "searched-alone", "tool+relations", "tool-trained")
+DIAGNOSTIC = ("searched-alone", "tool+relations")  # why the tool's rows are what they are; not the goal's rows
 ORDERED = {"rewire": True, "order_hidden": True}
 # The trained paths after st-recipe: (path, recipe changes, train-student --init). `tool+relations` keeps the relation
 # KL in the loss beside the embedding term (relation_weight 1), at the same FLOPs: whether relations stay.
@@ -194,6 +195,9 @@ def main():
                         help="Seeds of the tool+relations row (the relation KL kept beside the embedding term).")
     parser.add_argument("--candidates", type=int, default=2 if SMOKE else 5,
                         help="Front members within each budget compared on STS-B dev for the tool's pick.")
+    parser.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=True,
+                        help="Also the rows that explain the tool's (searched-alone, tool+relations); `make bench` "
+                             "leaves them to `make bench-studies`, whose run adds them to its cached rows.")
     parser.add_argument("--superlm-share", type=float, default=0.5,
                         help="tool-trained: the SuperLM's training FLOPs, as a share of the smallest budget's.")
     args = parser.parse_args()
@@ -293,7 +297,7 @@ def main():
             if "tool-trained" not in superlms:  # its training is a share of the smallest budget (seed 0's)
                 superlms["tool-trained"] = (OUT / "run-trained", OUT / "search-trained", trained_superlm(st["train_flops"]))
             for path, recipe_changes, init in TRAINED:
-                if path == "tool+relations" and seed >= args.relations_seeds:
+                if path in DIAGNOSTIC and not args.diagnostics or path == "tool+relations" and seed >= args.relations_seeds:
                     continue
                 source, _, superlm_run = superlms["tool-trained" if path == "tool-trained" else "tool"]
                 chosen = pick(budget, "tool-trained" if path == "tool-trained" else "tool")
@@ -418,7 +422,8 @@ def report(args, budgets, results, judge, latencies):
           f"{r['fidelity']:.3f}", f"{r['recall_at_10']:.3f}", f"{r['latency_ms']:.1f}") for r in rows])
     def versus(path, other):
         pairs = [(b["layers"], row(path, b["layers"]), row(other, b["layers"])) for b in budgets]
-        return ", ".join(f"{k}/6 {a['stsb_mean'] - o['stsb_mean']:+.2f}" for k, a, o in pairs if a and o)
+        return ", ".join(f"{k}/6 {a['stsb_mean'] - o['stsb_mean']:+.2f}" for k, a, o in pairs if a and o) or \
+            "not measured in this run (`make bench-studies` adds it)"
 
     spread_dev = []
     for budget in budgets:
@@ -430,7 +435,7 @@ def report(args, budgets, results, judge, latencies):
         f"Against the teacher with its best layers kept and no training (layer-drop, the best of every subset on dev), "
         f"the tool's STS-B test ({tool_path}) differs by {versus(tool_path, 'layer-drop')}. A SuperLM trained on the "
         f"embedding term for {args.superlm_share:.0%} of the smallest budget's FLOPs, against the untrained ordered "
-        f"teacher searched as it is (tool-trained - tool): {versus('tool-trained', 'tool') or 'not measured'}. The "
+        f"teacher searched as it is (tool-trained - tool): {versus('tool-trained', 'tool')}. The "
         f"ordered cut against the same shape cut first-k (tool - searched-alone): {versus('tool', 'searched-alone')}. "
         f"Keeping the relation KL beside the embedding term at the same FLOPs (tool+relations - tool, one seed): "
         f"{versus('tool+relations', 'tool')}. sentence-transformers' recipe moves its evenly spread cut "
