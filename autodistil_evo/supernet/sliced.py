@@ -125,7 +125,7 @@ class LowPrecisionCopies:
 
     def refresh(self, dtype: torch.dtype) -> list:
         """The copies in `dtype` of the tensors as they are now, in their order."""
-        if not self.copies or self.copies[0].dtype != dtype:
+        if not self.copies or self.copies[0].dtype != dtype or self.copies[0].device != self.tensors[0].device:
             self.copies = [torch.empty_like(t, dtype=dtype) for t in self.tensors]
         with torch.no_grad():
             torch._foreach_copy_(self.copies, self.tensors)
