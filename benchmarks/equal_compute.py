@@ -7,7 +7,9 @@ Budgets: the hand shapes of `common.HAND` (about 70%, 45% and 20% of the teacher
 - `searched-superlm`: the bench K=3 search's min-proxy-loss student under the budget, straight
   from its SuperLM (the paper's way);
 - `searched-train-student`: that student trained further alone from its SuperLM weights;
-- `searched-alone`: the searched arch distilled alone from the teacher (is it the shape or the weights?).
+- `searched-alone`: the searched arch distilled alone from the teacher (is it the shape or the weights?);
+  a diagnostic, not a goal row: `make bench` leaves it out (`--no-diagnostics`) and `make bench-studies`
+  adds it to the cached rows.
 
 Compute: training FLOPs as the trainer counts them (teacher forward + 3x each trained member's
 forward); a row's `train_flops` is what made that student (its SuperLM's whole training, shared with
@@ -57,6 +59,7 @@ from autodistil_evo.spaces import Arch, count_flops, load_space
 
 PATHS = ("layer-drop", "hand-alone", "searched-superlm", "searched-train-student", "searched-alone")
 TOOL, DIY = "searched-train-student", ("layer-drop", "hand-alone")
+DIAGNOSTIC = ("searched-alone",)  # why the tool's row is what it is; not a goal row
 
 
 def layer_drop(layers: int) -> Path:
@@ -115,7 +118,11 @@ def main():
     parser.add_argument("--rewire", action="store_true", help="the lever of importance-ordered slicing (`rewire: true`)")
     parser.add_argument("--order-hidden", action="store_true",
                         help="the lever of importance-ordered hidden channels (`order_hidden: true`)")
+    parser.add_argument("--diagnostics", action=argparse.BooleanOptionalAction, default=True,
+                        help="also the searched arch distilled alone (shape or weights?); `make bench` leaves it to "
+                             "`make bench-studies`, whose run adds it to the cached rows")
     args = parser.parse_args()
+    paths = [p for p in PATHS if args.diagnostics or p not in DIAGNOSTIC]
     recipe = load_recipe(BENCH_RECIPE)
     space_file = args.space or str(Path(recipe.space_file()).resolve().relative_to(REPO))
     space = load_space(space_file)
@@ -149,8 +156,8 @@ def main():
     depth_flops = {k: count_flops(Arch(k, shape.heads, shape.hidden, shape.ffn / shape.hidden), shape.dims(), space.seq_len)
                    for k in range(1, shape.layers + 1)}
 
-    # Nine independent trainings: each pick trained further (the tool), each hand shape and each searched
-    # arch distilled alone from the teacher (do-it-yourself, and is it the shape or the weights?).
+    # Independent trainings: each pick trained further (the tool), each hand shape distilled alone from the
+    # teacher (do-it-yourself) and, with the diagnostics, each searched arch alone (the shape or the weights?).
     jobs = []
     for _, subspace, arch, flops in budgets:
         found, pick = picks[flops], Arch.from_dict(searched[flops])
@@ -160,11 +167,13 @@ def main():
                  # A hand shape alone does not depend on the lever: one folder for every section (same steps, same student).
                  {"source": run, "out": WORK / "equal-compute" / f"hand-{subspace}-{Arch.from_dict(arch).key()}-{alone_steps}",
                   "steps": alone_steps, "init": "teacher", "arch": {"subspace": subspace, **arch},
-                  "cost": alone_steps * per_step(Arch.from_dict(arch))},
-                 {"source": search, "out": work / f"alone-{found[0]['id']}-{alone_steps}",
-                  "steps": alone_steps, "init": "teacher", "student_id": found[0]["id"], "cost": alone_steps * per_step(pick)}]
+                  "cost": alone_steps * per_step(Arch.from_dict(arch))}]
+        if args.diagnostics:
+            jobs.append({"source": search, "out": work / f"alone-{found[0]['id']}-{alone_steps}", "steps": alone_steps,
+                         "init": "teacher", "student_id": found[0]["id"], "cost": alone_steps * per_step(pick)})
+    per_budget = 3 if args.diagnostics else 2
     trained = train_students(jobs)
-    spent = shared + sum(trained[3 * i][1]["train_flops_parts"]["student"] for i in range(len(budgets)))
+    spent = shared + sum(trained[per_budget * i][1]["train_flops_parts"]["student"] for i in range(len(budgets)))
     if spent != tool_total:  # the trainer counts what it spent: the plan must be what ran
         raise SystemExit(f"the tool's path spent {spent:.4e} training FLOPs, {tool_total:.4e} planned")
 
@@ -172,15 +181,16 @@ def main():
     for i, (label, subspace, arch, flops) in enumerate(budgets):
         found, searched_arch = picks[flops], searched[flops]
         depth = min(depth_flops, key=lambda k: abs(depth_flops[k] - flops))
-        (tool_model, tool_provenance), (hand_model, hand_provenance), (alone_model, alone_provenance) = trained[3 * i : 3 * i + 3]
+        (tool_model, tool_provenance), (hand_model, hand_provenance), *alone = trained[per_budget * i : per_budget * (i + 1)]
         entries = {
             "layer-drop": (layer_drop(depth), f"teacher-bottom-{depth}", depth_flops[depth], 0),
             "hand-alone": (hand_model, f"{subspace}-{Arch.from_dict(arch).key()}", flops, hand_provenance["train_flops"]),
             "searched-superlm": (found[1], found[0]["id"], found[0]["flops"],
                                  json.loads((found[1] / "autodistil_provenance.json").read_text())["train_flops"]),
             TOOL: (tool_model, found[0]["id"], found[0]["flops"], tool_provenance["train_flops"]),
-            "searched-alone": (alone_model, found[0]["id"], found[0]["flops"], alone_provenance["train_flops"]),
         }
+        if alone:
+            entries["searched-alone"] = (alone[0][0], found[0]["id"], found[0]["flops"], alone[0][1]["train_flops"])
         for path, (model, ident, model_flops, train_flops) in entries.items():
             rows.append({"budget_label": label, "budget_flops": flops, "path": path, "id": ident, "model": str(model),
                          "flops": model_flops, "train_flops": train_flops, "searched_arch": searched_arch})
@@ -193,7 +203,7 @@ def main():
     comparisons = []
     for label, _, _, flops in budgets:
         here = {r["path"]: r for r in rows if r["budget_flops"] == flops}
-        for other in (*DIY, "searched-superlm", "searched-alone"):
+        for other in (p for p in paths if p != TOOL):
             d = paired_difference(here[TOOL], here[other])
             comparisons.append({"budget_flops": flops, "budget_label": label, "a": TOOL, "b": other, **d,
                                 "beats": d["points"] > 2 * d["sem"], "loses": d["points"] < -2 * d["sem"]})
@@ -214,19 +224,19 @@ def main():
         "goal": {"budgets_won": wins, "lost_anywhere": losses, "met": wins >= 2 and not losses},
         "headline": None if best is None else {**best, "gap_points": 100 * (teacher["accuracy_mean"] - best["accuracy_mean"])},
     })
-    write_section(section, report(rows, comparisons, teacher, compute, wins, losses, best, lever))
+    write_section(section, report(rows, comparisons, teacher, compute, wins, losses, best, lever, paths))
 
 
-def report(rows, comparisons, teacher, compute, wins, losses, best, lever="") -> str:
+def report(rows, comparisons, teacher, compute, wins, losses, best, lever="", paths=PATHS) -> str:
     cell = lambda r: f"{r['id']} ({r['flops'] / 1e9:.2f} GF): {r['accuracy_mean']:.3f} ± {r['accuracy_sem']:.3f}"  # noqa: E731
     budgets = list(dict.fromkeys((r["budget_label"], r["budget_flops"]) for r in rows))
     table = markdown_table(["path", *(f"{label} ({flops / 1e9:.2f} GFLOPs)" for label, flops in budgets), "training FLOPs"], [
         (path, *(cell(next(r for r in rows if r["path"] == path and r["budget_flops"] == f)) for _, f in budgets),
          "0" if path == "layer-drop" else " / ".join(f"{r['train_flops']:.2e}" for r in rows if r["path"] == path))
-        for path in PATHS])
+        for path in paths])
     diffs = markdown_table(["tool's path minus", *(f"{flops / 1e9:.2f} GFLOPs" for _, flops in budgets)], [
         (other, *(next(f"{c['points']:+.1f} ± {c['sem']:.1f}" for c in comparisons if c["b"] == other and c["budget_flops"] == f)
-                  for _, f in budgets)) for other in (*DIY, "searched-superlm", "searched-alone")])
+                  for _, f in budgets)) for other in paths if other != TOOL])
     verdict = ("met" if wins >= 2 and not losses else "not met") + f": the tool's path beats both do-it-yourself rows by " \
               f"more than 2 standard errors at {wins} of 3 budgets" + (", and loses to one by more than that somewhere" if losses else "")
     headline = "" if best is None else (

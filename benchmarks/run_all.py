@@ -41,7 +41,7 @@ STAGES = [
     ["train_throughput.py"],
     ["proxy_correlation.py", "--alone", "0"],  # trains the bench SuperLMs (recipes/bench.yaml) and searches them
     ["bench_superlms.py"],
-    ["equal_compute.py"],
+    ["equal_compute.py", "--no-diagnostics"],  # the searched arch distilled alone is a study
     # embedding students against sentence-transformers' own recipe at equal compute, judged on STS-B (the rows that
     # explain the tool's are a study)
     ["embedding_students.py", "--no-diagnostics"],
@@ -61,6 +61,7 @@ STUDIES = [
     ["closing_gap.py"],
     ["rewire.py"],
     ["channel_order.py"],  # which hidden-channel order keeps more of the teacher at step 0 (STS-B)
+    ["equal_compute.py"],  # adds searched-alone (the shape or the weights?) to make bench's cached rows
     # Levers of the tool's path, each on the equal-compute benchmark.
     ["equal_compute.py", "--space", "spaces/minilm-l6-wide.yaml"],
     ["equal_compute.py", "--rewire"],
