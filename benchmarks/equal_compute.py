@@ -112,7 +112,9 @@ def superlm_flops(run: Path) -> int:
 def subspace_bests(search: Path, budgets: list) -> dict:
     """Per sub-space, the searched arch of lowest proxy loss under each budget ({"key", "flops", "loss"} or None):
     which sub-space the pick came from, and how close the others were (a space lever's question)."""
-    rows = [json.loads(line) for line in (search / "history.jsonl").read_text().splitlines() if line.strip()]
+    from autodistil_evo.fileio import read_jsonl
+
+    rows = read_jsonl(search / "history.jsonl")
     bests = {}
     for sub in dict.fromkeys(r["subspace"] for r in rows):
         under = [[r for r in rows if r["subspace"] == sub and r.get("feasible", True) and r["flops"] <= flops] for *_, flops in budgets]
@@ -183,7 +185,7 @@ def main():
         if args.diagnostics:
             jobs.append({"source": search, "out": work / f"alone-{found[0]['id']}-{alone_steps}", "steps": alone_steps,
                          "init": "teacher", "student_id": found[0]["id"], "cost": alone_steps * per_step(pick)})
-    per_budget = 3 if args.diagnostics else 2
+    per_budget = len(jobs) // len(budgets)
     trained = train_students(jobs)
     spent = shared + sum(trained[per_budget * i][1]["train_flops_parts"]["student"] for i in range(len(budgets)))
     if spent != tool_total:  # the trainer counts what it spent: the plan must be what ran
