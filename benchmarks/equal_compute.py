@@ -57,9 +57,7 @@ from autodistil_evo.distill.recipe import load_recipe
 from autodistil_evo.distill.trainer import step_flops, teacher_tap_flops
 from autodistil_evo.spaces import Arch, count_flops, load_space
 
-PATHS = ("layer-drop", "hand-alone", "searched-superlm", "searched-train-student", "searched-alone")
 TOOL, DIY = "searched-train-student", ("layer-drop", "hand-alone")
-DIAGNOSTIC = ("searched-alone",)  # why the tool's row is what it is; not a goal row
 
 
 def layer_drop(layers: int) -> Path:
@@ -136,7 +134,6 @@ def main():
                         help="also the searched arch distilled alone (shape or weights?); `make bench` leaves it to "
                              "`make bench-studies`, whose run adds it to the cached rows")
     args = parser.parse_args()
-    paths = [p for p in PATHS if args.diagnostics or p not in DIAGNOSTIC]
     recipe = load_recipe(BENCH_RECIPE)
     space_file = args.space or str(Path(recipe.space_file()).resolve().relative_to(REPO))
     space = load_space(space_file)
@@ -217,7 +214,7 @@ def main():
     comparisons = []
     for label, _, _, flops in budgets:
         here = {r["path"]: r for r in rows if r["budget_flops"] == flops}
-        for other in (p for p in paths if p != TOOL):
+        for other in (p for p in here if p != TOOL):
             d = paired_difference(here[TOOL], here[other])
             comparisons.append({"budget_flops": flops, "budget_label": label, "a": TOOL, "b": other, **d,
                                 "beats": d["points"] > 2 * d["sem"], "loses": d["points"] < -2 * d["sem"]})
@@ -239,12 +236,13 @@ def main():
         "goal": {"budgets_won": wins, "lost_anywhere": losses, "met": wins >= 2 and not losses},
         "headline": None if best is None else {**best, "gap_points": 100 * (teacher["accuracy_mean"] - best["accuracy_mean"])},
     })
-    write_section(section, report(rows, comparisons, teacher, compute, wins, losses, best, lever, paths, bests))
+    write_section(section, report(rows, comparisons, teacher, compute, wins, losses, best, lever, bests))
 
 
-def report(rows, comparisons, teacher, compute, wins, losses, best, lever="", paths=PATHS, bests=None) -> str:
+def report(rows, comparisons, teacher, compute, wins, losses, best, lever="", bests=None) -> str:
     cell = lambda r: f"{r['id']} ({r['flops'] / 1e9:.2f} GF): {r['accuracy_mean']:.3f} ± {r['accuracy_sem']:.3f}"  # noqa: E731
     budgets = list(dict.fromkeys((r["budget_label"], r["budget_flops"]) for r in rows))
+    paths = list(dict.fromkeys(r["path"] for r in rows))  # layer-drop, hand-alone, searched-superlm, the tool; searched-alone only with the diagnostics
     table = markdown_table(["path", *(f"{label} ({flops / 1e9:.2f} GFLOPs)" for label, flops in budgets), "training FLOPs"], [
         (path, *(cell(next(r for r in rows if r["path"] == path and r["budget_flops"] == f)) for _, f in budgets),
          "0" if path == "layer-drop" else " / ".join(f"{r['train_flops']:.2e}" for r in rows if r["path"] == path))
