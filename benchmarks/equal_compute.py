@@ -55,6 +55,7 @@ from report import command, describe_finetune, machine, markdown_table, write_re
 
 from autodistil_evo.distill.recipe import load_recipe
 from autodistil_evo.distill.trainer import step_flops, teacher_tap_flops
+from autodistil_evo.fileio import read_jsonl
 from autodistil_evo.spaces import Arch, count_flops, load_space
 
 TOOL, DIY = "searched-train-student", ("layer-drop", "hand-alone")
@@ -110,8 +111,6 @@ def superlm_flops(run: Path) -> int:
 def subspace_bests(search: Path, budgets: list) -> dict:
     """Per sub-space, the searched arch of lowest proxy loss under each budget ({"key", "flops", "loss"} or None):
     which sub-space the pick came from, and how close the others were (a space lever's question)."""
-    from autodistil_evo.fileio import read_jsonl
-
     rows = read_jsonl(search / "history.jsonl")
     bests = {}
     for sub in dict.fromkeys(r["subspace"] for r in rows):
